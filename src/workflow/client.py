@@ -154,8 +154,8 @@ class Client:
                 name=self.name,
                 connect_timeout=2,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
+                max_reconnect_attempts=2,
+                reconnect_time_wait=0.5,
                 error_cb=on_error,
                 **self._options,
             )
@@ -165,6 +165,11 @@ class Client:
                 "Start one with `workflow server`, or point to yours with --nats URL "
                 "or WORKFLOW_NATS_URL."
             ) from None
+        # nats-py applies one setting to the first connect and to reconnects; -1 at first
+        # connect would hang forever on a wrong URL, so "reconnect forever" (a worker must
+        # ride out a server restart) is set once connected.
+        self._nc.options["max_reconnect_attempts"] = -1
+        self._nc.options["reconnect_time_wait"] = 1
         version = self._nc.connected_server_version
         if (version.major, version.minor, version.patch) < MIN_SERVER_VERSION:
             await self._nc.close()
