@@ -1,0 +1,55 @@
+"""The command line as a user types it (real processes against a real server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def workflow_cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
+    extra = ["--nats", url] if url else []
+    return subprocess.run([sys.executable, "-m", "workflow.cli", *args, *extra], capture_output=True, text=True, timeout=60)
+
+
+async def test_deposit_prints_ids_and_show_and_history_read_them_back(nats_url):
+    result = workflow_cli("deposit", "sample-pipeline", "--param", "a=1", "-P", "b=[2, 3]", "-P", "name=crab",
+                          "--priority", "5", "--tag", "x", "--json", url=nats_url)
+    assert result.returncode == 0, result.stderr
+    [work_id] = json.loads(result.stdout)
+    shown = json.loads(workflow_cli("show", work_id, "--json", url=nats_url).stdout)
+    assert shown["parameters"] == {"a": 1, "b": [2, 3], "name": "crab"}
+    assert (shown["priority"], shown["tags"], shown["status"]) == (5, ["x"], "queued")
+    assert workflow_cli("cancel", work_id, "--reason", "demo", url=nats_url).returncode == 0
+    history = workflow_cli("history", work_id, url=nats_url)
+    assert "Deposited" in history.stdout and "cancelled: demo" in history.stdout
+    timeline = json.loads(workflow_cli("history", work_id, "--json", url=nats_url).stdout)
+    assert [entry["event"]["type"] for entry in timeline] == ["deposited", "cancelled"]
+
+
+async def test_deposit_count_deposits_that_many(nats_url):
+    result = workflow_cli("deposit", "p", "--count", "5", url=nats_url)
+    assert len(result.stdout.split()) == 5
+
+
+async def test_bad_input_exits_2_naming_the_field(nats_url):
+    for args, field in ((["deposit", "bad name"], "pipeline"), (["deposit", "p", "--priority", "9"], "priority"),
+                        (["deposit", "p", "--site", "mars"], "site")):
+        result = workflow_cli(*args, url=nats_url)
+        assert result.returncode == 2, result
+        assert f"invalid {field}:" in result.stderr and "Traceback" not in result.stderr
+    result = workflow_cli("deposit", "p", "--param", "novalue", url=nats_url)
+    assert result.returncode == 2 and "key=value" in result.stderr
+
+
+async def test_unknown_ids_exit_1(nats_url):
+    for command in ("show", "cancel", "history"):
+        result = workflow_cli(command, "01NOSUCHWORK0000000000000", url=nats_url)
+        assert result.returncode == 1 and "no work with id" in result.stderr
+
+
+def test_help_teaches_the_commands():
+    result = workflow_cli("--help")
+    for command in ("server", "deposit", "cancel", "show", "history"):
+        assert command in result.stdout
+    assert "Example: workflow deposit" in workflow_cli("deposit", "--help").stdout
