@@ -334,6 +334,59 @@ def history(
     console.print(table)
 
 
+@app.command("run")
+def run_command(
+    buckets: Annotated[list[str], typer.Argument(
+        metavar="BUCKET...", help="Pipelines to take work from (highest priority first). "
+        "A last argument with dots (module.function) is taken as --function, as in the old CLI.")],
+    site: Annotated[str, typer.Option("--site", "-s", help="The site this worker runs at.")] = "local",
+    function: Annotated[str | None, typer.Option("--function", "-f", help="Dotted path of the function to call for "
+                                                 "every work [default: each work's own function].")] = None,
+    command: Annotated[str | None, typer.Option("--command", "-c", help="Command line to run for every work "
+                                                "[default: each work's own command].")] = None,
+    lives: Annotated[int, typer.Option("--lives", "-l", help="Stop after this many works (-1: never).")] = -1,
+    sleep: Annotated[float, typer.Option(help="Seconds to wait when the buckets are empty (1 to 300).")] = 30.0,
+    concurrency: Annotated[int, typer.Option(help="Works run at once by this worker.")] = 1,
+    isolation: Annotated[str, typer.Option(help="process (killable child, default), thread, or none (main thread).")] = "process",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
+    creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
+) -> None:
+    """Run works: withdraw from BUCKETs, call function(**parameters) (or run the command),
+    record every attempt. SIGTERM/Ctrl-C finishes the running works and exits; a second
+    one gives them back at once.
+
+    Example: workflow run sample-pipeline --function workflow.examples.add
+    """
+    from workflow.worker import WorkerConfig, run_worker
+
+    if len(buckets) > 1 and "." in buckets[-1] and function is None:
+        *buckets, function = buckets
+    setup_logging(log_level)
+
+    async def check() -> None:  # validation errors and exit codes as every command reports them
+        WorkerConfig(
+            pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
+            lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
+        ).check()
+
+    run(check())
+    config = WorkerConfig(
+        pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
+        lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
+        connect=connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+    )
+    try:
+        code = run_worker(config)  # runs its own event loop (in a second thread for --isolation none)
+    except ConnectionFailedError as error:
+        errors.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(3) from None
+    except WorkflowError as error:
+        errors.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point of the ``workflow`` script."""
     app()
