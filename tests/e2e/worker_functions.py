@@ -1,0 +1,46 @@
+"""Functions the end-to-end tests deposit; imported by worker subprocesses (PYTHONPATH).
+
+Functions that run for a while write their pid to ``marker`` first, so a test knows the
+attempt is under way and can check afterwards that its process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+
+def _mark(marker: str | None) -> None:
+    if marker:
+        with open(marker, "a") as file:
+            file.write(f"{os.getpid()}\n")
+
+
+def slow(seconds: float, marker: str | None = None) -> dict:
+    _mark(marker)
+    time.sleep(seconds)
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+def raises(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def exits(code: int = 3, marker: str | None = None) -> None:
+    _mark(marker)
+    os._exit(code)
+
+
+async def async_sum(a: float, b: float) -> dict:
+    await asyncio.sleep(0.05)
+    return {"sum": a + b}
+
+
+def huge(megabytes: int = 9) -> dict:
+    return {"blob": "x" * (megabytes << 20)}
+
+
+def products() -> tuple:
+    return {"ok": True}, [Path("/data/a.fits")], ["/plots/a.png"]
