@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import nats.errors
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -101,6 +102,13 @@ def run(coro: Awaitable[T]) -> T:
     except (WorkflowError, NotFoundError) as error:
         errors.print(f"error: {error}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    except (nats.errors.Error, asyncio.TimeoutError) as error:
+        errors.print(
+            f"error: the NATS server stopped answering ({type(error).__name__}: {error}); "
+            "nothing was lost: the log keeps what was recorded, try again when it is back",
+            markup=False, highlight=False,
+        )
+        raise typer.Exit(3) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
