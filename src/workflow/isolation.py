@@ -109,6 +109,7 @@ def _child_main(conn: Connection, call_json: bytes) -> None:  # pragma: no cover
     if os.getppid() != parent:  # the forkserver died before we asked
         os._exit(1)
     call = msgspec.json.decode(call_json, type=FunctionCall)
+    sys.path.insert(0, os.getcwd())  # the worker's directory, as `python -m` would, even after chdir
     if call.path not in ("", "."):
         try:
             os.chdir(call.path)

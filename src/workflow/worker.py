@@ -205,6 +205,9 @@ class Worker:
         except Exception:
             outcome = "unrecorded"
             log.exception("could not record the outcome of %s", work.id)
+            if client.lease(work) is not None:  # never keep heartbeating a work we gave up on
+                with contextlib.suppress(Exception):
+                    await client.release(work, reason="the worker could not record its outcome")
         finally:
             log.info(
                 "finish %s pipeline=%s attempt=%d outcome=%s duration=%.3fs",
@@ -230,12 +233,16 @@ class Worker:
     async def _attempt(self, client: Client, work: Work, began: float) -> str:
         plan = self.plan(work)
         execution: Execution | Outcome
-        if isinstance(plan, FunctionCall):
-            execution = await self.isolation.start(plan)
-        elif isinstance(plan, CommandCall):
-            execution = await CommandExecution.start(plan)
-        else:
-            execution = plan
+        try:
+            if isinstance(plan, FunctionCall):
+                execution = await self.isolation.start(plan)
+            elif isinstance(plan, CommandCall):
+                execution = await CommandExecution.start(plan)
+            else:
+                execution = plan
+        except Exception as error:  # the isolation itself failed (e.g. no forkserver): retry later
+            log.exception("could not start %s", work.id)
+            execution = Outcome(status="failed", error=f"the worker could not start the work: {type(error).__name__}: {error}")
         if isinstance(execution, Outcome):
             return await self._record(client, work, execution)
         lease = client.lease(work)

@@ -320,3 +320,41 @@ async def test_the_readme_demo_runs_the_seeds_add_against_a_workflow_server_proc
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+async def test_a_frozen_worker_that_comes_back_after_its_work_was_handed_on_records_nothing(
+    client, start_worker, tmp_path
+):
+    marker = tmp_path / "pids"
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow",
+                                          parameters={"seconds": 2, "marker": str(marker)}))
+    zombie = start_worker()
+    await until(lambda: pids_in(marker))
+    zombie.send_signal(signal.SIGSTOP)  # alive but silent: its lease runs out
+    try:
+        start_worker()
+        await until(status_is(client, work_id, "success"))
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    await asyncio.sleep(3)  # the zombie wakes, its child has finished: it tries to report
+    events = await client.history(work_id)
+    assert names(events) == ["Deposited", "Started", "Failed", "Started", "Succeeded"]
+    assert events[2].reason == "lost" and events[-1].by == events[3].by != events[1].by
+    assert zombie.poll() is None
+    log = zombie.log_path.read_text()  # type: ignore[attr-defined]
+    assert "nothing recorded" in log or "not recorded" in log
+
+
+async def test_concurrency_runs_several_works_at_once_in_one_worker(client, start_worker):
+    ids = await client.deposit([
+        Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 1}) for _ in range(3)
+    ])
+    start_worker("--concurrency", "3", "--lives", "3")
+    records = []
+    for work_id in ids:
+        await until(status_is(client, work_id, "success"))
+        records += await client.history_records(work_id)
+    records.sort(key=lambda r: r.seq)
+    kinds = [type(r.event).__name__ for r in records if not isinstance(r.event, ev.Deposited)]
+    assert kinds == ["Started"] * 3 + ["Succeeded"] * 3  # all three ran side by side
+    assert len({r.event.by for r in records if isinstance(r.event, ev.Started)}) == 1
