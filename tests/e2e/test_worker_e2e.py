@@ -358,3 +358,21 @@ async def test_concurrency_runs_several_works_at_once_in_one_worker(client, star
     kinds = [type(r.event).__name__ for r in records if not isinstance(r.event, ev.Deposited)]
     assert kinds == ["Started"] * 3 + ["Succeeded"] * 3  # all three ran side by side
     assert len({r.event.by for r in records if isinstance(r.event, ev.Started)}) == 1
+
+
+async def test_timeouts_stop_commands_and_main_thread_functions_too(client, start_worker, tmp_path):
+    marker = tmp_path / "pids"
+    command, function = await client.deposit([
+        Work(pipeline="e2e", timeout=1, priority=5,
+             command=[sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(120)"]),
+        Work(pipeline="e2e", function="worker_functions.slow", timeout=1, parameters={"seconds": 120}, priority=1),
+    ])
+    worker = start_worker("--isolation", "none", "--lives", "2")
+    await until(status_is(client, command, "failure"))
+    [failed] = failures(await client.history(command))
+    assert failed.reason == "timeout" and "the command's process group was killed" in failed.error
+    await until(lambda: not alive(pids_in(marker)[0]), timeout=10)
+    await until(status_is(client, function, "failure"))
+    [failed] = failures(await client.history(function))
+    assert failed.reason == "timeout" and "it was interrupted" in failed.error
+    assert await wait_exit(worker) == 0  # the main thread was freed: the worker ends its 2 lives
