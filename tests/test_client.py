@@ -260,3 +260,10 @@ async def test_a_server_without_the_log_is_reported(nats_server):
     with pytest.raises(workflow.errors.WorkflowError, match="no WORKFLOW stream"):
         async with workflow.connect(nats_server.url):
             pass
+
+
+async def test_a_bucket_made_after_a_withdraw_is_seen_at_once_by_the_next_withdraw(client):
+    assert await client.withdraw("p") is None  # discovers the (no) buckets and caches them
+    [work_id] = await client.deposit(Work(pipeline="p", site="gbo"))
+    got = await client.withdraw("p")
+    assert got is not None and got.id == work_id

@@ -68,6 +68,8 @@ class Buckets:
                 )
         ack_wait = info["config"]["ack_wait"] / 1e9
         self._ack_wait[key] = ack_wait
+        if key not in self._discovered:  # so a withdraw without a site sees it at once
+            self._discovered = [*self._discovered, key]
         return ack_wait
 
     async def ensure_all(self, keys: Iterable[BucketKey]) -> None:
