@@ -267,3 +267,13 @@ async def test_a_bucket_made_after_a_withdraw_is_seen_at_once_by_the_next_withdr
     [work_id] = await client.deposit(Work(pipeline="p", site="gbo"))
     got = await client.withdraw("p")
     assert got is not None and got.id == work_id
+
+
+async def test_buckets_show_waiting_and_held_works(client):
+    await client.deposit([Work(pipeline="p", priority=5), Work(pipeline="p", priority=5), Work(pipeline="q", site="kko")])
+    held = await client.withdraw("p")
+    stats = {(s.pipeline, s.site, s.priority): (s.waiting, s.held) for s in await client.buckets()}
+    assert stats == {("p", "local", 5): (1, 1), ("q", "kko", 3): (1, 0)}
+    await client.succeed(held)
+    stats = {(s.pipeline, s.priority): (s.waiting, s.held) for s in await client.buckets()}
+    assert stats[("p", 5)] == (1, 0)

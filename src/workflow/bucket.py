@@ -15,6 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import nats.aio.client
 from nats.aio.msg import Msg
@@ -23,6 +24,19 @@ from workflow.errors import WorkflowError
 from workflow.subjects import STREAM, BucketKey, bucket_from_filter
 
 PRIORITIES = (5, 4, 3, 2, 1)
+
+
+@dataclass(frozen=True)
+class BucketStats:
+    """What a bucket holds now, from its consumer's state on the server."""
+
+    pipeline: str
+    site: str
+    priority: int
+    waiting: int       # queue messages not yet delivered (works waiting for a worker)
+    held: int          # delivered and not yet acknowledged (running, or waiting for a retry)
+    redelivered: int   # of those, delivered more than once (retries, lost workers)
+    lease_seconds: float
 
 
 class Buckets:
@@ -76,9 +90,9 @@ class Buckets:
         for key in set(keys):
             await self.ensure(key)
 
-    async def discover(self) -> list[BucketKey]:
+    async def discover(self, fresh: bool = False) -> list[BucketKey]:
         """Every bucket that exists on the server (cached for a couple of seconds)."""
-        if time.monotonic() - self._discovered_at < self.DISCOVERY_TTL:
+        if not fresh and time.monotonic() - self._discovered_at < self.DISCOVERY_TTL:
             return self._discovered
         found: list[BucketKey] = []
         offset = 0
@@ -97,6 +111,20 @@ class Buckets:
                 break
         self._discovered, self._discovered_at = found, time.monotonic()
         return found
+
+    async def stats(self) -> list[BucketStats]:
+        """Every bucket with its counts, highest priority first."""
+        stats = []
+        for key in await self.discover(fresh=True):
+            info = await self._api(f"CONSUMER.INFO.{STREAM}.{key.consumer}")
+            if "error" in info:
+                continue  # deleted meanwhile
+            stats.append(BucketStats(
+                key.pipeline, key.site, key.priority, waiting=info.get("num_pending", 0),
+                held=info.get("num_ack_pending", 0), redelivered=info.get("num_redelivered", 0),
+                lease_seconds=info["config"]["ack_wait"] / 1e9,
+            ))
+        return sorted(stats, key=lambda s: (s.pipeline, -s.priority, s.site))
 
     async def select(
         self, pipelines: list[str], site: str | None, priority: int | None

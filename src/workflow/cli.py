@@ -270,6 +270,29 @@ def requeue(
 
 
 @app.command()
+def buckets(
+    as_json: AsJson = False,
+    nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
+    creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
+) -> None:
+    """Every bucket (pipeline, site, priority) with its waiting and held works, live from NATS."""
+
+    async def go():
+        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
+            return await client.buckets()
+
+    stats = run(go())
+    if as_json:
+        print_json(stats)
+        return
+    table = Table("pipeline", "site", "priority", "waiting", "held", "redelivered", "lease (s)")
+    for s in stats:
+        table.add_row(s.pipeline, s.site, str(s.priority), str(s.waiting), str(s.held), str(s.redelivered),
+                      f"{s.lease_seconds:g}")
+    console.print(table if stats else "no buckets yet: deposit some work")
+
+
+@app.command()
 def show(
     work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's id.")],
     as_json: AsJson = False,

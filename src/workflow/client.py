@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from workflow import events as ev
-from workflow.bucket import Buckets
+from workflow.bucket import Buckets, BucketStats
 from workflow.errors import (
     ConflictError,
     ConnectionFailedError,
@@ -614,6 +614,10 @@ class Client:
             raise ValidationError("status", f"update records an outcome: set 'success' or 'failure', not {work.status!r}")
 
     # -- operator actions -------------------------------------------------------------
+
+    async def buckets(self) -> list[BucketStats]:
+        """Every bucket with how many works wait in it and how many are held by workers."""
+        return await self._buckets.stats()  # type: ignore[union-attr]
 
     async def cancel(self, work_id: str, reason: str | None = None) -> ev.Cancelled:
         """Cancel a work: a queued work never runs; a running one is stopped at its next
