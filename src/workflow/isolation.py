@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import queue
@@ -45,6 +46,8 @@ import msgspec
 
 from workflow.errors import ValidationError
 from workflow.runner import CommandCall, FunctionCall, Outcome, call_function, command_outcome, environment_with
+
+log = logging.getLogger("workflow.isolation")
 
 ISOLATIONS = ("process", "thread", "none")
 _PR_SET_PDEATHSIG = 1
@@ -78,13 +81,14 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, *, leader_alive: bool = True) -> None:
     """SIGKILL the process group led by ``pid`` (or just ``pid`` if it has none yet)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if leader_alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def _readable(fd: int) -> None:
@@ -104,6 +108,7 @@ async def _readable(fd: int) -> None:
 def _child_main(conn: Connection, call_json: bytes) -> None:  # pragma: no cover - runs in the child
     """Entry point of a forkserver child: run the call, write its Outcome as JSON, exit."""
     os.setsid()  # its own process group: killed as one, deaf to the terminal's Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver ignores it (see forkserver_preload)
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the forkserver died before we asked
@@ -135,7 +140,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class ProcessExecution:
-    """A call running in a forkserver child; its Outcome arrives as JSON on a pipe."""
+    """A call running in a forkserver child; its Outcome arrives as JSON on a pipe.
+
+    Once the outcome is read, the child has :attr:`EXIT_GRACE` seconds to exit, and then
+    anything left in its process group (background processes the function started) is
+    killed: a work's processes end with the work.
+    """
+
+    EXIT_GRACE = 5.0
 
     def __init__(self, process: multiprocessing.process.BaseProcess, reader: Connection,
                  running: set[ProcessExecution]) -> None:
@@ -160,10 +172,17 @@ class ProcessExecution:
                 chunks.append(chunk)
         finally:
             self._reader.close()
-        await _readable(self.process.sentinel)
+        data = b"".join(chunks)
+        try:  # a child that reported may still run atexit handlers; not for ever
+            await asyncio.wait_for(_readable(self.process.sentinel), self.EXIT_GRACE if data else None)
+        except asyncio.TimeoutError:
+            log.warning("%s reported its outcome but did not exit within %ss: killed", self.process.name, self.EXIT_GRACE)
+            _kill_group(self.process.pid)  # type: ignore[arg-type]
+            await _readable(self.process.sentinel)
+        # Processes the function left behind end with the work (no orphans between works).
+        _kill_group(self.process.pid, leader_alive=False)  # type: ignore[arg-type]
         self._running.discard(self)
         code = self.process.exitcode
-        data = b"".join(chunks)
         if data:
             try:
                 return _outcome_decoder.decode(data)
@@ -194,7 +213,7 @@ class ProcessIsolation:
     async def open(self) -> None:
         # Preload workflow (not the user's code: an import error there must fail the
         # work, not the forkserver). Started here, once, off the event loop.
-        self._context.set_forkserver_preload(["workflow.runner"])
+        self._context.set_forkserver_preload(["workflow.forkserver_preload"])
         from multiprocessing import forkserver
 
         await asyncio.to_thread(forkserver.ensure_running)

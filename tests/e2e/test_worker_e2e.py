@@ -38,11 +38,12 @@ def start_worker(nats_url: str, tmp_path: Path):
     """Start ``workflow run PIPELINE --sleep 1 ARGS…`` as a subprocess (killed at the end)."""
     processes: list[subprocess.Popen] = []
 
-    def start(*args: str, pipeline: str = "e2e") -> subprocess.Popen:
+    def start(*args: str, pipeline: str = "e2e", new_session: bool = False) -> subprocess.Popen:
         log_path = tmp_path / f"worker-{len(processes)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "workflow.cli", "run", pipeline, "--sleep", "1", *args],
             env=worker_env(nats_url), stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=tmp_path,
+            start_new_session=new_session,
         )
         process.log_path = log_path  # type: ignore[attr-defined]
         processes.append(process)
@@ -254,6 +255,18 @@ async def test_sigterm_lets_the_running_work_finish_then_the_worker_exits_zero(c
     assert await wait_exit(worker) == 0
     assert (await client.get(running)).status == "success"
     assert (await client.get(waiting)).status == "queued"  # not taken after the signal
+
+
+async def test_sigterm_to_the_whole_process_group_still_lets_the_running_work_finish(client, start_worker, tmp_path):
+    # Supervisors often signal the worker's whole group: the forkserver must not die of it.
+    marker = tmp_path / "pids"
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow",
+                                          parameters={"seconds": 1.5, "marker": str(marker)}))
+    worker = start_worker(new_session=True)
+    await until(lambda: pids_in(marker))
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert await wait_exit(worker) == 0
+    assert names(await client.history(work_id)) == ["Deposited", "Started", "Succeeded"]
 
 
 async def test_a_second_signal_gives_the_running_work_back_at_once(client, start_worker, tmp_path):
