@@ -118,3 +118,9 @@ def test_the_cli_refuses_bad_worker_options_before_connecting():
     result = subprocess.run([sys.executable, "-m", "workflow.cli", "run", "p", "--sleep", "0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "sleep" in result.stderr
+
+
+def test_parameters_that_do_not_fit_the_function_are_unrunnable_not_retried():
+    outcome = call_function(FunctionCall(function="workflow.examples.add", parameters={"a": 1, "c": 2}))
+    assert outcome.status == "unrunnable"
+    assert outcome.error == "the work's parameters do not fit workflow.examples.add(a, b): missing a required argument: 'b'"

@@ -166,6 +166,9 @@ def call_function(call: FunctionCall) -> Outcome:
         function = resolve(call.function)
     except UnknownFunctionError as error:
         return Outcome(status="unrunnable", error=str(error))
+    misfit = _parameters_misfit(function, call)
+    if misfit is not None:
+        return Outcome(status="unrunnable", error=misfit)
     try:
         value = function(**call.parameters)
         if inspect.isawaitable(value):
@@ -178,6 +181,27 @@ def call_function(call: FunctionCall) -> Outcome:
             traceback=clip(tb.format_exc()),
         )
     return Outcome(status="succeeded", results=results, products=products, plots=plots)
+
+
+def _parameters_misfit(function: Callable[..., Any], call: FunctionCall) -> str | None:
+    """Why ``function(**parameters)`` cannot even be called, or None.
+
+    Wrong parameters fail the same way at every attempt, so they are unrunnable (no
+    retry), unlike a TypeError raised inside the function, which is an ordinary error.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: just call them
+        return None
+    try:
+        signature.bind(**call.parameters)
+    except TypeError as error:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        return f"the work's parameters do not fit {call.function}{bare}: {error}"
+    return None
 
 
 async def _awaited(awaitable: Any) -> Any:
