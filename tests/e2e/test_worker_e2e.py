@@ -389,3 +389,37 @@ async def test_timeouts_stop_commands_and_main_thread_functions_too(client, star
     [failed] = failures(await client.history(function))
     assert failed.reason == "timeout" and "it was interrupted" in failed.error
     assert await wait_exit(worker) == 0  # the main thread was freed: the worker ends its 2 lives
+
+
+async def test_a_result_finished_while_nats_is_down_is_recorded_once_it_is_back(tmp_path):
+    import socket
+
+    from workflow.server import EmbeddedNats, prepare_log
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = EmbeddedNats(tmp_path / "nats", port=port).start()
+    worker = None
+    try:
+        await prepare_log(server.url)
+        marker = tmp_path / "pids"
+        async with workflow.connect(server.url) as client:
+            [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow",
+                                                  parameters={"seconds": 2, "marker": str(marker)}))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workflow.cli", "run", "e2e", "--sleep", "1"], env=worker_env(server.url),
+            stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+        await until(lambda: pids_in(marker))
+        server.kill()  # the whole log goes away while the work runs, and its result is due
+        await asyncio.sleep(3)
+        server = EmbeddedNats(tmp_path / "nats", port=port).start()
+        async with workflow.connect(server.url) as client:
+            await until(status_is(client, work_id, "success"), timeout=40)
+            assert names(await client.history(work_id)) == ["Deposited", "Started", "Succeeded"]
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        server.stop()
