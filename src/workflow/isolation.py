@@ -154,6 +154,7 @@ class ProcessExecution:
         self.process = process
         self._reader = reader
         self._running = running
+        self._closed = False
         running.add(self)
 
     async def outcome(self) -> Outcome:
@@ -181,8 +182,8 @@ class ProcessExecution:
             await _readable(self.process.sentinel)
         # Processes the function left behind end with the work (no orphans between works).
         _kill_group(self.process.pid, leader_alive=False)  # type: ignore[arg-type]
-        self._running.discard(self)
         code = self.process.exitcode
+        self._release()
         if data:
             try:
                 return _outcome_decoder.decode(data)
@@ -195,10 +196,21 @@ class ProcessExecution:
         )
 
     async def stop(self) -> None:
+        if self._closed:
+            return
         if self.process.pid is not None and self.process.exitcode is None:
             _kill_group(self.process.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(_readable(self.process.sentinel), 10)
+        if self.process.exitcode is not None:
+            self._release()
+
+    def _release(self) -> None:
+        """Forget the exited child and free its file descriptors (a worker lives long)."""
+        self._running.discard(self)
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            self.process.close()
 
 
 class ProcessIsolation:
