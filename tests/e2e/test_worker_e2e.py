@@ -423,3 +423,17 @@ async def test_a_result_finished_while_nats_is_down_is_recorded_once_it_is_back(
             worker.kill()
             worker.wait()
         server.stop()
+
+
+async def test_a_work_longer_than_several_leases_is_never_handed_to_another_worker_while_its_worker_lives(
+    client, start_worker, tmp_path
+):
+    marker = tmp_path / "pids"
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow",
+                                          parameters={"seconds": 5, "marker": str(marker)}))  # > 3 leases of 1.5 s
+    start_worker()
+    await until(lambda: pids_in(marker))
+    start_worker()  # idle and eager: it would take the work if it were ever redelivered
+    await until(status_is(client, work_id, "success"))
+    assert names(await client.history(work_id)) == ["Deposited", "Started", "Succeeded"]
+    assert len(pids_in(marker)) == 1
