@@ -1,0 +1,292 @@
+"""The projector: folds the WORKFLOW stream, in order, into DuckDB.
+
+It reads the log with an ordered consumer (ephemeral, in-memory, no acks, flow
+controlled; nats-py recreates it at the right sequence after any gap or reconnect)
+starting at ``checkpoint + 1``. Messages are gathered in batches; each batch is decoded,
+folded (``workflow.projection``) and written with its checkpoint in one DuckDB
+transaction (``workflow.database``) on a worker thread, while the next batch arrives.
+A SIGKILL at any moment leaves the database at a batch boundary, and the restarted
+projector goes on from exactly there. Events at or below the checkpoint are ignored, so
+a redelivery can never be applied twice.
+
+The same class replays a log into a fresh file (``workflow replay``), optionally only
+up to a moment (``until``: the server's time at which each event was logged), which
+gives the state of every work as it was then.
+
+``run_projector_service`` is what ``workflow server`` and ``workflow projector`` run:
+the projector plus the results service (``workflow.results``) over one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats.aio.client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from workflow import database, projection
+from workflow.errors import WorkflowError
+from workflow.subjects import PREFIX, STREAM
+
+log = logging.getLogger("workflow.projector")
+
+#: Events per transaction at most. Larger batches write faster; a live system's batches
+#: are small anyway (whatever arrived while the previous one was written).
+BATCH_SIZE = 20_000
+#: Work rows kept in memory so that the events following a deposit need no lookup.
+CACHE_SIZE = 200_000
+
+
+def sequence_and_time(reply: str) -> tuple[int, float]:
+    """Stream sequence and server time (unix s) from a JetStream message's reply subject."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+        return int(tokens[5]), int(tokens[7]) / 1e9
+    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>[.<token>]
+    return int(tokens[7]), int(tokens[9]) / 1e9
+
+
+async def stream_last_sequence(nc: nats.aio.client.Client, stream: str = STREAM) -> int:
+    """The sequence of the last event in the log (0 when empty)."""
+    info = await nc.jetstream().stream_info(stream)
+    return int(info.state.last_seq)
+
+
+class Projector:
+    """Folds the log into a projection database; tracks how far it got."""
+
+    def __init__(
+        self,
+        con: Any,
+        *,
+        stream: str = STREAM,
+        batch_size: int = BATCH_SIZE,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self.store = database.ProjectionStore(con, stream)
+        self.stream = stream
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self.position = self.store.checkpoint()
+        self.unfoldable = 0
+        self._cache: dict[str, projection.Row] = {}
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    # -- waiting for a position (read-your-writes) ----------------------------------------
+
+    async def wait_for(self, seq: int, timeout: float) -> bool:
+        """True once every event up to ``seq`` is in the tables (False after ``timeout``)."""
+        if self.position >= seq:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        entry = (seq, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return self.position >= seq
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def _advanced(self) -> None:
+        for seq, future in list(self._waiters):
+            if seq <= self.position and not future.done():
+                future.set_result(None)
+
+    # -- one batch (runs on a worker thread) ---------------------------------------------
+
+    def apply(self, messages: list[tuple[int, float, str, bytes]]) -> int:
+        """Fold and write ``(seq, logged, subject, data)`` messages; returns events written."""
+        decoded = []
+        for seq, logged, subject, data in messages:
+            if seq <= self.position:
+                continue  # already applied (a redelivery after a consumer reset)
+            try:
+                event = projection.decode(data)
+            except Exception as error:  # not an event of ours: never block the projection on it
+                log.error("skipping unreadable message %d on %s: %s", seq, subject, error)
+                continue
+            decoded.append((seq, logged, subject, data, event))
+        if not decoded:
+            if messages and messages[-1][0] > self.position:
+                self._write(projection.Batch(first_seq=messages[-1][0], last_seq=messages[-1][0]))
+            return 0
+        cache = self._cache
+        missing = [
+            e.work_id for _, _, _, _, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache
+        ]
+        known = self.store.load_rows(list(set(missing))) if missing else {}
+        batch = projection.Batch()
+        for seq, logged, subject, data, event in decoded:
+            before = cache.get(event.work_id) or known.get(event.work_id)
+            batch.add(seq, logged, subject, data, event, before)
+        batch.last_seq = max(batch.last_seq, messages[-1][0])
+        self._write(batch)
+        if batch.unfoldable:
+            self.unfoldable += len(batch.unfoldable)
+            log.warning(
+                "%d event(s) could not be folded (work unknown, e.g. its deposit aged out of the log): seq %s",
+                len(batch.unfoldable), batch.unfoldable[:10],
+            )
+        cache.update(batch.rows)
+        if len(cache) > self.cache_size:
+            for work_id in list(cache)[: len(cache) - self.cache_size // 2]:
+                del cache[work_id]
+        return len(batch)
+
+    def _write(self, batch: projection.Batch) -> None:
+        self.store.write(batch)
+        self.position = batch.last_seq
+
+    # -- the consumer ----------------------------------------------------------------------
+
+    async def run(
+        self,
+        nc: nats.aio.client.Client,
+        stop: asyncio.Event | None = None,
+        *,
+        until_seq: int | None = None,
+        until_time: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        linger: float = 0.02,
+    ) -> int:
+        """Project until ``stop`` is set, or (replay) up to ``until_seq`` / ``until_time``.
+
+        Returns the position reached. ``progress`` is called with it after each batch.
+        """
+        stop = stop or asyncio.Event()
+        if until_seq is not None and self.position >= until_seq:
+            return self.position
+        buffer: list[tuple[int, float, str, bytes]] = []
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        finished = asyncio.Event()
+        high_water = self.batch_size * 2
+
+        async def on_message(msg: Msg) -> None:
+            if finished.is_set():
+                return
+            seq, logged = sequence_and_time(msg.reply)
+            if until_time is not None and logged > until_time:
+                finished.set()
+                ready.set()
+                return
+            buffer.append((seq, logged, msg.subject, msg.data))
+            if until_seq is not None and seq >= until_seq:
+                finished.set()
+            if len(buffer) >= self.batch_size or finished.is_set():
+                ready.set()
+            while len(buffer) >= high_water:  # back-pressure: stop reading until written
+                room.clear()
+                await room.wait()
+
+        js = nc.jetstream()
+        subscription = await js.subscribe(
+            f"{PREFIX}.>",
+            stream=self.stream,
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1),
+            idle_heartbeat=5.0,
+            pending_msgs_limit=high_water * 2,
+            pending_bytes_limit=512 * 1024 * 1024,
+        )
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                if not buffer:
+                    if finished.is_set() or stop.is_set():
+                        break
+                    waiter = asyncio.create_task(ready.wait())
+                    await asyncio.wait([waiter, stopper], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    ready.clear()
+                    continue
+                if not finished.is_set() and len(buffer) < self.batch_size and linger:
+                    await asyncio.sleep(linger)  # let a burst gather into one transaction
+                messages, buffer[:] = buffer[: self.batch_size], buffer[self.batch_size :]
+                if len(buffer) < high_water:
+                    room.set()
+                if until_seq is not None:
+                    messages = [m for m in messages if m[0] <= until_seq]
+                if messages:
+                    await asyncio.to_thread(self.apply, messages)
+                    self._advanced()
+                    if progress is not None:
+                        progress(self.position)
+                if until_seq is not None and self.position >= until_seq:
+                    break
+        finally:
+            stopper.cancel()
+            room.set()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        return self.position
+
+
+async def replay(
+    nc: nats.aio.client.Client,
+    db_path: Path,
+    *,
+    until_time: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """Build a fresh projection in ``db_path`` from the whole log (up to ``until_time``).
+
+    Returns the last sequence applied. ``progress(position, last)`` follows it.
+    """
+    if db_path.exists():
+        raise WorkflowError(f"{db_path} exists; replay builds a fresh database (remove it, or choose another file)")
+    last = await stream_last_sequence(nc)
+    con = database.connect(db_path)
+    try:
+        projector = Projector(con, batch_size=batch_size)
+        if last == 0:
+            return 0
+        return await projector.run(
+            nc,
+            until_seq=last,
+            until_time=until_time,
+            progress=(lambda position: progress(position, last)) if progress else None,
+        )
+    finally:
+        con.close()
+
+
+async def run_projector_service(
+    url: str, db_path: Path, stop: asyncio.Event, **connect_options: Any
+) -> None:
+    """Run the projector and the results service on ``db_path`` until ``stop`` is set."""
+    import workflow
+    from workflow.results import ResultsService
+
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = await asyncio.to_thread(database.connect, db_path)
+    try:
+        async with workflow.connect(url, name="workflow-projector", **connect_options) as client:
+            projector = Projector(con)
+            log.info("projector on %s resumes after sequence %d", db_path, projector.position)
+            service = ResultsService(client.nc, con, projector)
+            await service.start()
+            started = time.monotonic()
+            try:
+                await projector.run(client.nc, stop)
+            finally:
+                await service.stop()
+            log.info(
+                "projector stopped at sequence %d (%.0f s)", projector.position, time.monotonic() - started
+            )
+    finally:
+        con.close()
