@@ -144,6 +144,13 @@ class Client:
             raise WorkflowError("client is not connected: use `async with workflow.connect() as client:`")
         return self._nc
 
+    @property
+    def results(self) -> Results:
+        """Queries over the projection (query, count, pipelines, get, history): workflow.results."""
+        from workflow.results import Results
+
+        return Results(self)
+
     async def open(self) -> Client:
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)
