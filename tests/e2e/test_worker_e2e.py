@@ -322,7 +322,9 @@ async def test_the_readme_demo_runs_the_seeds_add_against_a_workflow_server_proc
                  "--lives", "3", "--sleep", "1", "--nats", url],
                 env=env, capture_output=True, text=True, timeout=60,
             )
-            assert worker.returncode == 0, worker.stderr
+            assert worker.returncode == 0, (
+                f"worker: {worker.stderr[-2000:]}\nserver: {(tmp_path / 'server.log').read_text()[-2000:]}"
+            )
             assert [(await client.get(i)).results for i in ids] == [{"value": 2}, {"value": 3}, {"value": 4}]
             lines = [line for line in worker.stderr.splitlines() if " finish " in line]
             assert len(lines) == 3 and all(re.search(r"attempt=1 outcome=success duration=\d", line) for line in lines)
@@ -437,3 +439,10 @@ async def test_a_work_longer_than_several_leases_is_never_handed_to_another_work
     await until(status_is(client, work_id, "success"))
     assert names(await client.history(work_id)) == ["Deposited", "Started", "Succeeded"]
     assert len(pids_in(marker)) == 1
+
+
+async def test_the_function_may_follow_the_pipeline_as_in_the_old_cli(client, start_worker):
+    [work_id] = await client.deposit(Work(pipeline="e2e", parameters={"a": 20, "b": 22}))
+    worker = start_worker("workflow.examples.add", "--lives", "1")
+    assert await wait_exit(worker) == 0
+    assert (await client.get(work_id)).results == {"value": 42}
