@@ -418,6 +418,11 @@ def run_command(
     raise typer.Exit(code)
 
 
+from workflow.cli_results import register as _register_results  # noqa: E402 - needs the helpers above
+
+_register_results(app)
+
+
 def main() -> None:
     """Entry point of the ``workflow`` script."""
     app()
