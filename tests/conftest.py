@@ -50,3 +50,27 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+async def results_answering(client) -> bool:
+    """True once a results service answers on the client's server."""
+    from workflow.errors import WorkflowError
+
+    try:
+        await client.results.position()
+        return True
+    except WorkflowError:
+        return False
+
+
+@pytest.fixture
+async def results_service(nats_url: str, client, tmp_path: Path):
+    """The projector + results service running in this process; yields its DuckDB path."""
+    from workflow.projector import run_projector_service
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector_service(nats_url, tmp_path / "live.duckdb", stop))
+    await eventually(lambda: results_answering(client))
+    yield tmp_path / "live.duckdb"
+    stop.set()
+    await asyncio.wait_for(task, 15)

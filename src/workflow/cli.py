@@ -15,7 +15,6 @@ import shlex
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import workflow
-from workflow import events as ev
+from workflow.display import describe, when
 from workflow.errors import ConnectionFailedError, NotFoundError, ValidationError, WorkflowError
 
 app = typer.Typer(
@@ -115,12 +114,6 @@ def run(coro: Awaitable[T]) -> T:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
-
-
-def when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -317,25 +310,6 @@ def show(
     console.print(table)
 
 
-def describe(event: ev.AnyEvent) -> str:
-    """One line saying what an event means, for ``workflow history``."""
-    match event:
-        case ev.Deposited(work=work):
-            return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}"
-        case ev.Requeued(work=work, reason=reason):
-            return f"requeued at priority {work.priority}, site {work.site}" + (f": {reason}" if reason else "")
-        case ev.Started(attempt=attempt, host=host):
-            return f"attempt {attempt} started on {host}"
-        case ev.Succeeded(attempt=attempt, results=results):
-            return f"attempt {attempt} succeeded" + (f": {json.dumps(results)[:120]}" if results else "")
-        case ev.Failed(attempt=attempt, reason=reason, error=error, will_retry=will_retry, retry_in=retry_in):
-            then = f"; retry in {retry_in:.1f}s" if will_retry and retry_in is not None else "; retry" if will_retry else "; no retry left"
-            return f"attempt {attempt} failed ({reason}){': ' + error[:120] if error else ''}{then}"
-        case ev.Cancelled(reason=reason):
-            return "cancelled" + (f": {reason}" if reason else "")
-    return type(event).__name__
-
-
 @app.command()
 def history(
     work_id: Annotated[str, typer.Argument(metavar="ID", help="The work's id.")],
@@ -421,6 +395,35 @@ def run_command(
 from workflow.cli_results import register as _register_results  # noqa: E402 - needs the helpers above
 
 _register_results(app)
+
+
+@app.command()
+def tui(
+    web: Annotated[bool, typer.Option("--web", help="Serve the UI to browsers (textual-serve) instead of this terminal.")] = False,
+    host: Annotated[str, typer.Option(help="With --web: address to listen on.")] = "localhost",
+    port: Annotated[int, typer.Option(help="With --web: port to listen on.")] = 8000,
+    refresh: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
+    creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
+) -> None:
+    """The operator's view: pipelines and their counts, their works, each work's history.
+
+    Keys: arrows to move, s to filter by status, c to cancel the highlighted work, r to
+    refresh, q to quit. --web serves the same UI at http://HOST:PORT.
+    """
+    options = connection(nats, nats_user, password, token, creds, nkey, tls_ca)
+    if web:
+        from textual_serve.server import Server
+
+        argv = [sys.executable, "-m", "workflow.cli", "tui", "--refresh", str(refresh)]
+        if options.get("url"):
+            argv += ["--nats", options["url"]]
+        Server(shlex.join(argv), host=host, port=port, title="workflow").serve()
+        return
+    from workflow.tui import WorkflowApp
+
+    code = WorkflowApp(options, refresh_seconds=refresh).run()
+    raise typer.Exit(code or 0)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import workflow
-from workflow.cli import describe, when
+from workflow.display import describe, when
 
 console = Console()
 PARAMETERS = [{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 10, "b": -3}, {"a": 2.5, "b": 0.5}, {"a": 100, "b": 23}]
