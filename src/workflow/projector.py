@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +38,9 @@ from workflow.subjects import PREFIX, STREAM
 
 log = logging.getLogger("workflow.projector")
 
-#: Events per transaction at most. Larger batches write faster; a live system's batches
-#: are small anyway (whatever arrived while the previous one was written).
-BATCH_SIZE = 20_000
+#: Events per transaction at most (``WORKFLOW_PROJECTOR_BATCH``). Larger batches write
+#: faster; a live system's batches are small anyway (what arrived during the last write).
+BATCH_SIZE = int(os.environ.get("WORKFLOW_PROJECTOR_BATCH") or 20_000)
 #: Work rows kept in memory so that the events following a deposit need no lookup.
 CACHE_SIZE = 200_000
 
@@ -164,33 +165,60 @@ class Projector:
         Returns the position reached. ``progress`` is called with it after each batch.
         """
         stop = stop or asyncio.Event()
-        if until_seq is not None and self.position >= until_seq:
-            return self.position
+        while not stop.is_set():
+            if until_seq is not None and self.position >= until_seq:
+                break
+            complete = await self._consume(nc, stop, until_seq, until_time, progress, linger)
+            if complete:
+                break
+            log.warning("a message went missing in delivery; resuming the log after sequence %d", self.position)
+        return self.position
+
+    async def _consume(self, nc, stop, until_seq, until_time, progress, linger) -> bool:
+        """One subscription from ``position + 1``; False if it must be restarted (a gap)."""
         buffer: list[tuple[int, float, str, bytes]] = []
         ready = asyncio.Event()
         room = asyncio.Event()
         room.set()
         finished = asyncio.Event()
+        broken = asyncio.Event()
         high_water = self.batch_size * 2
+        last_seen = self.position
+        js = nc.jetstream()
 
         async def on_message(msg: Msg) -> None:
-            if finished.is_set():
+            nonlocal last_seen
+            if finished.is_set() or broken.is_set():
                 return
             seq, logged = sequence_and_time(msg.reply)
+            if seq <= last_seen:
+                return  # seen already (a consumer reset delivers again)
+            if seq > last_seen + 1:
+                # Aged out of the log (retention) is fine: nothing to read there. Anything
+                # else is a delivery loss: start over from the checkpoint, never skip.
+                first = (await js.stream_info(self.stream)).state.first_seq
+                if first <= last_seen + 1:
+                    broken.set()
+                    ready.set()
+                    return
+                log.warning("events %d..%d aged out of the log before they were projected", last_seen + 1, first - 1)
             if until_time is not None and logged > until_time:
                 finished.set()
                 ready.set()
                 return
+            last_seen = seq
             buffer.append((seq, logged, msg.subject, msg.data))
             if until_seq is not None and seq >= until_seq:
                 finished.set()
             if len(buffer) >= self.batch_size or finished.is_set():
                 ready.set()
-            while len(buffer) >= high_water:  # back-pressure: stop reading until written
+            while len(buffer) >= high_water and not broken.is_set():  # back-pressure until written
                 room.clear()
                 await room.wait()
 
-        js = nc.jetstream()
+        # Unlimited client-side pending limits: nats-py's ordered consumer would silently
+        # lose a message dropped as "slow consumer". Memory stays bounded by JetStream
+        # flow control, which waits for this callback (and so for DuckDB) to keep up.
         subscription = await js.subscribe(
             f"{PREFIX}.>",
             stream=self.stream,
@@ -198,21 +226,23 @@ class Projector:
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1),
             idle_heartbeat=5.0,
-            pending_msgs_limit=high_water * 2,
-            pending_bytes_limit=512 * 1024 * 1024,
+            pending_msgs_limit=0,
+            pending_bytes_limit=0,
         )
         stopper = asyncio.create_task(stop.wait())
         try:
             while True:
                 if not buffer:
+                    if broken.is_set():
+                        return False
                     if finished.is_set() or stop.is_set():
-                        break
+                        return True
                     waiter = asyncio.create_task(ready.wait())
                     await asyncio.wait([waiter, stopper], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     ready.clear()
                     continue
-                if not finished.is_set() and len(buffer) < self.batch_size and linger:
+                if not (finished.is_set() or broken.is_set()) and len(buffer) < self.batch_size and linger:
                     await asyncio.sleep(linger)  # let a burst gather into one transaction
                 messages, buffer[:] = buffer[: self.batch_size], buffer[self.batch_size :]
                 if len(buffer) < high_water:
@@ -225,13 +255,13 @@ class Projector:
                     if progress is not None:
                         progress(self.position)
                 if until_seq is not None and self.position >= until_seq:
-                    break
+                    return True
         finally:
             stopper.cancel()
+            broken.set()  # releases a callback waiting for room
             room.set()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
-        return self.position
 
 
 async def replay(
