@@ -82,3 +82,33 @@ async def test_the_tui_exits_with_a_clear_message_when_no_server_answers():
     async with app.run_test() as pilot:
         await pilot.pause()
     assert app.return_code == 3
+
+
+def test_tui_web_serves_the_ui_to_a_browser(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workflow.cli", "tui", "--web", "--port", str(port), "--nats", "nats://127.0.0.1:1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://localhost:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert "textual.js" in page and "<html" in page
+    finally:
+        server.terminate()
+        server.wait(10)
