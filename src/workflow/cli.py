@@ -392,9 +392,10 @@ def run_command(
     raise typer.Exit(code)
 
 
-from workflow.cli_results import register as _register_results  # noqa: E402 - needs the helpers above
+if __name__ != "__main__":  # run as a script, the imported module below registers them
+    from workflow.cli_results import register as _register_results  # noqa: E402 - needs the helpers above
 
-_register_results(app)
+    _register_results(app)
 
 
 @app.command()
@@ -432,4 +433,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m workflow.cli`: run the app of the imported module, which has every command
+    # (registering here too would import cli_results against a half-made module).
+    from workflow.cli import main as _main
+
+    _main()
