@@ -130,9 +130,8 @@ def replay(
     from workflow.projector import replay as replay_log
     from workflow.results import as_unix
 
-    until_time = as_unix(until, "until")
-
     async def go() -> int:
+        until_time = as_unix(until, "until")
         async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
             if quiet:
                 return await replay_log(client.nc, db, until_time=until_time)
