@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import os
 import queue
 import signal
@@ -213,6 +214,25 @@ class ProcessExecution:
             self.process.close()
 
 
+_CHILD_PREFIX = "workflow:"
+
+
+def _preparation_data_without_main(name: str, _original=multiprocessing.spawn.get_preparation_data) -> dict:
+    """multiprocessing's preparation data, minus the re-import of ``__main__`` for our children.
+
+    A spawn/forkserver child normally imports the parent's ``__main__`` first (for pickled
+    functions defined there). The worker's ``__main__`` is the whole CLI (typer, rich and
+    every command), which a child that runs one importable function never needs: skipping
+    it makes each work start faster and keeps the CLI's import side effects out of it.
+    Only processes named by this module (``workflow:…``) are affected.
+    """
+    data = _original(name)
+    if name.startswith(_CHILD_PREFIX):
+        data.pop("init_main_from_name", None)
+        data.pop("init_main_from_path", None)
+    return data
+
+
 class ProcessIsolation:
     """Each call in a forkserver child (see the module docstring)."""
 
@@ -226,6 +246,7 @@ class ProcessIsolation:
         # Preload workflow (not the user's code: an import error there must fail the
         # work, not the forkserver). Started here, once, off the event loop.
         self._context.set_forkserver_preload(["workflow.forkserver_preload"])
+        multiprocessing.spawn.get_preparation_data = _preparation_data_without_main  # type: ignore[assignment]
         from multiprocessing import forkserver
 
         await asyncio.to_thread(forkserver.ensure_running)
@@ -233,7 +254,7 @@ class ProcessIsolation:
     async def start(self, call: FunctionCall) -> ProcessExecution:
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_child_main, args=(writer, msgspec.json.encode(call)), name=f"workflow:{call.function}"
+            target=_child_main, args=(writer, msgspec.json.encode(call)), name=f"{_CHILD_PREFIX}{call.function}"
         )
         try:
             await asyncio.to_thread(process.start)
@@ -265,7 +286,7 @@ class ThreadExecution:
             with contextlib.suppress(RuntimeError):  # the loop may be closed if abandoned
                 loop.call_soon_threadsafe(lambda: self._done.done() or self._done.set_result(outcome))
 
-        self.thread = threading.Thread(target=target, name=f"workflow:{call.function}", daemon=True)
+        self.thread = threading.Thread(target=target, name=f"{_CHILD_PREFIX}{call.function}", daemon=True)
         self.thread.start()
 
     async def outcome(self) -> Outcome:

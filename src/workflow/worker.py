@@ -142,6 +142,11 @@ class Worker:
         config = self.config
         self._loop = asyncio.get_running_loop()
         self._stop, self._abort, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):  # wakes the loop at once (wakeup fd)
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+        else:  # the main thread runs the works (isolation none) and must get the signals
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         for signum in self._signals:
             self._on_signal(signum)
         async with Client(**config.connect) as client:

@@ -446,3 +446,10 @@ async def test_the_function_may_follow_the_pipeline_as_in_the_old_cli(client, st
     worker = start_worker("workflow.examples.add", "--lives", "1")
     assert await wait_exit(worker) == 0
     assert (await client.get(work_id)).results == {"value": 42}
+
+
+async def test_a_works_process_does_not_import_the_workers_command_line(client, start_worker):
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.imported",
+                                          parameters={"module": "typer"}))
+    start_worker("--lives", "1")
+    assert (await until(status_is(client, work_id, "success"))).results == {"imported": False}

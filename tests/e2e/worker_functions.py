@@ -44,3 +44,9 @@ def huge(megabytes: int = 9) -> dict:
 
 def products() -> tuple:
     return {"ok": True}, [Path("/data/a.fits")], ["/plots/a.png"]
+
+
+def imported(module: str) -> dict:
+    import sys
+
+    return {"imported": module in sys.modules}
