@@ -75,7 +75,8 @@ class Projector:
         self.stream = stream
         self.batch_size = batch_size
         self.cache_size = cache_size
-        self.position = self.store.checkpoint()
+        self.position = self.store.checkpoint()  # in the tables (committed)
+        self.folded = self.position  # in memory, being written
         self.unfoldable = 0
         self._cache: dict[str, projection.Row] = {}
         self._waiters: list[tuple[int, asyncio.Future]] = []
@@ -103,50 +104,68 @@ class Projector:
             if seq <= self.position and not future.done():
                 future.set_result(None)
 
-    # -- one batch (runs on a worker thread) ---------------------------------------------
+    # -- one batch: decode, fold (pure, in memory), write (one transaction) ---------------
 
-    def apply(self, messages: list[tuple[int, float, str, bytes]]) -> int:
-        """Fold and write ``(seq, logged, subject, data)`` messages; returns events written."""
+    def decode(self, messages: list[tuple[int, float, str, bytes]]) -> tuple[list[tuple], int]:
+        """The new messages decoded, and the last sequence they cover (0: nothing new)."""
         decoded = []
+        last = 0
         for seq, logged, subject, data in messages:
-            if seq <= self.position:
+            if seq <= self.folded:
                 continue  # already applied (a redelivery after a consumer reset)
+            last = seq
             try:
                 event = projection.decode(data)
             except Exception as error:  # not an event of ours: never block the projection on it
                 log.error("skipping unreadable message %d on %s: %s", seq, subject, error)
                 continue
             decoded.append((seq, logged, subject, data, event))
-        if not decoded:
-            if messages and messages[-1][0] > self.position:
-                self._write(projection.Batch(first_seq=messages[-1][0], last_seq=messages[-1][0]))
-            return 0
+        return decoded, last
+
+    def missing(self, decoded: list[tuple]) -> list[str]:
+        """Works the batch changes whose current row is not in memory (to load first)."""
         cache = self._cache
-        missing = [
-            e.work_id for _, _, _, _, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache
-        ]
-        known = self.store.load_rows(list(set(missing))) if missing else {}
+        return list({e.work_id for *_, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache})
+
+    def fold(self, decoded: list[tuple], last: int, known: dict[str, projection.Row]) -> projection.Batch | None:
+        """Fold decoded events onto the rows in memory (or ``known``, loaded from the database)."""
+        if not last:
+            return None
+        cache = self._cache
         batch = projection.Batch()
         for seq, logged, subject, data, event in decoded:
             before = cache.get(event.work_id) or known.get(event.work_id)
             batch.add(seq, logged, subject, data, event, before)
-        batch.last_seq = max(batch.last_seq, messages[-1][0])
-        self._write(batch)
+        batch.last_seq = last  # also past unreadable messages at the end
+        self.folded = last
         if batch.unfoldable:
             self.unfoldable += len(batch.unfoldable)
             log.warning(
                 "%d event(s) could not be folded (work unknown, e.g. its deposit aged out of the log): seq %s",
                 len(batch.unfoldable), batch.unfoldable[:10],
             )
-        cache.update(batch.rows)
+        for work_id, row in batch.rows.items():  # most recently changed last: evicted last
+            cache.pop(work_id, None)
+            cache[work_id] = row
         if len(cache) > self.cache_size:
             for work_id in list(cache)[: len(cache) - self.cache_size // 2]:
                 del cache[work_id]
-        return len(batch)
+        return batch
 
-    def _write(self, batch: projection.Batch) -> None:
+    def write(self, batch: projection.Batch) -> None:
+        """Write a folded batch and its checkpoint in one transaction."""
         self.store.write(batch)
         self.position = batch.last_seq
+
+    def apply(self, messages: list[tuple[int, float, str, bytes]]) -> int:
+        """Decode, fold and write ``(seq, logged, subject, data)`` messages; events written."""
+        decoded, last = self.decode(messages)
+        missing = self.missing(decoded)
+        batch = self.fold(decoded, last, self.store.load_rows(missing) if missing else {})
+        if batch is None:
+            return 0
+        self.write(batch)
+        return len(batch)
 
     # -- the consumer ----------------------------------------------------------------------
 
@@ -230,6 +249,14 @@ class Projector:
             pending_bytes_limit=0,
         )
         stopper = asyncio.create_task(stop.wait())
+        writing: asyncio.Task | None = None
+
+        async def write(batch: projection.Batch) -> None:
+            await asyncio.to_thread(self.write, batch)
+            self._advanced()
+            if progress is not None:
+                progress(self.position)
+
         try:
             while True:
                 if not buffer:
@@ -249,12 +276,21 @@ class Projector:
                     room.set()
                 if until_seq is not None:
                     messages = [m for m in messages if m[0] <= until_seq]
-                if messages:
-                    await asyncio.to_thread(self.apply, messages)
-                    self._advanced()
-                    if progress is not None:
-                        progress(self.position)
-                if until_seq is not None and self.position >= until_seq:
+                # Pipeline: this batch is decoded and folded while the previous one is written.
+                decoded, last = await asyncio.to_thread(self.decode, messages)
+                known: dict[str, projection.Row] = {}
+                missing = self.missing(decoded)
+                if missing:
+                    if writing is not None:  # the rows read must include every folded change
+                        await writing
+                        writing = None
+                    known = await asyncio.to_thread(self.store.load_rows, missing)
+                batch = await asyncio.to_thread(self.fold, decoded, last, known)
+                if batch is not None:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(write(batch))
+                if until_seq is not None and self.folded >= until_seq:
                     return True
         finally:
             stopper.cancel()
@@ -262,6 +298,8 @@ class Projector:
             room.set()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+            if writing is not None:
+                await writing
 
 
 async def replay(

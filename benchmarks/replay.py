@@ -1,0 +1,208 @@
+"""Benchmark: replay rate of the projector against nats-py's raw read rate, and query latency.
+
+    .venv/bin/python benchmarks/replay.py                 # 1,000,000 works (~1.4 M events)
+    .venv/bin/python benchmarks/replay.py --works 100000  # a quick run
+
+It starts a throw-away nats-server (or uses ``--nats URL``, which must hold an empty
+WORKFLOW stream), writes a synthetic log fast (pre-encoded events, core publishes, no
+per-work concurrency check: generation is not what is measured), then in the same run:
+
+1. the ceiling: nats-py reading the whole stream with an ordered consumer into a
+   callback that only counts;
+2. ``workflow replay``'s engine folding the same stream into a fresh DuckDB file;
+3. the results service over that database: p50/p99 latency of ``count`` and of a
+   filtered ``query``, measured from the client through NATS.
+
+It prints a markdown table to paste in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# benchmarks/queue.py (the worker benchmark) would shadow the standard library's `queue`
+# for a script run from this directory: import from the installed packages only.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import msgspec  # noqa: E402
+import nats  # noqa: E402
+
+import workflow  # noqa: E402
+from workflow.projector import replay, run_projector_service  # noqa: E402
+from workflow.server import EmbeddedNats, prepare_log  # noqa: E402
+from workflow.subjects import STREAM  # noqa: E402
+
+PIPELINES = [f"pipeline-{i}" for i in range(10)]
+SITES = ["chime", "kko", "gbo", "local"]
+USERS = ["ann", "bob", "cyd", None]
+
+
+def synthetic_log(works: int, finished: float, seed: int = 1) -> list[tuple[str, bytes]]:
+    """(subject, payload) of a log: every work deposited, a share started and finished."""
+    rng = random.Random(seed)
+    now = time.time() - 86400
+    encode = msgspec.json.encode
+    template = msgspec.to_builtins(workflow.Work(pipeline="x"))
+    deposits, outcomes = [], []
+    for i in range(works):
+        work_id = f"01JBENCH{i:018d}"
+        pipeline, site, priority = PIPELINES[i % 10], SITES[i % 4], 1 + i % 5
+        created = now + i * 0.01
+        work = dict(template, pipeline=pipeline, site=site, priority=priority, user=USERS[i % 4], id=work_id,
+                    status="queued", creation=created, parameters={"beam": i % 1024, "dm": rng.random() * 1000},
+                    tags=["survey", f"beam-{i % 1024}"], event=[10_000_000 + i // 3])
+        base = {"work_id": work_id, "pipeline": pipeline, "id": f"E{i:025d}", "by": "bench:1", "v": 1}
+        deposits.append((f"wf.{pipeline}.{work_id}.queued.{site}.{priority}",
+                         encode({"type": "deposited", **base, "time": created, "work": work})))
+        if rng.random() < finished:
+            started = created + 5
+            outcomes.append((f"wf.{pipeline}.{work_id}.started", encode(
+                {"type": "started", **base, "id": f"S{i:025d}", "time": started, "attempt": 1, "queue_seq": i + 1,
+                 "host": "bench"})))
+            if rng.random() < 0.9:
+                outcomes.append((f"wf.{pipeline}.{work_id}.succeeded", encode(
+                    {"type": "succeeded", **base, "id": f"D{i:025d}", "time": started + 30, "attempt": 1,
+                     "results": {"snr": rng.random() * 50}, "products": [f"/data/{work_id}.h5"]})))
+            else:
+                outcomes.append((f"wf.{pipeline}.{work_id}.failed", encode(
+                    {"type": "failed", **base, "id": f"F{i:025d}", "time": started + 30, "attempt": 1,
+                     "reason": "error", "will_retry": False, "error": "ValueError: bad beam"})))
+    return deposits + outcomes
+
+
+async def publish(nc: nats.aio.client.Client, log: list[tuple[str, bytes]]) -> float:
+    """Core publishes (the stream stores them), then wait until all are stored; events/s."""
+    start = time.perf_counter()
+    for index, (subject, data) in enumerate(log, 1):
+        await nc.publish(subject, data)
+        if index % 20_000 == 0:
+            await nc.flush()
+            await _stored(nc, index - 100_000)  # keep at most ~100k in flight
+    await nc.flush()
+    await _stored(nc, len(log))
+    return len(log) / (time.perf_counter() - start)
+
+
+async def _stored(nc: nats.aio.client.Client, count: int) -> None:
+    js = nc.jetstream()
+    while (await js.stream_info(STREAM)).state.messages < count:
+        await asyncio.sleep(0.05)
+
+
+async def raw_read_rate(nc: nats.aio.client.Client, total: int) -> float:
+    """nats-py alone: an ordered consumer over the whole stream, counting in a callback."""
+    seen = 0
+    done = asyncio.Event()
+
+    async def count(msg) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= total:
+            done.set()
+
+    start = time.perf_counter()
+    sub = await nc.jetstream().subscribe("wf.>", stream=STREAM, cb=count, ordered_consumer=True,
+                                         pending_msgs_limit=0, pending_bytes_limit=0)
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    await sub.unsubscribe()
+    return total / elapsed
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def latencies(url: str, db: Path, rounds: int) -> dict[str, tuple[float, float]]:
+    stop = asyncio.Event()
+    service = asyncio.create_task(run_projector_service(url, db, stop))
+    try:
+        async with workflow.connect(url) as client:
+            while True:
+                try:
+                    await client.results.position()
+                    break
+                except workflow.errors.WorkflowError:
+                    await asyncio.sleep(0.1)
+            rng = random.Random(2)
+            cases = {
+                "count (all works)": lambda: client.results.count(),
+                "count (pipeline + status)": lambda: client.results.count(
+                    pipeline=rng.choice(PIPELINES), status="success"),
+                "query (pipeline + status + site, limit 100)": lambda: client.results.query(
+                    pipeline=rng.choice(PIPELINES), status="queued", site=rng.choice(SITES), limit=100),
+                "query (tag, newest 10)": lambda: client.results.query(tags=f"beam-{rng.randrange(1024)}", limit=10),
+                "get (one work by id)": lambda: client.results.get(f"01JBENCH{rng.randrange(1000):018d}"),
+            }
+            found = {}
+            for name, call in cases.items():
+                await call()  # warm up
+                samples = []
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    await call()
+                    samples.append((time.perf_counter() - start) * 1000)
+                found[name] = percentiles(samples)
+            return found
+    finally:
+        stop.set()
+        await service
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--works", type=int, default=1_000_000, help="works in the synthetic log")
+    parser.add_argument("--finished", type=float, default=0.2, help="share of works started and finished")
+    parser.add_argument("--rounds", type=int, default=200, help="requests per latency measurement")
+    parser.add_argument("--nats", help="use this server (its WORKFLOW stream must be empty)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="workflow-bench-") as scratch:
+        embedded = None if args.nats else EmbeddedNats(Path(scratch) / "nats", port=-1).start()
+        url = args.nats or embedded.url
+        try:
+            await prepare_log(url)
+            nc = await nats.connect(url)
+            log = synthetic_log(args.works, args.finished)
+            total = len(log)
+            print(f"publishing {total:,} events for {args.works:,} works ...", file=sys.stderr)
+            publish_rate = await publish(nc, log)
+            del log
+            print("reading with nats-py alone ...", file=sys.stderr)
+            ceiling = await raw_read_rate(nc, total)
+            print("replaying into DuckDB ...", file=sys.stderr)
+            db = Path(scratch) / "replay.duckdb"
+            start = time.perf_counter()
+            reached = await replay(nc, db)
+            replay_rate = total / (time.perf_counter() - start)
+            assert reached == total, (reached, total)
+            await nc.close()
+            print("measuring queries ...", file=sys.stderr)
+            found = await latencies(url, db, args.rounds)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+    print(f"\n| measure ({total:,} events, {args.works:,} works) | value |")
+    print("| --- | --- |")
+    print(f"| generate the log (core publish, stored) | {publish_rate:,.0f} events/s |")
+    print(f"| nats-py raw read (ordered consumer, ceiling) | {ceiling:,.0f} events/s |")
+    print(f"| replay into DuckDB (`workflow replay`) | {replay_rate:,.0f} events/s |")
+    print(f"| replay / ceiling | {replay_rate / ceiling:.0%} |")
+    for name, (p50, p99) in found.items():
+        print(f"| {name} via results service, p50 / p99 | {p50:.1f} ms / {p99:.1f} ms |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
