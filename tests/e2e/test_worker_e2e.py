@@ -362,7 +362,7 @@ async def test_a_frozen_worker_that_comes_back_after_its_work_was_handed_on_reco
 
 async def test_concurrency_runs_several_works_at_once_in_one_worker(client, start_worker):
     ids = await client.deposit([
-        Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 1}) for _ in range(3)
+        Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 2}) for _ in range(3)
     ])
     start_worker("--concurrency", "3", "--lives", "3")
     records = []
