@@ -25,6 +25,10 @@ stuck inside C code cannot be stopped until it returns.
 
 Command works always run as subprocesses (see :class:`CommandExecution`), in their own
 process group, killed as a group.
+
+A work's ``path`` is the working directory of its command, and of its function in
+``process`` isolation; ``thread`` and ``none`` share the worker's directory (changing it
+would change it for every work of the worker), so they ignore ``path``.
 """
 
 from __future__ import annotations

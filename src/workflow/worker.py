@@ -29,6 +29,12 @@ What it promises, and how:
   finish (exit 0); a second one stops them at once, gives them back
   (``Failed(reason="interrupted", will_retry=True)``, redelivered immediately) and exits
   with 128 + the signal number.
+
+What runs: the worker's ``--function`` for every work if given, else its ``--command``,
+else the work's own ``function``, else its own ``command``. Functions are called as
+``function(**parameters)`` (see :mod:`workflow.runner` for how return values become
+results); commands get the work in their environment (``WORKFLOW_WORK_ID``,
+``WORKFLOW_PIPELINE``, ``WORKFLOW_ATTEMPT``, ``WORKFLOW_PARAMETERS`` as JSON).
 """
 
 from __future__ import annotations
