@@ -453,3 +453,21 @@ async def test_a_works_process_does_not_import_the_workers_command_line(client, 
                                           parameters={"module": "typer"}))
     start_worker("--lives", "1")
     assert (await until(status_is(client, work_id, "success"))).results == {"imported": False}
+
+
+async def test_processes_a_function_leaves_behind_end_with_its_work(client, start_worker, tmp_path):
+    marker = tmp_path / "pids"
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.leaves_a_background_process",
+                                          parameters={"marker": str(marker)}))
+    start_worker()
+    await until(status_is(client, work_id, "success"))
+    [background] = pids_in(marker)
+    await until(lambda: not alive(background), timeout=10)
+
+
+async def test_the_workers_command_option_runs_for_every_work_with_the_work_in_its_environment(client, start_worker):
+    [work_id] = await client.deposit(Work(pipeline="e2e", parameters={"band": [400, 800]}))
+    script = "import json, os; print(json.loads(os.environ['WORKFLOW_PARAMETERS'])['band'][1], os.environ['WORKFLOW_WORK_ID'])"
+    start_worker("--command", f"{sys.executable} -c \"{script}\"", "--lives", "1")
+    work = await until(status_is(client, work_id, "success"))
+    assert work.results["stdout"] == f"800 {work_id}\n"

@@ -50,3 +50,16 @@ def imported(module: str) -> dict:
     import sys
 
     return {"imported": module in sys.modules}
+
+
+def leaves_a_background_process(marker: str) -> dict:
+    import subprocess
+
+    background = subprocess.Popen(["sleep", "120"])
+    _mark_pid(marker, background.pid)
+    return {"started": background.pid}
+
+
+def _mark_pid(marker: str, pid: int) -> None:
+    with open(marker, "a") as file:
+        file.write(f"{pid}\n")
