@@ -145,16 +145,26 @@ class Worker:
 
     async def run(self) -> int:
         """Work until done; returns the process exit code."""
-        config = self.config
         self._loop = asyncio.get_running_loop()
         self._stop, self._abort, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        handled: tuple[int, ...] = ()
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):  # wakes the loop at once (wakeup fd)
+            handled = (signal.SIGTERM, signal.SIGINT)
+            for signum in handled:  # wakes the loop at once (wakeup fd)
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
         else:  # the main thread runs the works (isolation none) and must get the signals
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         for signum in self._signals:
             self._on_signal(signum)
+        try:
+            return await self._work()
+        finally:
+            for signum in handled:
+                self._loop.remove_signal_handler(signum)
+
+    async def _work(self) -> int:
+        config = self.config
+        assert self._stop is not None and self._wake is not None
         async with Client(**config.connect) as client:
             await self.isolation.open()
             for pipeline in config.pipelines:  # a deposit in one of our buckets ends a sleep
