@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from workflow import database
 from workflow import events as ev
 from workflow.fold import fold
-from workflow.projection import WORK_COLUMNS, apply, decode, row_to_work
+from workflow.projection import WORK_COLUMNS, row_to_work
 from workflow.projector import Projector
 from workflow.work import Work
 
@@ -109,14 +109,12 @@ def works_in(con) -> dict[str, Work]:
     return {work.id: work for work in works}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(logs())
-def test_the_row_fold_gives_the_same_work_as_evolve(log):
-    rows: dict = {}
-    for seq, (_, _, _, data) in enumerate(as_messages(log), 1):
-        event = decode(data)
-        rows[event.work_id] = apply(rows.get(event.work_id), event, seq)
-    assert {work_id: row_to_work(row) for work_id, row in rows.items()} == expected_works(log)
+def test_the_projected_works_table_holds_the_same_works_as_evolve(log):
+    con = database.connect(":memory:")
+    Projector(con).apply(as_messages(log))
+    assert works_in(con) == expected_works(log)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
