@@ -30,7 +30,7 @@ from workflow.work import Work
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS works (
-    id VARCHAR PRIMARY KEY,
+    id VARCHAR NOT NULL,
     pipeline VARCHAR NOT NULL,
     parameters JSON,
     results JSON,
@@ -176,12 +176,15 @@ class ProjectionStore:
         con = self.con
         con.register("batch_events", batch.events_table())
         con.register("batch_rows", batch.rows_table())
+        con.register("replaced_ids", pa.table({"id": pa.array(batch.replaced, pa.string())}))
         try:
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f"INSERT INTO events {EVENTS_FROM_BATCH}")
+                if batch.replaced:
+                    con.execute("DELETE FROM works WHERE id IN (SELECT id FROM replaced_ids)")
                 if batch.rows:
-                    con.execute(f"INSERT OR REPLACE INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
+                    con.execute(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
                 con.execute(
                     "INSERT OR REPLACE INTO checkpoint VALUES (?, ?, ?)", [self.stream, batch.last_seq, time.time()]
                 )
@@ -192,3 +195,4 @@ class ProjectionStore:
         finally:
             con.unregister("batch_events")
             con.unregister("batch_rows")
+            con.unregister("replaced_ids")

@@ -193,6 +193,8 @@ class Batch:
     subjects: list[str] = field(default_factory=list)
     payloads: list[str] = field(default_factory=list)
     rows: dict[str, Row] = field(default_factory=dict)
+    #: Works that had a row before this batch: their old row is replaced.
+    replaced: list[str] = field(default_factory=list)
     unfoldable: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -205,11 +207,16 @@ class Batch:
         self.logged.append(logged)
         self.subjects.append(subject)
         self.payloads.append(data.decode())
-        after = apply(self.rows.get(event.work_id, before), event, seq)
+        work_id = event.work_id
+        state = self.rows.get(work_id)
+        if state is None and before is not None:
+            state = before
+            self.replaced.append(work_id)
+        after = apply(state, event, seq)
         if after is None:
             self.unfoldable.append(seq)
         else:
-            self.rows[event.work_id] = after
+            self.rows[work_id] = after
 
     def events_table(self) -> pa.Table:
         return pa.Table.from_arrays(
