@@ -15,7 +15,7 @@ import workflow
 from workflow import database
 from workflow.errors import WorkflowError
 from workflow.projection import WORK_COLUMNS, row_to_work
-from workflow.projector import replay
+from workflow.projector import Projector, replay
 
 from conftest import eventually
 
@@ -131,3 +131,17 @@ async def test_a_replay_refuses_to_overwrite_a_database(client, tmp_path):
 async def test_a_replay_of_an_empty_log_gives_empty_tables(client, tmp_path):
     assert await replay(client.nc, tmp_path / "empty.duckdb") == 0
     assert works_table(tmp_path / "empty.duckdb") == []
+
+
+async def test_a_projector_refuses_a_database_that_is_ahead_of_the_log(client, tmp_path):
+    con = database.connect(tmp_path / "other.duckdb")
+    deposited = workflow.events.Deposited(work_id="01JOTHER", pipeline="alpha", time=1.0, work=workflow.Work(pipeline="alpha"))
+    Projector(con).apply([(100, 1.0, "wf.alpha.01JOTHER.queued.local.3", workflow.events.encode(deposited))])
+    try:
+        await Projector(con).run(client.nc)
+    except WorkflowError as error:
+        assert "another log" in str(error)
+    else:
+        raise AssertionError("a database ahead of the log was accepted")
+    finally:
+        con.close()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 import workflow
 from workflow.cli import (
@@ -64,7 +64,8 @@ def ls(
     if as_json:
         print_json([work.payload for work in works])
         return
-    table = Table("id", "pipeline", "status", "site", "prio", "attempt", "created (UTC)", "stopped (UTC)", "user")
+    table = Table(Column("id", no_wrap=True), "pipeline", "status", "site", "prio", "attempt", "created (UTC)",
+                  "stopped (UTC)", "user")
     for work in works:
         table.add_row(
             work.id, work.pipeline, work.status, work.site, str(work.priority), str(work.attempt),

@@ -24,12 +24,9 @@ from workflow.work import Work
 
 #: Work fields whose values are dicts or free-form lists: stored as JSON text.
 JSON_FIELDS = ("parameters", "results", "precursors", "config")
-#: Work fields that are lists of strings or integers: stored as DuckDB lists.
-LIST_FIELDS = ("event", "tags", "group", "products", "plots", "command")
 WORK_FIELDS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(Work))
 #: Columns of ``works``: every Work field, then the sequence and time of its last event.
 WORK_COLUMNS: tuple[str, ...] = (*WORK_FIELDS, "seq", "updated")
-EVENT_COLUMNS = ("seq", "logged", "time", "work_id", "pipeline", "type", "attempt", "subject", "payload")
 
 Row = dict[str, Any]
 _NULL = b"null"

@@ -184,6 +184,12 @@ class Projector:
         Returns the position reached. ``progress`` is called with it after each batch.
         """
         stop = stop or asyncio.Event()
+        last = await stream_last_sequence(nc, self.stream)
+        if last < self.position:
+            raise WorkflowError(
+                f"the projection is at sequence {self.position} but the {self.stream} log ends at {last}: "
+                "this database was built from another log; replay into a new file"
+            )
         while not stop.is_set():
             if until_seq is not None and self.position >= until_seq:
                 break
