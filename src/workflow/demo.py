@@ -74,6 +74,12 @@ async def history(url: str, work_id: str):
         return await client.history_records(work_id)
 
 
+async def pipeline_counts(url: str) -> dict[str, dict[str, int]]:
+    """The projector's read model, asked over NATS (waits until it holds every event)."""
+    async with workflow.connect(url) as client:
+        return await client.results.pipelines(fresh=True)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="workflow-demo-") as tmp:
         console.rule("workflow demo")
@@ -91,7 +97,10 @@ def main() -> None:
             )
             console.print("3. worker started: workflow run sample-pipeline --function workflow.examples.add")
             works = asyncio.run(wait_until_done(url, ids))
-            table = Table("id", "parameters", "status", "attempt", "results", title="4. results")
+            table = Table(title="4. results")
+            table.add_column("id", no_wrap=True)
+            for column in ("parameters", "status", "attempt", "results"):
+                table.add_column(column)
             for work in works:
                 table.add_row(work.id, str(work.parameters), work.status, str(work.attempt), str(work.results))
             console.print(table)
@@ -99,6 +108,11 @@ def main() -> None:
             for record in asyncio.run(history(url, ids[0])):
                 timeline.add_row(str(record.seq), when(record.event.time), describe(record.event))
             console.print(timeline)
+            counts = Table("pipeline", "total", "queued", "running", "success", "failure", "cancelled",
+                           title="the read model (DuckDB projector, asked over NATS)")
+            for name, c in asyncio.run(pipeline_counts(url)).items():
+                counts.add_row(name, *(str(c[k]) for k in ("total", "queued", "running", "success", "failure", "cancelled")))
+            console.print(counts)
             if not all(w.status == "success" for w in works):
                 raise SystemExit("some works did not succeed")
         finally:
