@@ -37,6 +37,8 @@ from pathlib import Path  # noqa: E402
 import msgspec  # noqa: E402
 import nats  # noqa: E402
 
+from ulid import ULID  # noqa: E402
+
 import workflow  # noqa: E402
 from workflow.projector import replay, run_projector_service  # noqa: E402
 from workflow.server import EmbeddedNats, prepare_log  # noqa: E402
@@ -47,37 +49,47 @@ SITES = ["chime", "kko", "gbo", "local"]
 USERS = ["ann", "bob", "cyd", None]
 
 
-def synthetic_log(works: int, finished: float, seed: int = 1) -> list[tuple[str, bytes]]:
-    """(subject, payload) of a log: every work deposited, a share started and finished."""
+def synthetic_log(works: int, finished: float, seed: int = 1) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(subject, payload) of a log, and the work ids.
+
+    Every work is deposited (one per 10 ms of creation time, ULID ids from that time);
+    a share of them is started a few thousand deposits later and finishes after a few
+    thousand more (90% succeed), interleaved in the log as on a live system.
+    """
     rng = random.Random(seed)
     now = time.time() - 86400
     encode = msgspec.json.encode
     template = msgspec.to_builtins(workflow.Work(pipeline="x"))
-    deposits, outcomes = [], []
+    keyed: list[tuple[float, str, bytes]] = []
+    ids = []
     for i in range(works):
-        work_id = f"01JBENCH{i:018d}"
-        pipeline, site, priority = PIPELINES[i % 10], SITES[i % 4], 1 + i % 5
         created = now + i * 0.01
+        work_id = str(ULID.from_timestamp(created))
+        ids.append(work_id)
+        pipeline, site, priority = PIPELINES[i % 10], SITES[i % 4], 1 + i % 5
         work = dict(template, pipeline=pipeline, site=site, priority=priority, user=USERS[i % 4], id=work_id,
                     status="queued", creation=created, parameters={"beam": i % 1024, "dm": rng.random() * 1000},
                     tags=["survey", f"beam-{i % 1024}"], event=[10_000_000 + i // 3])
         base = {"work_id": work_id, "pipeline": pipeline, "id": f"E{i:025d}", "by": "bench:1", "v": 1}
-        deposits.append((f"wf.{pipeline}.{work_id}.queued.{site}.{priority}",
-                         encode({"type": "deposited", **base, "time": created, "work": work})))
+        keyed.append((i, f"wf.{pipeline}.{work_id}.queued.{site}.{priority}",
+                      encode({"type": "deposited", **base, "time": created, "work": work})))
         if rng.random() < finished:
-            started = created + 5
-            outcomes.append((f"wf.{pipeline}.{work_id}.started", encode(
+            start_at = i + rng.randint(10, 5000)
+            stop_at = start_at + rng.randint(10, 5000)
+            started, stopped = now + start_at * 0.01, now + stop_at * 0.01
+            keyed.append((start_at + 0.5, f"wf.{pipeline}.{work_id}.started", encode(
                 {"type": "started", **base, "id": f"S{i:025d}", "time": started, "attempt": 1, "queue_seq": i + 1,
                  "host": "bench"})))
             if rng.random() < 0.9:
-                outcomes.append((f"wf.{pipeline}.{work_id}.succeeded", encode(
-                    {"type": "succeeded", **base, "id": f"D{i:025d}", "time": started + 30, "attempt": 1,
+                keyed.append((stop_at + 0.5, f"wf.{pipeline}.{work_id}.succeeded", encode(
+                    {"type": "succeeded", **base, "id": f"D{i:025d}", "time": stopped, "attempt": 1,
                      "results": {"snr": rng.random() * 50}, "products": [f"/data/{work_id}.h5"]})))
             else:
-                outcomes.append((f"wf.{pipeline}.{work_id}.failed", encode(
-                    {"type": "failed", **base, "id": f"F{i:025d}", "time": started + 30, "attempt": 1,
+                keyed.append((stop_at + 0.5, f"wf.{pipeline}.{work_id}.failed", encode(
+                    {"type": "failed", **base, "id": f"F{i:025d}", "time": stopped, "attempt": 1,
                      "reason": "error", "will_retry": False, "error": "ValueError: bad beam"})))
-    return deposits + outcomes
+    keyed.sort(key=lambda item: item[0])
+    return [(subject, data) for _, subject, data in keyed], ids
 
 
 async def publish(nc: nats.aio.client.Client, log: list[tuple[str, bytes]]) -> float:
@@ -124,7 +136,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def latencies(url: str, db: Path, rounds: int) -> dict[str, tuple[float, float]]:
+async def latencies(url: str, db: Path, rounds: int, ids: list[str]) -> dict[str, tuple[float, float]]:
     stop = asyncio.Event()
     service = asyncio.create_task(run_projector_service(url, db, stop))
     try:
@@ -143,7 +155,8 @@ async def latencies(url: str, db: Path, rounds: int) -> dict[str, tuple[float, f
                 "query (pipeline + status + site, limit 100)": lambda: client.results.query(
                     pipeline=rng.choice(PIPELINES), status="queued", site=rng.choice(SITES), limit=100),
                 "query (tag, newest 10)": lambda: client.results.query(tags=f"beam-{rng.randrange(1024)}", limit=10),
-                "get (one work by id)": lambda: client.results.get(f"01JBENCH{rng.randrange(1000):018d}"),
+                "get (one work by id)": lambda: client.results.get(rng.choice(ids)),
+                "history (one work's events)": lambda: client.results.history(rng.choice(ids)),
             }
             found = {}
             for name, call in cases.items():
@@ -174,7 +187,7 @@ async def main() -> None:
         try:
             await prepare_log(url)
             nc = await nats.connect(url)
-            log = synthetic_log(args.works, args.finished)
+            log, ids = synthetic_log(args.works, args.finished)
             total = len(log)
             print(f"publishing {total:,} events for {args.works:,} works ...", file=sys.stderr)
             publish_rate = await publish(nc, log)
@@ -189,7 +202,7 @@ async def main() -> None:
             assert reached == total, (reached, total)
             await nc.close()
             print("measuring queries ...", file=sys.stderr)
-            found = await latencies(url, db, args.rounds)
+            found = await latencies(url, db, args.rounds, ids)
         finally:
             if embedded is not None:
                 embedded.stop()

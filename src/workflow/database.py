@@ -105,8 +105,12 @@ def _work_column(name: str) -> str:
     field = f"b.{quote(name)}"
     if name in ("id", "status"):
         return f"w.{name}"
+    # json(): one spelling of each JSON value (numbers as DuckDB writes them), whether it
+    # came from an event or from a row loaded back from the table.
     if name == "results":
-        return f"CASE WHEN w.results_set THEN w.results::JSON ELSE {field} END"
+        return f"json(CASE WHEN w.results_set THEN w.results::JSON ELSE {field} END)"
+    if name in JSON_FIELDS:
+        return f"json({field})"
     if name in ("products", "plots"):
         return f"coalesce(CAST(w.{name}::JSON AS VARCHAR[]), {field})"
     if name in ("start", "stop"):
@@ -133,7 +137,7 @@ EVENTS_FROM_BATCH = (
 #: A work's current state as JSON with its status, sequence and time (to fold onto).
 _LOAD = (
     "SELECT id, to_json({" + ", ".join(f"'{n}': {quote(n)}" for n in WORK_FIELDS) + "}), status, seq, updated "
-    "FROM works WHERE id IN (SELECT id FROM wanted_ids)"
+    "FROM works WHERE id BETWEEN ? AND ? AND id IN (SELECT id FROM wanted_ids)"
 )
 
 
@@ -166,7 +170,7 @@ class ProjectionStore:
             return {}
         self.con.register("wanted_ids", pa.table({"id": pa.array(ids, pa.string())}))
         try:
-            rows = self.con.execute(_LOAD).fetchall()
+            rows = self.con.execute(_LOAD, [min(ids), max(ids)]).fetchall()
             return {row[0]: loaded_row(*row) for row in rows}
         finally:
             self.con.unregister("wanted_ids")
@@ -182,7 +186,12 @@ class ProjectionStore:
             try:
                 con.execute(f"INSERT INTO events {EVENTS_FROM_BATCH}")
                 if batch.replaced:
-                    con.execute("DELETE FROM works WHERE id IN (SELECT id FROM replaced_ids)")
+                    # The range lets DuckDB skip row groups by their min/max id (ids are
+                    # time-sorted ULIDs, and the works a batch changes are mostly recent).
+                    con.execute(
+                        "DELETE FROM works WHERE id BETWEEN ? AND ? AND id IN (SELECT id FROM replaced_ids)",
+                        [min(batch.replaced), max(batch.replaced)],
+                    )
                 if batch.rows:
                     con.execute(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
                 con.execute(
