@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
 
 clean:

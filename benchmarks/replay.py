@@ -18,31 +18,23 @@ It prints a markdown table to paste in the README.
 
 from __future__ import annotations
 
-import os
+import argparse
+import asyncio
+import random
+import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# benchmarks/queue.py (the worker benchmark) would shadow the standard library's `queue`
-# for a script run from this directory: import from the installed packages only.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import msgspec
+import nats
+from ulid import ULID
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import msgspec  # noqa: E402
-import nats  # noqa: E402
-
-from ulid import ULID  # noqa: E402
-
-import workflow  # noqa: E402
-from workflow.projector import replay, run_projector_service  # noqa: E402
-from workflow.server import EmbeddedNats, prepare_log  # noqa: E402
-from workflow.subjects import STREAM  # noqa: E402
+import workflow
+from workflow.projector import replay, run_projector_service
+from workflow.server import EmbeddedNats, prepare_log
+from workflow.subjects import STREAM
 
 PIPELINES = [f"pipeline-{i}" for i in range(10)]
 SITES = ["chime", "kko", "gbo", "local"]

@@ -9,7 +9,7 @@ Two measurements, each next to its raw baseline on the same fresh nats-server:
   pull consumer doing fetch -> publish one event -> ack_sync per message.
 
 The machine is shared and noisy, so the ratio is the number to read; absolute rates are
-printed for context. Usage: ``python benchmarks/queue.py [--works N]``.
+printed for context. Usage: ``python benchmarks/work_queue.py [--works N]``.
 """
 
 from __future__ import annotations
