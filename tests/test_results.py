@@ -13,26 +13,7 @@ from workflow.errors import NotFoundError, ValidationError, WorkflowError
 from workflow.projection import WORK_COLUMNS, row_to_work
 from workflow.projector import run_projector_service
 
-from conftest import eventually
-
-
-async def answering(client) -> bool:
-    try:
-        await client.results.position()
-        return True
-    except WorkflowError:
-        return False
-
-
-@pytest.fixture
-async def service(nats_url, client, tmp_path):
-    """The projector + results service running in this process, stopped after the test."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_projector_service(nats_url, tmp_path / "live.duckdb", stop))
-    await eventually(lambda: answering(client))
-    yield tmp_path / "live.duckdb"
-    stop.set()
-    await asyncio.wait_for(task, 15)
+from conftest import eventually, results_answering
 
 
 async def finish(client, work_id: str, *, ok: bool, results=None):
@@ -46,7 +27,7 @@ async def finish(client, work_id: str, *, ok: bool, results=None):
     return work
 
 
-async def test_the_results_service_answers_every_filter(client, service):
+async def test_the_results_service_answers_every_filter(client, results_service):
     now = time.time()
     alpha = [workflow.Work(pipeline="alpha", parameters={"i": i}, tags=["a", f"n{i}"], event=[100 + i],
                            user="ann" if i % 2 else "bob", site="chime" if i < 2 else "local", priority=5 - i)
@@ -85,13 +66,13 @@ async def test_the_results_service_answers_every_filter(client, service):
     assert [r.event for r in await results.history(done.id)] == await client.history(done.id)
 
 
-async def test_a_fresh_query_sees_a_write_made_just_before(client, service):
+async def test_a_fresh_query_sees_a_write_made_just_before(client, results_service):
     for _ in range(5):
         [work_id] = await client.deposit(workflow.Work(pipeline="alpha"))
         assert (await client.results.get(work_id, fresh=True)).status == "queued"
 
 
-async def test_bad_filters_are_refused_with_the_field_named(client, service):
+async def test_bad_filters_are_refused_with_the_field_named(client, results_service):
     with pytest.raises(ValidationError, match="status"):
         await client.results.count(status="finished")
     with pytest.raises(ValidationError, match="pipeline"):
@@ -117,7 +98,7 @@ async def test_the_live_tables_equal_the_fold_of_the_log(client, tmp_path, nats_
     stop = asyncio.Event()
     path = tmp_path / "live.duckdb"
     task = asyncio.create_task(run_projector_service(nats_url, path, stop))
-    await eventually(lambda: answering(client))
+    await eventually(lambda: results_answering(client))
     ids = await client.deposit([workflow.Work(pipeline="alpha", parameters={"i": i}) for i in range(6)])
     await finish(client, ids[0], ok=True)
     await finish(client, ids[1], ok=False)
@@ -136,7 +117,7 @@ async def test_the_live_tables_equal_the_fold_of_the_log(client, tmp_path, nats_
     con.close()
 
 
-async def test_an_export_writes_parquet_files_that_hold_the_tables(client, service, tmp_path):
+async def test_an_export_writes_parquet_files_that_hold_the_tables(client, results_service, tmp_path):
     await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
     await client.results.count(fresh=True)
     files = await client.results.export(tmp_path / "export")
@@ -147,7 +128,7 @@ async def test_an_export_writes_parquet_files_that_hold_the_tables(client, servi
         await client.results.export(tmp_path / "export")
 
 
-async def test_the_projector_keeps_up_with_writes_while_it_runs(client, service):
+async def test_the_projector_keeps_up_with_writes_while_it_runs(client, results_service):
     for round_ in range(3):
         await client.deposit([workflow.Work(pipeline="beta") for _ in range(50)])
         await eventually(lambda: _count_is(client, 50 * (round_ + 1)))

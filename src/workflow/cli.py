@@ -112,6 +112,17 @@ def run(coro: Awaitable[T]) -> T:
         raise typer.Exit(130) from None
 
 
+def with_client(options: dict[str, Any], action: Callable[[workflow.Client], Awaitable[T]]) -> T:
+    """Connect with ``options``, await ``action(client)``, disconnect: one command's work,
+    with errors turned into one line and an exit code by :func:`run`."""
+
+    async def go() -> T:
+        async with workflow.connect(**options) as client:
+            return await action(client)
+
+    return run(go())
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
 
@@ -206,7 +217,7 @@ def deposit(
     """
     parameters = dict(parse_param(p) for p in param or []) or None
 
-    async def go() -> list[str]:
+    try:
         works = [
             workflow.Work(
                 pipeline=pipeline, parameters=parameters, priority=priority, site=site, function=function,
@@ -215,10 +226,10 @@ def deposit(
             )
             for _ in range(count)
         ]
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.deposit(works)
-
-    ids = run(go())
+    except ValidationError as error:
+        errors.print(f"error: invalid {error}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    ids = with_client(connection(nats, nats_user, password, token, creds, nkey, tls_ca), lambda client: client.deposit(works))
     if as_json:
         print_json(ids)
     else:
@@ -235,11 +246,10 @@ def cancel(
 ) -> None:
     """Cancel a work: a queued work never runs; a running one is stopped at its next heartbeat."""
 
-    async def go() -> None:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            await client.cancel(work_id, reason=reason)
-
-    run(go())
+    with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.cancel(work_id, reason=reason),
+    )
     console.print(f"cancelled {work_id}", highlight=False)
 
 
@@ -254,11 +264,10 @@ def requeue(
 ) -> None:
     """Put a queued or finished work (back) in a bucket: re-prioritise, move, or retry it."""
 
-    async def go() -> workflow.Work:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.requeue(work_id, priority=priority, site=site, reason=reason)
-
-    work = run(go())
+    work = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.requeue(work_id, priority=priority, site=site, reason=reason),
+    )
     console.print(f"requeued {work_id} (priority {work.priority}, site {work.site})", highlight=False)
 
 
@@ -270,11 +279,10 @@ def buckets(
 ) -> None:
     """Every bucket (pipeline, site, priority) with its waiting and held works, live from NATS."""
 
-    async def go():
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.buckets()
-
-    stats = run(go())
+    stats = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.buckets(),
+    )
     if as_json:
         print_json(stats)
         return
@@ -294,11 +302,10 @@ def show(
 ) -> None:
     """Show one work as it is now (folded from its events in the log)."""
 
-    async def go() -> workflow.Work:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.get(work_id)
-
-    work = run(go())
+    work = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.get(work_id),
+    )
     if as_json:
         print_json(work.payload)
         return
@@ -319,11 +326,10 @@ def history(
 ) -> None:
     """The timeline of one work: every event, with time, attempt and who recorded it."""
 
-    async def go():
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.history_records(work_id)
-
-    records = run(go())
+    records = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.history_records(work_id),
+    )
     if not records:
         errors.print(f"error: no work with id {work_id}", markup=False, highlight=False)
         raise typer.Exit(1)

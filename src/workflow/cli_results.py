@@ -19,6 +19,7 @@ from rich.table import Column, Table
 import workflow
 from workflow.cli import (
     AsJson, Creds, NatsUrl, NKey, Password, TlsCa, Token, User, connection, console, print_json, run, setup_logging, when,
+    with_client,
 )
 from workflow.errors import ValidationError
 
@@ -52,15 +53,14 @@ def ls(
 ) -> None:
     """List works (newest first), from the results service."""
 
-    async def go() -> list[workflow.Work]:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.results.query(
-                pipeline=pipeline, status=status, site=site, user=user, tags=tag or None, event=event or None,
-                since=_since(since, "since"), until=_since(until, "until"), limit=limit, offset=offset, order=order,
-                fresh=fresh,
-            )
-
-    works = run(go())
+    works = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.results.query(
+            pipeline=pipeline, status=status, site=site, user=user, tags=tag or None, event=event or None,
+            since=_since(since, "since"), until=_since(until, "until"), limit=limit, offset=offset, order=order,
+            fresh=fresh,
+        ),
+    )
     if as_json:
         print_json([work.payload for work in works])
         return
@@ -86,11 +86,10 @@ def count(
 ) -> None:
     """How many works match, from the results service."""
 
-    async def go() -> int:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.results.count(pipeline=pipeline, status=status, site=site, user=user, fresh=fresh)
-
-    total = run(go())
+    total = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.results.count(pipeline=pipeline, status=status, site=site, user=user, fresh=fresh),
+    )
     if as_json:
         print_json({"count": total})
     else:
@@ -105,11 +104,10 @@ def pipelines(
 ) -> None:
     """Every pipeline with its number of works in each status."""
 
-    async def go() -> dict[str, dict[str, int]]:
-        async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-            return await client.results.pipelines(fresh=fresh)
-
-    found = run(go())
+    found = with_client(
+        connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+        lambda client: client.results.pipelines(fresh=fresh),
+    )
     if as_json:
         print_json(found)
         return
@@ -223,11 +221,10 @@ def export(
             raise _fail(str(error).splitlines()[0], 1) from None
     else:
 
-        async def go() -> list[str]:
-            async with workflow.connect(**connection(nats, nats_user, password, token, creds, nkey, tls_ca)) as client:
-                return await client.results.export(parquet)
-
-        files = run(go())
+        files = with_client(
+            connection(nats, nats_user, password, token, creds, nkey, tls_ca),
+            lambda client: client.results.export(parquet),
+        )
     for path in files:
         console.print(str(path), highlight=False)
 
