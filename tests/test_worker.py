@@ -54,3 +54,18 @@ async def test_an_idle_worker_wakes_when_work_is_deposited_and_stops_on_sigterm(
     assert (await client.get(work_id)).results == {"value": 5}
     idle.signal(signal.SIGTERM)
     assert await asyncio.wait_for(running, 10) == 0
+
+
+async def test_a_worker_on_a_pipeline_that_never_had_work_here_says_so(client, nats_url, caplog):
+    await client.deposit(Work(pipeline="wk", site="kko"))
+    idle = worker(nats_url, pipelines=["wk", "typo-pipeline"], function="workflow.examples.add")
+    running = asyncio.create_task(idle.run())
+    for _ in range(100):
+        if sum("no work has ever been deposited" in r.getMessage() for r in caplog.records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    idle.signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) == 0
+    warnings = [r.getMessage() for r in caplog.records if "no work has ever been deposited" in r.getMessage()]
+    assert any("'typo-pipeline'" in w and "Known pipelines: wk" in w for w in warnings)
+    assert any("'wk'" in w and "it has work at: kko" in w for w in warnings)

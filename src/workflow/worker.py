@@ -174,6 +174,7 @@ class Worker:
                 client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
                 config.concurrency, "unlimited" if config.lives < 0 else config.lives,
             )
+            await self._warn_about_unknown_pipelines(client)
             active: set[asyncio.Task] = set()
             taken = 0
             try:
@@ -206,6 +207,25 @@ class Worker:
                 await self.isolation.close()
         log.info("worker stopped (%d work(s) taken)", taken)
         return self.exit_code
+
+    async def _warn_about_unknown_pipelines(self, client: Client) -> None:
+        """Say so when a pipeline has never had work at this site: most often a typo."""
+        try:
+            buckets = await client.buckets()
+        except Exception:  # only a hint: never stop a worker for it
+            return
+        here = {b.pipeline for b in buckets if b.site == self.config.site}
+        for pipeline in self.config.pipelines:
+            if pipeline not in here:
+                elsewhere = sorted({b.site for b in buckets if b.pipeline == pipeline})
+                known = sorted({b.pipeline for b in buckets})
+                log.warning(
+                    "no work has ever been deposited for pipeline %r at site %r%s; waiting for some. "
+                    "Known pipelines: %s",
+                    pipeline, self.config.site,
+                    f" (it has work at: {', '.join(elsewhere)})" if elsewhere else "",
+                    ", ".join(known) or "none yet",
+                )
 
     async def _woken(self, _msg: Any) -> None:
         if self._wake is not None:
