@@ -235,7 +235,7 @@ def projector(
     nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
     creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
 ) -> None:
-    """Run the projector and the results service alone (``workflow server`` runs them too)."""
+    """Run the projector and the results service alone (`workflow server` runs them too)."""
     from workflow.projector import run_projector_service
 
     setup_logging(log_level)
