@@ -9,7 +9,7 @@ from pathlib import Path
 
 import workflow
 
-from test_results import answering, finish, service  # noqa: F401 - the fixture is used by name
+from test_results import finish
 
 WORKFLOW = str(Path(sys.executable).parent / "workflow")
 
@@ -23,7 +23,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_ls_count_and_pipelines_answer_from_the_results_service(client, service, nats_url):
+async def test_ls_count_and_pipelines_answer_from_the_results_service(client, results_service, nats_url):
     ids = await client.deposit([workflow.Work(pipeline="alpha", user="ann") for _ in range(3)])
     await client.deposit(workflow.Work(pipeline="beta"))
     await client.cancel(ids[0])
@@ -47,7 +47,7 @@ async def test_ls_count_and_pipelines_answer_from_the_results_service(client, se
     assert code == 0 and "alpha" in out and "beta" in out
 
 
-async def test_bad_input_is_one_line_and_a_nonzero_exit(client, service, nats_url):
+async def test_bad_input_is_one_line_and_a_nonzero_exit(client, results_service, nats_url):
     code, out, err = await cli("ls", "--status", "finished", "--nats", nats_url)
     assert code == 2 and err.startswith("error: invalid status") and err.count("\n") == 1 and out == ""
     code, _, err = await cli("ls", "--since", "last tuesday", "--nats", nats_url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shlex
 import ssl
 import sys
@@ -43,7 +44,8 @@ app = typer.Typer(
 streams_app = typer.Typer(help="The event log's stream definitions (streams/*.json).", no_args_is_help=True)
 app.add_typer(streams_app, name="streams")
 
-console = Console()
+# Piped output is read by people too (less, grep): don't squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

@@ -25,7 +25,11 @@ from workflow.errors import ValidationError
 
 Pipeline = Annotated[str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")]
 Status = Annotated[str | None, typer.Option("--status", "-s", help="Only this status (queued, running, success, failure, cancelled).")]
-Fresh = Annotated[bool, typer.Option("--fresh", help="Wait until the projection holds every event logged so far.")]
+Fresh = Annotated[bool, typer.Option(
+    "--fresh/--no-fresh",
+    help="Wait until the projection holds every event logged so far, so you see your own writes; "
+         "--no-fresh answers at once from what it holds.",
+)]
 
 
 def _since(text: str | None, field: str) -> float | None:
@@ -46,7 +50,7 @@ def ls(
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many works.")] = 20,
     offset: Annotated[int, typer.Option(help="Skip this many works first.")] = 0,
     order: Annotated[str, typer.Option(help="Order by a column, '-' prefix for descending.")] = "-creation",
-    fresh: Fresh = False,
+    fresh: Fresh = True,
     as_json: AsJson = False,
     nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
     creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
@@ -79,7 +83,7 @@ def count(
     status: Status = None,
     site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
     user: Annotated[str | None, typer.Option(help="Only works of this user.")] = None,
-    fresh: Fresh = False,
+    fresh: Fresh = True,
     as_json: AsJson = False,
     nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
     creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
@@ -97,7 +101,7 @@ def count(
 
 
 def pipelines(
-    fresh: Fresh = False,
+    fresh: Fresh = True,
     as_json: AsJson = False,
     nats: NatsUrl = None, nats_user: User = None, password: Password = None, token: Token = None,
     creds: Creds = None, nkey: NKey = None, tls_ca: TlsCa = None,
