@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import nats
@@ -46,6 +46,9 @@ from workflow.ids import new_id, worker_name
 from workflow.settings import MAX_RETRY_DELAY, lease_seconds, nats_url, retry_backoff_seconds
 from workflow.subjects import STREAM, BucketKey, event_subject, work_filter
 from workflow.work import Work, validate_name
+
+if TYPE_CHECKING:
+    from workflow.results import Results
 
 log = logging.getLogger("workflow.client")
 
