@@ -73,6 +73,7 @@ class Cancelled(_Light, kw_only=True, tag="cancelled"):
 
 
 LightEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled
+_TAGS = {kind: kind.__struct_config__.tag for kind in (Deposited, Requeued, Started, Succeeded, Failed, Cancelled)}
 _decoder = msgspec.json.Decoder(LightEvent)
 _encoder = msgspec.json.Encoder()
 
@@ -174,7 +175,13 @@ ROWS_SCHEMA = pa.schema(
     ]
 )
 assert tuple(ROWS_SCHEMA.names) == ROW_COLUMNS
-EVENTS_SCHEMA = pa.schema([("seq", pa.int64()), ("logged", pa.float64()), ("subject", pa.string()), ("payload", pa.string())])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()), ("logged", pa.float64()), ("time", pa.float64()), ("work_id", pa.string()),
+        ("pipeline", pa.string()), ("type", pa.string()), ("attempt", pa.int32()), ("subject", pa.string()),
+        ("payload", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -189,6 +196,12 @@ class Batch:
     logged: list[float] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
     payloads: list[str] = field(default_factory=list)
+    #: The envelope of each event, as decoded here (DuckDB need not parse the payload).
+    times: list[float] = field(default_factory=list)
+    work_ids: list[str] = field(default_factory=list)
+    pipelines: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    attempts: list[int | None] = field(default_factory=list)
     rows: dict[str, Row] = field(default_factory=dict)
     #: Works that had a row before this batch: their old row is replaced.
     replaced: list[str] = field(default_factory=list)
@@ -205,6 +218,11 @@ class Batch:
         self.subjects.append(subject)
         self.payloads.append(data.decode())
         work_id = event.work_id
+        self.times.append(event.time)
+        self.work_ids.append(work_id)
+        self.pipelines.append(event.pipeline)
+        self.types.append(_TAGS[event.__class__])
+        self.attempts.append(getattr(event, "attempt", None))
         state = self.rows.get(work_id)
         if state is None and before is not None:
             state = before
@@ -217,7 +235,9 @@ class Batch:
 
     def events_table(self) -> pa.Table:
         return pa.Table.from_arrays(
-            [pa.array(self.seqs, pa.int64()), pa.array(self.logged, pa.float64()),
+            [pa.array(self.seqs, pa.int64()), pa.array(self.logged, pa.float64()), pa.array(self.times, pa.float64()),
+             pa.array(self.work_ids, pa.string()), pa.array(self.pipelines, pa.string()),
+             pa.array(self.types, pa.string()), pa.array(self.attempts, pa.int32()),
              pa.array(self.subjects, pa.string()), pa.array(self.payloads, pa.string())],
             schema=EVENTS_SCHEMA,
         )
