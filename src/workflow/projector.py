@@ -256,6 +256,7 @@ class Projector:
         )
         stopper = asyncio.create_task(stop.wait())
         writing: asyncio.Task | None = None
+        pending: dict[str, projection.Row] = {}  # the rows of the last batch folded
 
         async def write(batch: projection.Batch) -> None:
             await asyncio.to_thread(self.write, batch)
@@ -287,14 +288,18 @@ class Projector:
                 known: dict[str, projection.Row] = {}
                 missing = self.missing(decoded)
                 if missing:
-                    if writing is not None:  # the rows read must include every folded change
-                        await writing
-                        writing = None
-                    known = await asyncio.to_thread(self.store.load_rows, missing)
+                    # Rows of the previous batch (maybe being written, not committed yet)
+                    # come from memory; any other from the committed tables, read through a
+                    # second connection while that write goes on.
+                    known = {work_id: pending[work_id] for work_id in missing if work_id in pending}
+                    wanted = [work_id for work_id in missing if work_id not in pending]
+                    if wanted:
+                        known.update(await asyncio.to_thread(self.store.load_rows, wanted, committed=True))
                 batch = await asyncio.to_thread(self.fold, decoded, last, known)
                 if batch is not None:
                     if writing is not None:
                         await writing
+                    pending = batch.rows
                     writing = asyncio.create_task(write(batch))
                 if until_seq is not None and self.folded >= until_seq:
                     return True
