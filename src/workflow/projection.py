@@ -28,7 +28,8 @@ WORK_FIELDS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(Work
 #: Columns of ``works``: every Work field, then the sequence and time of its last event.
 WORK_COLUMNS: tuple[str, ...] = (*WORK_FIELDS, "seq", "updated")
 
-Row = dict[str, Any]
+#: A folded row: a tuple of ``ROW_COLUMNS`` (immutable: a batch being written shares it).
+Row = tuple
 _NULL = b"null"
 
 
@@ -83,9 +84,10 @@ def decode(data: bytes) -> LightEvent:
     return _decoder.decode(data)
 
 
-def _text(raw: msgspec.Raw) -> str | None:
+def _text(raw: msgspec.Raw) -> bytes | None:
+    """Raw JSON as UTF-8 bytes (Arrow takes them as strings); None for null."""
     data = bytes(raw)
-    return None if data == _NULL else data.decode()
+    return None if data == _NULL else data
 
 
 # A row is the work's last snapshot (``base``: the JSON of the work carried by its
@@ -93,10 +95,11 @@ def _text(raw: msgspec.Raw) -> str | None:
 # events changed. DuckDB turns it into columns (``database.WORKS_FROM_BATCH``): parsing
 # JSON there is far cheaper than in Python. ``*_set`` says a field was changed (its new
 # value may be null); ``attempt``, ``products``, ``plots``: None means unchanged.
-_FRESH = {
-    "attempt": None, "start": None, "start_set": False, "stop": None, "stop_set": False,
-    "results": None, "results_set": False, "products": None, "plots": None,
-}
+# Rows are plain tuples (building one is much cheaper than a dict), in this order:
+ROW_COLUMNS = (
+    "id", "base", "status", "attempt", "start", "start_set", "stop", "stop_set",
+    "results", "results_set", "products", "plots", "seq", "updated",
+)
 
 
 def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
@@ -105,52 +108,43 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
     An event whose work is unknown (its deposit aged out of the log before this
     projection began) or a second deposit cannot be folded; the caller counts and logs it.
     """
-    match event:
-        case Deposited():
-            if row is not None:
-                return None
-            row = {"id": event.work_id, "base": bytes(event.work).decode(), "status": "queued", **_FRESH}
-        case Requeued():
-            if row is None:
-                return None
-            row = {"id": event.work_id, "base": bytes(event.work).decode(), "status": "queued", **_FRESH,
-                   "start_set": True, "stop_set": True}
-        case _ if row is None:
+    kind = event.__class__
+    if kind is Deposited:
+        if row is not None:
             return None
-        case Started():
-            row = dict(row, status="running", attempt=event.attempt, start=event.time, start_set=True,
-                       stop=None, stop_set=True)
-        case Succeeded():
-            row = dict(row, status="success", attempt=event.attempt, results=_text(event.results), results_set=True,
-                       stop=event.time, stop_set=True)
-            _outputs(row, event)
-        case Failed():
-            results = dict(event.results or {})
-            results["error"] = event.error
-            results["reason"] = event.reason
-            if event.traceback:
-                results["traceback"] = event.traceback
-            row = dict(row, status="queued" if event.will_retry else "failure", attempt=event.attempt,
-                       results=_encoder.encode(results).decode(), results_set=True, stop=event.time, stop_set=True)
-            _outputs(row, event)
-        case Cancelled():
-            row = dict(row, status="cancelled", stop=event.time, stop_set=True)
-    row["seq"] = seq
-    row["updated"] = event.time
-    return row
-
-
-def _outputs(row: Row, event: Succeeded | Failed) -> None:
-    products, plots = _text(event.products), _text(event.plots)
-    if products is not None:
-        row["products"] = products
-    if plots is not None:
-        row["plots"] = plots
+        return (event.work_id, bytes(event.work), "queued", None, None, False, None, False, None, False, None, None,
+                seq, event.time)
+    if row is None:
+        return None
+    if kind is Started:
+        return (row[0], row[1], "running", event.attempt, event.time, True, None, True, row[8], row[9], row[10],
+                row[11], seq, event.time)
+    if kind is Succeeded:
+        products, plots = _text(event.products), _text(event.plots)
+        return (row[0], row[1], "success", event.attempt, row[4], row[5], event.time, True, _text(event.results), True,
+                row[10] if products is None else products, row[11] if plots is None else plots, seq, event.time)
+    if kind is Failed:
+        results = dict(event.results or {})
+        results["error"] = event.error
+        results["reason"] = event.reason
+        if event.traceback:
+            results["traceback"] = event.traceback
+        products, plots = _text(event.products), _text(event.plots)
+        return (row[0], row[1], "queued" if event.will_retry else "failure", event.attempt, row[4], row[5], event.time,
+                True, _encoder.encode(results), True, row[10] if products is None else products,
+                row[11] if plots is None else plots, seq, event.time)
+    if kind is Cancelled:
+        return (row[0], row[1], "cancelled", row[3], row[4], row[5], event.time, True, row[8], row[9], row[10],
+                row[11], seq, event.time)
+    if kind is Requeued:
+        return (event.work_id, bytes(event.work), "queued", None, None, True, None, True, None, False, None, None,
+                seq, event.time)
+    raise TypeError(f"not an event: {event!r}")
 
 
 def loaded_row(work_id: str, work_json: str, status: str, seq: int, updated: float) -> Row:
     """A row from the database (its work as JSON), to fold further events onto."""
-    return {"id": work_id, "base": work_json, "status": status, **_FRESH, "seq": seq, "updated": updated}
+    return (work_id, work_json, status, None, None, False, None, False, None, False, None, None, seq, updated)
 
 
 def row_to_work(row: Row) -> Work:
@@ -165,7 +159,6 @@ def row_to_work(row: Row) -> Work:
 
 # -- batches ------------------------------------------------------------------------------
 
-ROW_COLUMNS = ("id", "base", "status", *_FRESH, "seq", "updated")
 ROWS_SCHEMA = pa.schema(
     [
         ("id", pa.string()), ("base", pa.string()), ("status", pa.string()), ("attempt", pa.int32()),
@@ -188,60 +181,60 @@ EVENTS_SCHEMA = pa.schema(
 class Batch:
     """Events of one transaction, folded: the raw events and the last row of each work.
 
-    ``rows`` maps a work id to its state after the batch (only works the batch touched).
+    ``events`` are ``(seq, logged, subject, data, event)`` tuples; ``rows`` maps a work id
+    to its state after the batch (only works the batch touched).
     """
 
     last_seq: int = 0
-    seqs: list[int] = field(default_factory=list)
-    logged: list[float] = field(default_factory=list)
-    subjects: list[str] = field(default_factory=list)
-    payloads: list[str] = field(default_factory=list)
-    #: The envelope of each event, as decoded here (DuckDB need not parse the payload).
-    times: list[float] = field(default_factory=list)
-    work_ids: list[str] = field(default_factory=list)
-    pipelines: list[str] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)
-    attempts: list[int | None] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
     rows: dict[str, Row] = field(default_factory=dict)
     #: Works that had a row before this batch: their old row is replaced.
     replaced: list[str] = field(default_factory=list)
     unfoldable: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return len(self.events)
 
-    def add(self, seq: int, logged: float, subject: str, data: bytes, event: LightEvent, before: Row | None) -> None:
-        """Record one event; ``before`` is its work's state if not already in ``rows``."""
-        self.last_seq = seq
-        self.seqs.append(seq)
-        self.logged.append(logged)
-        self.subjects.append(subject)
-        self.payloads.append(data.decode())
-        work_id = event.work_id
-        self.times.append(event.time)
-        self.work_ids.append(work_id)
-        self.pipelines.append(event.pipeline)
-        self.types.append(_TAGS[event.__class__])
-        self.attempts.append(getattr(event, "attempt", None))
-        state = self.rows.get(work_id)
-        if state is None and before is not None:
-            state = before
-            self.replaced.append(work_id)
-        after = apply(state, event, seq)
-        if after is None:
-            self.unfoldable.append(seq)
-        else:
-            self.rows[work_id] = after
+    def fold(self, decoded: list[tuple], lookup) -> None:
+        """Record decoded ``(seq, logged, subject, data, event)`` events, in order.
+
+        ``lookup(work_id)`` is a work's state before this batch (None: unknown), asked
+        only for works not already in ``rows``.
+        """
+        self.events.extend(decoded)
+        rows = self.rows
+        replaced = self.replaced
+        unfoldable = self.unfoldable
+        for seq, _, _, _, event in decoded:
+            work_id = event.work_id
+            state = rows.get(work_id)
+            if state is None:
+                state = lookup(work_id)
+                if state is not None:
+                    replaced.append(work_id)
+            after = apply(state, event, seq)
+            if after is None:
+                unfoldable.append(seq)
+            else:
+                rows[work_id] = after
+        if decoded:
+            self.last_seq = decoded[-1][0]
 
     def events_table(self) -> pa.Table:
+        events = self.events
+        light = [e[4] for e in events]
         return pa.Table.from_arrays(
-            [pa.array(self.seqs, pa.int64()), pa.array(self.logged, pa.float64()), pa.array(self.times, pa.float64()),
-             pa.array(self.work_ids, pa.string()), pa.array(self.pipelines, pa.string()),
-             pa.array(self.types, pa.string()), pa.array(self.attempts, pa.int32()),
-             pa.array(self.subjects, pa.string()), pa.array(self.payloads, pa.string())],
+            [pa.array([e[0] for e in events], pa.int64()), pa.array([e[1] for e in events], pa.float64()),
+             pa.array([e.time for e in light], pa.float64()), pa.array([e.work_id for e in light], pa.string()),
+             pa.array([e.pipeline for e in light], pa.string()),
+             pa.array([_TAGS[e.__class__] for e in light], pa.string()),
+             pa.array([getattr(e, "attempt", None) for e in light], pa.int32()),
+             pa.array([e[2] for e in events], pa.string()), pa.array([e[3] for e in events], pa.string())],
             schema=EVENTS_SCHEMA,
         )
 
     def rows_table(self) -> pa.Table:
-        rows = list(self.rows.values())
-        return pa.Table.from_pydict({name: [row[name] for row in rows] for name in ROW_COLUMNS}, schema=ROWS_SCHEMA)
+        columns = list(zip(*self.rows.values())) or [()] * len(ROW_COLUMNS)
+        return pa.Table.from_arrays(
+            [pa.array(column, type) for column, type in zip(columns, ROWS_SCHEMA.types)], schema=ROWS_SCHEMA
+        )

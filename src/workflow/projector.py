@@ -133,9 +133,7 @@ class Projector:
             return None
         cache = self._cache
         batch = projection.Batch()
-        for seq, logged, subject, data, event in decoded:
-            before = cache.get(event.work_id) or known.get(event.work_id)
-            batch.add(seq, logged, subject, data, event, before)
+        batch.fold(decoded, lambda work_id: cache.get(work_id) or known.get(work_id))
         batch.last_seq = last  # also past unreadable messages at the end
         self.folded = last
         if batch.unfoldable:
