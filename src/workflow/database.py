@@ -16,6 +16,7 @@ resumes at ``checkpoint + 1``: no event is applied twice, none is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -184,32 +185,43 @@ class ProjectionStore:
             con.unregister("wanted_ids")
 
     def write(self, batch: Batch) -> None:
-        """Write a batch's events, its works' new rows and the checkpoint, atomically."""
+        """Write a batch's events, its works' new rows and the checkpoint, atomically.
+
+        The whole transaction is one ``execute`` (one script): each call into DuckDB must
+        get the GIL back when it returns, which costs milliseconds while the projector's
+        other threads decode and read the log.
+        """
         con = self.con
-        con.register("batch_events", batch.events_table())
-        con.register("batch_rows", batch.rows_table())
+        events, rows = batch.tables()
+        con.register("batch_events", events)
+        con.register("batch_rows", rows)
         con.register("replaced_ids", pa.table({"id": pa.array(batch.replaced, pa.string())}))
+        statements = ["BEGIN TRANSACTION", f"INSERT INTO events {EVENTS_FROM_BATCH}"]
+        if batch.replaced:
+            # The range lets DuckDB skip row groups by their min/max id (ids are
+            # time-sorted ULIDs, and the works a batch changes are mostly recent).
+            statements.append(
+                f"DELETE FROM works WHERE id BETWEEN {_literal(min(batch.replaced))} AND "
+                f"{_literal(max(batch.replaced))} AND id IN (SELECT id FROM replaced_ids)"
+            )
+        if batch.rows:
+            statements.append(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
+        statements.append(
+            f"INSERT OR REPLACE INTO checkpoint VALUES ({_literal(self.stream)}, {int(batch.last_seq)}, {time.time()!r})"
+        )
+        statements.append("COMMIT")
         try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"INSERT INTO events {EVENTS_FROM_BATCH}")
-                if batch.replaced:
-                    # The range lets DuckDB skip row groups by their min/max id (ids are
-                    # time-sorted ULIDs, and the works a batch changes are mostly recent).
-                    con.execute(
-                        "DELETE FROM works WHERE id BETWEEN ? AND ? AND id IN (SELECT id FROM replaced_ids)",
-                        [min(batch.replaced), max(batch.replaced)],
-                    )
-                if batch.rows:
-                    con.execute(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
-                con.execute(
-                    "INSERT OR REPLACE INTO checkpoint VALUES (?, ?, ?)", [self.stream, batch.last_seq, time.time()]
-                )
-                con.execute("COMMIT")
-            except BaseException:
+            con.execute(";\n".join(statements))
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # no transaction left open after a failure
                 con.execute("ROLLBACK")
-                raise
+            raise
         finally:
             con.unregister("batch_events")
             con.unregister("batch_rows")
             con.unregister("replaced_ids")
+
+
+def _literal(text: str) -> str:
+    """A string as an SQL literal."""
+    return "'" + text.replace("'", "''") + "'"

@@ -191,6 +191,7 @@ class Batch:
     #: Works that had a row before this batch: their old row is replaced.
     replaced: list[str] = field(default_factory=list)
     unfoldable: list[int] = field(default_factory=list)
+    _tables: tuple[pa.Table, pa.Table] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -219,6 +220,13 @@ class Batch:
                 rows[work_id] = after
         if decoded:
             self.last_seq = decoded[-1][0]
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        """The events and rows tables (built once: the projector builds them on the thread
+        that folds, so that the writing thread only waits for DuckDB)."""
+        if self._tables is None:
+            self._tables = self.events_table(), self.rows_table()
+        return self._tables
 
     def events_table(self) -> pa.Table:
         events = self.events

@@ -150,6 +150,13 @@ class Projector:
                 del cache[work_id]
         return batch
 
+    def _fold_tables(self, decoded: list[tuple], last: int, known: dict[str, projection.Row]) -> projection.Batch | None:
+        """``fold``, and the batch's Arrow tables built (on this thread, not the writer's)."""
+        batch = self.fold(decoded, last, known)
+        if batch is not None:
+            batch.tables()
+        return batch
+
     def write(self, batch: projection.Batch) -> None:
         """Write a folded batch and its checkpoint in one transaction."""
         self.store.write(batch)
@@ -293,7 +300,7 @@ class Projector:
                     wanted = [work_id for work_id in missing if work_id not in pending]
                     if wanted:
                         known.update(await asyncio.to_thread(self.store.load_rows, wanted, committed=True))
-                batch = await asyncio.to_thread(self.fold, decoded, last, known)
+                batch = await asyncio.to_thread(self._fold_tables, decoded, last, known)
                 if batch is not None:
                     if writing is not None:
                         await writing
