@@ -33,7 +33,7 @@ Row = tuple
 _NULL = b"null"
 
 
-class _Light(msgspec.Struct, kw_only=True, tag_field="type"):
+class _Light(msgspec.Struct, kw_only=True, tag_field="type", gc=False):  # no cycles: the GC skips them
     work_id: str
     pipeline: str
     time: float
