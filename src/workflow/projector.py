@@ -40,8 +40,11 @@ from workflow.subjects import PREFIX, STREAM
 log = logging.getLogger("workflow.projector")
 
 #: Events per transaction at most (``WORKFLOW_PROJECTOR_BATCH``). Larger batches write
-#: faster; a live system's batches are small anyway (what arrived during the last write).
-BATCH_SIZE = int(os.environ.get("WORKFLOW_PROJECTOR_BATCH") or 20_000)
+#: faster: fewer calls into DuckDB, and more of a work's events fold into one row (fewer
+#: rows deleted and inserted again); replaying 1.4 M events, 100,000 is ~25% faster than
+#: 20,000 and the peak memory is the same (DuckDB's). A live system's batches are small
+#: anyway (what arrived during the last write).
+BATCH_SIZE = int(os.environ.get("WORKFLOW_PROJECTOR_BATCH") or 100_000)
 #: Work rows kept in memory so that the events following a deposit need no lookup.
 CACHE_SIZE = 200_000
 #: Allocations between two young-generation collections of the cyclic GC while projecting.
@@ -152,6 +155,11 @@ class Projector:
             for work_id in list(cache)[: len(cache) - self.cache_size // 2]:
                 del cache[work_id]
         return batch
+
+    def _decode_missing(self, messages: list[tuple[int, float, str, bytes]]) -> tuple[list[tuple], int, list[str]]:
+        """``decode``, and the works whose rows must be loaded (off the event loop's thread)."""
+        decoded, last = self.decode(messages)
+        return decoded, last, self.missing(decoded)
 
     def _fold_tables(self, decoded: list[tuple], last: int, known: dict[str, projection.Row]) -> projection.Batch | None:
         """``fold``, and the batch's Arrow tables built (on this thread, not the writer's)."""
@@ -303,9 +311,8 @@ class Projector:
                 if until_seq is not None:
                     messages = [m for m in messages if m[0] <= until_seq]
                 # Pipeline: this batch is decoded and folded while the previous one is written.
-                decoded, last = await asyncio.to_thread(self.decode, messages)
+                decoded, last, missing = await asyncio.to_thread(self._decode_missing, messages)
                 known: dict[str, projection.Row] = {}
-                missing = self.missing(decoded)
                 if missing:
                     # Rows of the previous batch (maybe being written, not committed yet)
                     # come from memory; any other from the committed tables, read through a
