@@ -229,20 +229,35 @@ class Batch:
         return self._tables
 
     def events_table(self) -> pa.Table:
-        events = self.events
-        light = [e[4] for e in events]
-        return pa.Table.from_arrays(
-            [pa.array([e[0] for e in events], pa.int64()), pa.array([e[1] for e in events], pa.float64()),
-             pa.array([e.time for e in light], pa.float64()), pa.array([e.work_id for e in light], pa.string()),
-             pa.array([e.pipeline for e in light], pa.string()),
-             pa.array([_TAGS[e.__class__] for e in light], pa.string()),
-             pa.array([getattr(e, "attempt", None) for e in light], pa.int32()),
-             pa.array([e[2] for e in events], pa.string()), pa.array([e[3] for e in events], pa.string())],
-            schema=EVENTS_SCHEMA,
+        return pa.Table.from_batches(
+            [_events_batch(self.events[i : i + _CHUNK]) for i in range(0, len(self.events), _CHUNK)], EVENTS_SCHEMA
         )
 
     def rows_table(self) -> pa.Table:
-        columns = list(zip(*self.rows.values())) or [()] * len(ROW_COLUMNS)
-        return pa.Table.from_arrays(
-            [pa.array(column, type) for column, type in zip(columns, ROWS_SCHEMA.types)], schema=ROWS_SCHEMA
-        )
+        rows = list(self.rows.values())
+        return pa.Table.from_batches([_rows_batch(rows[i : i + _CHUNK]) for i in range(0, len(rows), _CHUNK)], ROWS_SCHEMA)
+
+
+#: Rows per Arrow record batch. Each conversion holds the GIL throughout; short ones let
+#: the thread writing the previous batch (DuckDB, which takes the GIL back now and then)
+#: and the thread reading the log run in between.
+_CHUNK = 8192
+
+
+def _events_batch(events: list[tuple]) -> pa.RecordBatch:
+    light = [e[4] for e in events]
+    return pa.RecordBatch.from_arrays(
+        [pa.array([e[0] for e in events], pa.int64()), pa.array([e[1] for e in events], pa.float64()),
+         pa.array([e.time for e in light], pa.float64()), pa.array([e.work_id for e in light], pa.string()),
+         pa.array([e.pipeline for e in light], pa.string()),
+         pa.array([_TAGS[e.__class__] for e in light], pa.string()),
+         pa.array([getattr(e, "attempt", None) for e in light], pa.int32()),
+         pa.array([e[2] for e in events], pa.string()), pa.array([e[3] for e in events], pa.string())],
+        schema=EVENTS_SCHEMA,
+    )
+
+
+def _rows_batch(rows: list[Row]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array(column, type) for column, type in zip(zip(*rows), ROWS_SCHEMA.types)], schema=ROWS_SCHEMA
+    )
