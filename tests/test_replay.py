@@ -145,3 +145,37 @@ async def test_a_projector_refuses_a_database_that_is_ahead_of_the_log(client, t
         raise AssertionError("a database ahead of the log was accepted")
     finally:
         con.close()
+
+
+async def test_small_batches_and_a_tiny_cache_give_the_tables_of_one_large_batch(client, tmp_path):
+    # Each batch's lookups read rows while the previous batch is being written: rows of
+    # that batch come from memory, older ones from the database (a second connection).
+    ids = await client.deposit([workflow.Work(pipeline="alpha", parameters={"n": n}) for n in range(12)])
+    for _ in range(6):
+        work = await client.withdraw("alpha", timeout=5)
+        await client.succeed(work, {"answer": 1.5, "n": work.parameters["n"]})
+    await client.cancel(ids[-1])
+    await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
+    last = (await client.nc.jetstream().stream_info("WORKFLOW")).state.last_seq
+
+    small = tmp_path / "small.duckdb"
+    con = database.connect(small)
+    try:
+        assert await Projector(con, batch_size=3, cache_size=1).run(client.nc, until_seq=last, linger=0) == last
+    finally:
+        con.close()
+    large = tmp_path / "large.duckdb"
+    assert await replay(client.nc, large) == last
+    assert works_table(small) == works_table(large)
+    assert sorted(status for (status,) in _query(small, "SELECT status FROM works")) == (
+        ["cancelled"] + ["queued"] * 8 + ["success"] * 6
+    )
+    assert _query(small, "SELECT * FROM events ORDER BY seq") == _query(large, "SELECT * FROM events ORDER BY seq")
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
