@@ -45,7 +45,7 @@ from workflow.fold import fold
 from workflow.ids import new_id, worker_name
 from workflow.settings import MAX_RETRY_DELAY, lease_seconds, nats_url, retry_backoff_seconds
 from workflow.subjects import STREAM, BucketKey, event_subject, work_filter
-from workflow.work import Work, validate_name
+from workflow.work import Work, validate_field
 
 if TYPE_CHECKING:
     from workflow.results import Results
@@ -390,11 +390,11 @@ class Client:
         """
         pipelines = [pipeline] if isinstance(pipeline, str) else list(pipeline)
         for name in pipelines:
-            validate_name("pipeline", name)
+            validate_field("pipeline", name)
         if site is not None:
-            validate_name("site", site)
+            validate_field("site", site)
         if priority is not None:
-            Work(pipeline="x", priority=priority)  # validates the bound, names the field
+            validate_field("priority", priority)
         deadline = time.monotonic() + timeout
         while True:
             work = await self._withdraw_once(pipelines, site, priority)

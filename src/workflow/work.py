@@ -213,7 +213,8 @@ def _check_consistency(function: str | None, command: list[str] | None) -> None:
         raise ValidationError("function", "a work runs a function or a command, not both")
 
 
-def validate_name(field: str, value: str) -> str:
-    """Check a pipeline-or-site-like name given outside a Work (CLI, withdraw)."""
+def validate_field(field: str, value: Any) -> Any:
+    """Check one Work field's value given outside a Work (CLI, withdraw, worker options),
+    by the same rules and with the same message as a Work would."""
     _check_field(field, value)
     return value

@@ -62,7 +62,7 @@ from workflow.isolation import (
 )
 from workflow.runner import CommandCall, FunctionCall, Outcome, work_environment
 from workflow.subjects import PREFIX
-from workflow.work import Work, validate_name
+from workflow.work import Work, validate_field
 
 log = logging.getLogger("workflow.worker")
 
@@ -85,12 +85,12 @@ class WorkerConfig:
         if not self.pipelines:
             raise ValidationError("pipeline", "name at least one pipeline (bucket) to work on")
         for name in self.pipelines:
-            validate_name("pipeline", name)
-        validate_name("site", self.site)
+            validate_field("pipeline", name)
+        validate_field("site", self.site)
         if self.function is not None and self.command is not None:
             raise ValidationError("function", "run a function or a command, not both")
         if self.function is not None:
-            Work(pipeline="x", function=self.function)  # the dotted-path rule, with its message
+            validate_field("function", self.function)
         if self.command is not None and not self.command:
             raise ValidationError("command", "expected a non-empty command line")
         if self.lives == 0 or self.lives < -1:
