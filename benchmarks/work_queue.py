@@ -28,7 +28,7 @@ from nats.js.api import ConsumerConfig
 
 import workflow
 from workflow import Work
-from workflow import events as ev
+from workflow.core import events as ev
 from workflow.server import EmbeddedNats, prepare_log
 
 

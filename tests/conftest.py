@@ -54,7 +54,7 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
 
 async def results_answering(client) -> bool:
     """True once a results service answers on the client's server."""
-    from workflow.errors import WorkflowError
+    from workflow.core.errors import WorkflowError
 
     try:
         await client.results.position()
@@ -66,7 +66,7 @@ async def results_answering(client) -> bool:
 @pytest.fixture
 async def results_service(nats_url: str, client, tmp_path: Path):
     """The projector + results service running in this process; yields its DuckDB path."""
-    from workflow.projector import run_projector_service
+    from workflow.results.service import run_projector_service
 
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector_service(nats_url, tmp_path / "live.duckdb", stop))
@@ -74,3 +74,14 @@ async def results_service(nats_url: str, client, tmp_path: Path):
     yield tmp_path / "live.duckdb"
     stop.set()
     await asyncio.wait_for(task, 15)
+
+
+async def finish(client, work_id: str, *, ok: bool, results=None):
+    """Withdraw ``work_id``'s pipeline until that work comes out, and record an outcome."""
+    work = await client.withdraw(["alpha", "beta"], timeout=5)
+    assert work is not None
+    if ok:
+        await client.succeed(work, results or {"value": 1}, products=["out.h5"])
+    else:
+        await client.fail(work, "error", "boom", retry=False)
+    return work

@@ -5,9 +5,13 @@
         [work_id] = await client.deposit(workflow.Work(pipeline="sample-pipeline", parameters={"a": 1}))
 """
 
-from workflow import errors, events
-from workflow.client import Client, connect
-from workflow.work import Work
+from workflow.core import errors, events
+from workflow.core import session as _session
+from workflow.core.work import Work
+from workflow.api import Client, connect
+
+# The seed's shortcuts (`await work.deposit()`) open a default client when none is bound.
+_session.install_factory(Client)
 
 __all__ = ["Client", "Work", "connect", "errors", "events"]
 __version__ = "0.1.0"

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 import workflow
-from workflow.display import describe, when
+from workflow.core.display import describe, when
+from workflow.core.status import LOGGED
 
 console = Console()
 PARAMETERS = [{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 10, "b": -3}, {"a": 2.5, "b": 0.5}, {"a": 100, "b": 23}]
@@ -108,10 +109,10 @@ def main() -> None:
             for record in asyncio.run(history(url, ids[0])):
                 timeline.add_row(str(record.seq), when(record.event.time), describe(record.event))
             console.print(timeline)
-            counts = Table("pipeline", "total", "queued", "running", "success", "failure", "cancelled",
+            counts = Table("pipeline", "total", *LOGGED,
                            title="the read model (DuckDB projector, asked over NATS)")
             for name, c in asyncio.run(pipeline_counts(url)).items():
-                counts.add_row(name, *(str(c[k]) for k in ("total", "queued", "running", "success", "failure", "cancelled")))
+                counts.add_row(name, *(str(c[k]) for k in ("total", *LOGGED)))
             console.print(counts)
             if not all(w.status == "success" for w in works):
                 raise SystemExit("some works did not succeed")

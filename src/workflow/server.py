@@ -24,8 +24,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-from workflow.errors import WorkflowError
-from workflow.resources import data_path
+from workflow.core.errors import WorkflowError
+from workflow.log.resources import data_path
 
 log = logging.getLogger("workflow.server")
 
@@ -123,18 +123,16 @@ async def prepare_log(url: str, *, replicas: int | None = None, connect_options:
     """Connect to ``url``, check the server, and apply ``streams/`` (idempotent)."""
     import nats
 
-    from workflow.client import MIN_SERVER_VERSION
-    from workflow.errors import ConnectionFailedError, ServerTooOldError
-    from workflow.streams import apply_streams
+    from workflow.core.errors import ConnectionFailedError
+    from workflow.log import jsapi
+    from workflow.log.streams import apply_streams
 
     try:
         nc = await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=3, **(connect_options or {}))
     except Exception as error:
         raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
     try:
-        version = nc.connected_server_version
-        if (version.major, version.minor, version.patch) < MIN_SERVER_VERSION:
-            raise ServerTooOldError(f"the NATS server at {url} is {version}; workflow needs >= 2.11.0")
+        jsapi.check_server_version(nc, url)
         for applied in await apply_streams(nc, replicas=replicas):
             log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
     finally:
@@ -195,7 +193,7 @@ async def serve(
 async def _start_services(url: str, data_dir: Path, stop: asyncio.Event) -> list[asyncio.Task]:
     """The projector and results service, if this build has them."""
     try:
-        from workflow.projector import run_projector_service
+        from workflow.results.service import run_projector_service
     except ImportError:
         return []
     return [asyncio.create_task(run_projector_service(url, data_dir / "workflow.duckdb", stop), name="projector")]

@@ -18,7 +18,7 @@ import pytest
 
 import workflow
 from workflow import Work
-from workflow import events as ev
+from workflow.core import events as ev
 
 HERE = Path(__file__).parent
 pytestmark = pytest.mark.timeout(90)

@@ -18,12 +18,12 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 
 import workflow
-from workflow.display import describe, when
-from workflow.errors import WorkflowError
-from workflow.work import FINISHED
+from workflow.core.display import describe, when
+from workflow.core.errors import WorkflowError
+from workflow.core.status import FINISHED, LOGGED
 
-STATUS_FILTERS: tuple[str | None, ...] = (None, "queued", "running", "success", "failure", "cancelled")
-PIPELINE_COLUMNS = ("pipeline", "total", "queued", "running", "success", "failure", "cancelled")
+STATUS_FILTERS: tuple[str | None, ...] = (None, *LOGGED)
+PIPELINE_COLUMNS = ("pipeline", "total", *LOGGED)
 WORK_COLUMNS = ("id", "status", "attempt", "priority", "site", "created (UTC)", "stopped (UTC)")
 HISTORY_COLUMNS = ("seq", "time (UTC)", "event", "what")
 

@@ -1,0 +1,129 @@
+"""The events: one frozen Struct per lifecycle change of a work, past tense.
+
+Every change is one event in the log, and the log alone explains everything: time,
+host, worker, attempt and the queue message an attempt came from travel in the event.
+Events are a tagged union (``"type"``), JSON on the wire (readable with the ``nats``
+CLI), and carry a schema version ``v`` so that an event written today still decodes
+in ten years: new fields get defaults, fields are never renamed or removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from workflow.core.errors import PayloadTooLargeError
+from workflow.core.ids import new_id
+from workflow.core.work import Work
+
+SCHEMA_VERSION = 1
+
+#: Why an attempt failed.
+FailureReason = Literal[
+    "error",        # the function raised, or the command exited non-zero
+    "timeout",      # it ran past the work's own timeout and was stopped
+    "lost",         # its worker vanished (no heartbeat within the lease)
+    "interrupted",  # its worker was told to stop at once and gave the work back
+    "too-large",    # its results were larger than the log accepts
+    "unrunnable",   # nothing to run: unknown function, or neither function nor command
+    "reported",     # recorded by hand through ``client.update`` with status failure
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=str.lower):
+    """Fields common to every event."""
+
+    work_id: str
+    pipeline: str
+    time: float
+    id: str = msgspec.field(default_factory=new_id)
+    by: str | None = None
+    v: int = SCHEMA_VERSION
+
+
+class Deposited(Event, frozen=True, kw_only=True):
+    """A work entered the system; it carries the whole work and puts it in its bucket."""
+
+    work: Work
+
+
+class Requeued(Event, frozen=True, kw_only=True):
+    """A work was put in a bucket again (re-prioritised, moved, or retried by hand)."""
+
+    work: Work
+    reason: str | None = None
+
+
+class Started(Event, frozen=True, kw_only=True):
+    """A worker began an attempt. ``queue_seq`` is the queue message it came from."""
+
+    attempt: int
+    queue_seq: int
+    host: str | None = None
+
+
+class Succeeded(Event, frozen=True, kw_only=True):
+    """An attempt finished well; its results are the work's results."""
+
+    attempt: int
+    results: dict[str, Any] | None = None
+    products: list[str] | None = None
+    plots: list[str] | None = None
+
+
+class Failed(Event, frozen=True, kw_only=True):
+    """An attempt failed. With ``will_retry`` the work goes back to its bucket after
+    ``retry_in`` seconds; without, the work has failed for good."""
+
+    attempt: int
+    reason: FailureReason
+    will_retry: bool
+    queue_seq: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in: float | None = None
+    results: dict[str, Any] | None = None
+    products: list[str] | None = None
+    plots: list[str] | None = None
+
+
+class Cancelled(Event, frozen=True, kw_only=True):
+    """Someone cancelled the work: it will not run (again)."""
+
+    reason: str | None = None
+
+
+AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled
+EVENT_TYPES: tuple[type[Event], ...] = (Deposited, Requeued, Started, Succeeded, Failed, Cancelled)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event, limit: int | None = None) -> bytes:
+    """JSON bytes of ``event``; refuses (never truncates) one over ``limit`` bytes."""
+    data = _encoder.encode(event)
+    if limit is not None and len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{type(event).__name__} event of work {event.work_id} is {len(data):,} bytes; "
+            f"the server accepts at most {limit:,} bytes per message"
+        )
+    return data
+
+
+def decode(data: bytes) -> AnyEvent:
+    """The event encoded in ``data`` (any schema version this code knows)."""
+    return _decoder.decode(data)
+
+
+def is_final(event: Event) -> bool:
+    """True when, after this event, the work will never run again."""
+    return isinstance(event, (Succeeded, Cancelled)) or (
+        isinstance(event, Failed) and not event.will_retry
+    )
+
+
+def queues_work(event: Event) -> bool:
+    """True for the events that put a work in a bucket (published on a queue subject)."""
+    return isinstance(event, (Deposited, Requeued))

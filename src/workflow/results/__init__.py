@@ -1,0 +1,3 @@
+"""The read model: projection (pure), DuckDB, the projector, queries, the results service
+and its client.
+"""

@@ -1,0 +1,175 @@
+"""``Results``: queries to the results service, from any process that reaches NATS.
+
+Requests are JSON parameters (:mod:`workflow.results.queries`), never SQL. See
+:mod:`workflow.results.service` for what the answers promise about consistency
+(``fresh=True``, ``after=SEQ``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import nats.errors
+
+from workflow.core import events as ev
+from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.core.subjects import STREAM
+from workflow.core.work import Work
+from workflow.log import jsapi
+from workflow.log.client import Recorded
+from workflow.results.queries import ERROR_CODE_HEADER, ERROR_HEADER, SUBJECT
+
+if TYPE_CHECKING:
+    from workflow.log.client import Client
+
+
+def as_unix(moment: float | str | datetime | None, field: str) -> float | None:
+    """Unix seconds from a number, a datetime or an ISO-8601 text (naive means UTC)."""
+    if moment is None or isinstance(moment, (int, float)):
+        return moment
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(field, f"expected an ISO-8601 time like 2026-01-31T12:00:00Z, got {moment!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _listed(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, (str, int)) else list(value)
+
+
+class Results:
+    """Queries answered by the results service; ``client.results`` of an open client.
+
+    Every method takes ``fresh=True`` (see everything in the log up to now, including
+    your own writes) or ``after=SEQ`` (see at least up to that stream sequence).
+    """
+
+    def __init__(self, client: Client, timeout: float = 10.0) -> None:
+        self._client = client
+        self.timeout = timeout
+
+    async def _call(self, endpoint: str, body: dict[str, Any], fresh: bool = False, after: int | None = None) -> dict:
+        if fresh:
+            after = max(after or 0, await jsapi.last_sequence(self._client.nc))
+        if after is not None:
+            body["min_seq"] = after
+        payload = msgspec.json.encode({k: v for k, v in body.items() if v is not None})
+        try:
+            reply = await self._client.nc.request(f"{SUBJECT}.{endpoint}", payload, timeout=self.timeout)
+        except nats.errors.NoRespondersError:
+            raise WorkflowError(
+                "no results service answers (it runs in `workflow server` or `workflow projector --db FILE`)"
+            ) from None
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            raise WorkflowError(f"the results service did not answer {endpoint} within {self.timeout:g}s") from None
+        headers = reply.headers or {}
+        code = headers.get(ERROR_CODE_HEADER)
+        if code is not None:
+            message = headers.get(ERROR_HEADER, "")
+            if code == "400":
+                field, _, rest = message.partition(": ")
+                raise ValidationError(field, rest or message)
+            if code == "404":
+                raise NotFoundError(message)
+            raise WorkflowError(f"results service: {message} (code {code})")
+        return msgspec.json.decode(reply.data)
+
+    def _filters(self, pipeline, status, site, user, tags, event, since, until) -> dict[str, Any]:
+        return {
+            "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
+            "tags": _listed(tags), "event": _listed(event),
+            "since": as_unix(since, "since"), "until": as_unix(until, "until"),
+        }
+
+    async def query(
+        self,
+        pipeline: str | list[str] | None = None,
+        status: str | list[str] | None = None,
+        site: str | list[str] | None = None,
+        user: str | None = None,
+        tags: str | list[str] | None = None,
+        event: int | list[int] | None = None,
+        since: float | str | datetime | None = None,
+        until: float | str | datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        order: str = "-creation",
+        fields: list[str] | None = None,
+        *,
+        fresh: bool = False,
+        after: int | None = None,
+    ) -> list[Work] | list[dict[str, Any]]:
+        """Works matching every filter, newest first by default (``order="creation"``:
+        oldest first; any of ``queries.ORDERABLE``, ``-`` for descending).
+
+        Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
+        all of them; ``event``: works naming any of them; ``since``/``until``: creation time.
+        """
+        body = self._filters(pipeline, status, site, user, tags, event, since, until)
+        body.update(limit=limit, offset=offset, order=order, fields=fields)
+        answer = await self._call("query", body, fresh, after)
+        if fields is not None:
+            return answer["works"]
+        return [msgspec.convert(work, type=Work) for work in answer["works"]]
+
+    async def count(
+        self,
+        pipeline: str | list[str] | None = None,
+        status: str | list[str] | None = None,
+        site: str | list[str] | None = None,
+        user: str | None = None,
+        tags: str | list[str] | None = None,
+        event: int | list[int] | None = None,
+        since: float | str | datetime | None = None,
+        until: float | str | datetime | None = None,
+        *,
+        fresh: bool = False,
+        after: int | None = None,
+    ) -> int:
+        """How many works match every filter (same filters as ``query``)."""
+        body = self._filters(pipeline, status, site, user, tags, event, since, until)
+        return (await self._call("count", body, fresh, after))["count"]
+
+    async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
+        """Per pipeline: total, queued, running, success, failure, cancelled."""
+        return (await self._call("pipelines", {}, fresh, after))["pipelines"]
+
+    async def get(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> Work:
+        """One work as the projection has it (NotFoundError if unknown)."""
+        answer = await self._call("get", {"id": work_id}, fresh, after)
+        return msgspec.convert(answer["work"], type=Work)
+
+    async def history(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> list[Recorded]:
+        """Every event of one work, in order, with stream sequences."""
+        answer = await self._call("history", {"id": work_id}, fresh, after)
+        return [Recorded(e["seq"], e["subject"], ev.decode(msgspec.json.encode(e["event"]))) for e in answer["events"]]
+
+    async def position(self) -> int:
+        """The last stream sequence the projection holds."""
+        return (await self._call("position", {}))["seq"]
+
+    async def wait_for(self, seq: int, timeout: float = 10.0) -> None:
+        """Return once the projection holds every event up to ``seq`` (WorkflowError if not
+        within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while await self.position() < seq:
+            if time.monotonic() > deadline:
+                raise WorkflowError(f"the projection did not reach sequence {seq} within {timeout:g}s")
+            await asyncio.sleep(0.05)
+
+    async def export(self, directory: str | Path) -> list[str]:
+        """Write the tables as Parquet into ``directory`` on the projector's host."""
+        return (await self._call("export", {"directory": str(Path(directory).resolve())}))["files"]
+
+

@@ -1,0 +1,162 @@
+"""Questions to the read model, as parameters, and the SQL they become.
+
+Nothing from the network ever becomes SQL text: a request is decoded into the Structs
+below (unknown fields refused, every value checked against its type and bounds), column
+names come from fixed lists, and values travel as bound parameters. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from workflow.results.database import quote
+from workflow.core.errors import ValidationError
+from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS
+from workflow.core.status import LOGGED, Status
+from workflow.core.work import Pipeline, Site
+
+#: The service's name, subjects and error headers: the wire contract of both sides.
+SERVICE = "workflow-results"
+SUBJECT = "workflow.results"
+QUEUE_GROUP = "workflow-results"
+VERSION = "1.0.0"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_HEADER = "Nats-Service-Error"
+
+MAX_LIMIT = 10_000
+#: Columns a query may be ordered by (prefix ``-`` for descending).
+ORDERABLE = (
+    "creation", "start", "stop", "updated", "seq", "priority", "attempt", "pipeline", "status", "site", "user", "id",
+)
+Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+Wait = Annotated[float, msgspec.Meta(ge=0, le=60)]
+
+
+class Consistency(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``min_seq``: answer only once the projection holds every event up to it (waiting
+    at most ``wait`` seconds): a reader who just wrote sees its own write."""
+
+    min_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    wait: Wait = 5.0
+
+
+class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
+    """Which works: every given filter must hold (lists mean "any of")."""
+
+    pipeline: list[Pipeline] | None = None
+    status: list[Status] | None = None
+    site: list[Site] | None = None
+    user: str | None = None
+    tags: list[str] | None = None  # works carrying all of these tags
+    event: list[int] | None = None  # works naming any of these telescope events
+    since: float | None = None  # created at or after (unix seconds)
+    until: float | None = None  # created before (unix seconds)
+
+
+class Query(Filters, kw_only=True, forbid_unknown_fields=True):
+    limit: Limit = 100
+    offset: Offset = 0
+    order: str = "-creation"
+    fields: list[str] | None = None
+
+
+class ById(Consistency, kw_only=True, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Export(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    directory: str
+
+
+def parse(data: bytes, kind: type[msgspec.Struct]) -> Any:
+    """Decode and check a request; a bad one is a ValidationError naming the field."""
+    try:
+        request = msgspec.json.decode(data or b"{}", type=kind)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        field = "request"
+        if " - at `$." in message:
+            message, _, where = message.partition(" - at `$.")
+            field = where.split("`")[0].split("[")[0]
+        raise ValidationError(field, message) from None
+    except msgspec.DecodeError as error:
+        raise ValidationError("request", f"not JSON: {error}") from None
+    if isinstance(request, Query):
+        order_clause(request.order)
+        select_list(request.fields)
+    return request
+
+
+def where(filters: Filters) -> tuple[str, list[Any]]:
+    """The WHERE clause (with ``?`` placeholders) and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def any_of(column: str, values: list[Any] | None) -> None:
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+
+    any_of("pipeline", filters.pipeline)
+    any_of("status", filters.status)
+    any_of("site", filters.site)
+    if filters.user is not None:
+        clauses.append('"user" = ?')
+        params.append(filters.user)
+    if filters.tags:
+        clauses.append("list_has_all(tags, ?::VARCHAR[])")
+        params.append(filters.tags)
+    if filters.event:
+        clauses.append("list_has_any(event, ?::BIGINT[])")
+        params.append(filters.event)
+    if filters.since is not None:
+        clauses.append("creation >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        clauses.append("creation < ?")
+        params.append(filters.until)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def order_clause(order: str) -> str:
+    column = order.removeprefix("-")
+    if column not in ORDERABLE:
+        raise ValidationError("order", f"cannot order by {order!r}; use one of {', '.join(ORDERABLE)} (prefix - for descending)")
+    direction = "DESC" if order.startswith("-") else "ASC"
+    tiebreak = "" if column == "id" else f", id {direction}"
+    return f" ORDER BY {quote(column)} {direction} NULLS LAST{tiebreak}"
+
+
+def select_list(fields: list[str] | None) -> str:
+    """A DuckDB struct literal of the chosen columns, turned into one JSON object per row."""
+    chosen = fields or list(WORK_FIELDS)
+    unknown = [name for name in chosen if name not in WORK_COLUMNS]
+    if unknown:
+        raise ValidationError("fields", f"unknown field(s) {', '.join(unknown)}; fields are {', '.join(WORK_COLUMNS)}")
+    return "to_json({" + ", ".join(f"'{name}': {quote(name)}" for name in dict.fromkeys(chosen)) + "})"
+
+
+def query_sql(query: Query) -> tuple[str, list[Any]]:
+    clause, params = where(query)
+    sql = f"SELECT {select_list(query.fields)} FROM works{clause}{order_clause(query.order)} LIMIT ? OFFSET ?"
+    return sql, [*params, query.limit, query.offset]
+
+
+def count_sql(filters: Filters) -> tuple[str, list[Any]]:
+    clause, params = where(filters)
+    return f"SELECT count(*) FROM works{clause}", params
+
+
+#: Per pipeline: how many works, and how many in each status (``created`` never reaches the log).
+PIPELINE_STATUSES = LOGGED
+PIPELINES_SQL = (
+    "SELECT pipeline, count(*) AS total, "
+    + ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in PIPELINE_STATUSES)
+    + " FROM works GROUP BY pipeline ORDER BY pipeline"
+)
+GET_SQL = f"SELECT {select_list(None)} FROM works WHERE id = ?"
+HISTORY_SQL = "SELECT seq, subject, payload FROM events WHERE work_id = ? ORDER BY seq"
+assert set(JSON_FIELDS) <= set(WORK_FIELDS)

@@ -1,0 +1,1 @@
+"""`workflow run`: the worker loop, isolation of the user's function, the runner."""

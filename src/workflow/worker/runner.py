@@ -1,0 +1,242 @@
+"""What a worker runs for a work, and the rule that turns what it returned into an outcome.
+
+A work names a Python *function* (a dotted path, called as ``function(**parameters)``) or
+a *command* (an argv run as a subprocess). Both end in one :class:`Outcome`, a plain
+msgspec Struct that crosses process boundaries as JSON, so a child process reports the
+same thing a thread would.
+
+The return-value rule (the CHIME/FRB pipeline interface, kept for our users):
+
+- a ``dict`` is the results;
+- a ``tuple`` gives the results and output files: its first dict is the results, its
+  first list the products, its second list the plots (paths; ``Path`` objects become
+  strings);
+- ``None`` gives no results;
+- anything else (the seed's ``add`` returns an ``int``) is kept as ``{"value": x}``, so
+  a scalar answer is never lost.
+
+Results must be JSON: numpy-like scalars and arrays (anything with ``.tolist()``),
+paths and sets are converted; any other object fails the attempt with a clear error
+instead of being silently turned into a string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import traceback as tb
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any, Literal
+
+import msgspec
+
+from workflow.core.errors import UnknownFunctionError
+
+#: Error texts and tracebacks are capped so that the event recording them always fits.
+MAX_ERROR_CHARS = 20_000
+#: Each of a command's stdout and stderr is kept up to this many bytes (the tail: where
+#: errors are); what was cut is counted in ``stdout_truncated_bytes``, never hidden.
+MAX_OUTPUT_BYTES = 1 << 20
+
+
+class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    """Call ``function(**parameters)`` (``path`` is the work's working directory)."""
+
+    function: str
+    parameters: dict[str, Any] = {}
+    path: str = "."
+
+
+class CommandCall(msgspec.Struct, frozen=True, kw_only=True):
+    """Run ``argv`` as a subprocess in ``path``, with ``env`` added to the environment."""
+
+    argv: list[str]
+    path: str = "."
+    env: dict[str, str] = {}
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one attempt ended, as the worker records it.
+
+    ``status``: ``succeeded``; ``failed`` (raised, exited non-zero, or died); or
+    ``unrunnable`` (nothing could be started: unknown function, missing executable).
+    """
+
+    status: Literal["succeeded", "failed", "unrunnable"]
+    results: dict[str, Any] | None = None
+    products: list[str] | None = None
+    plots: list[str] | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+class ResultsError(TypeError):
+    """Raised when a function returned something that cannot be stored as JSON results."""
+
+
+def _to_json(value: Any) -> Any:
+    """msgspec ``enc_hook``: the few non-JSON types telescope code returns all the time."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return value.tolist()
+    raise ResultsError(f"results must be JSON: cannot store a {type(value).__module__}.{type(value).__qualname__}")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON builtins (raises :class:`ResultsError` if it is not JSON)."""
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value, enc_hook=_to_json))
+    except (TypeError, msgspec.EncodeError, OverflowError) as error:
+        raise ResultsError(str(error)) from None
+
+
+def _paths(items: list[Any]) -> list[str]:
+    return [str(item) for item in items]
+
+
+def normalize(value: Any) -> tuple[dict[str, Any] | None, list[str] | None, list[str] | None]:
+    """(results, products, plots) from a function's return value (see the module's rule)."""
+    if value is None:
+        return None, None, None
+    if isinstance(value, dict):
+        return jsonable(value), None, None
+    if isinstance(value, tuple):
+        results: dict[str, Any] | None = None
+        lists: list[list[str]] = []
+        for item in value:
+            if isinstance(item, dict) and results is None:
+                results = jsonable(item)
+            elif isinstance(item, list):
+                lists.append(_paths(item))
+        return results, (lists[0] if lists else None), (lists[1] if len(lists) > 1 else None)
+    return {"value": jsonable(value)}, None, None
+
+
+def clip(text: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters, keeping the end (where a traceback says most)."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"[{len(text) - limit} characters cut]\n" + text[-limit:]
+
+
+def resolve(dotted: str) -> Callable[..., Any]:
+    """The callable at ``module.function`` (or ``module.Class.method``).
+
+    Raises UnknownFunctionError, naming the path, when it cannot be imported.
+    """
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            target: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (module_name == error.name or module_name.startswith(error.name + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise UnknownFunctionError(f"cannot import {dotted}: {error}") from None
+        except Exception as error:
+            raise UnknownFunctionError(
+                f"cannot import {dotted}: importing {module_name} raised {type(error).__name__}: {error}"
+            ) from None
+        try:
+            for name in parts[split:]:
+                target = getattr(target, name)
+        except AttributeError:
+            raise UnknownFunctionError(f"cannot import {dotted}: {module_name} has no {'.'.join(parts[split:])}") from None
+        if not callable(target):
+            raise UnknownFunctionError(f"{dotted} is not callable (it is a {type(target).__name__})")
+        return target
+    raise UnknownFunctionError(f"cannot import {dotted}: no module {parts[0]!r} on the Python path")
+
+
+def call_function(call: FunctionCall) -> Outcome:
+    """Resolve and call the function, and turn what happens into an Outcome.
+
+    Runs wherever the isolation puts it (a child process, a thread, the main thread).
+    Async functions run to completion in their own event loop. Exceptions (including
+    ``SystemExit``) become a failed Outcome with the error and traceback; other
+    BaseExceptions (the worker interrupting the call) propagate.
+    """
+    try:
+        function = resolve(call.function)
+    except UnknownFunctionError as error:
+        return Outcome(status="unrunnable", error=str(error))
+    misfit = _parameters_misfit(function, call)
+    if misfit is not None:
+        return Outcome(status="unrunnable", error=misfit)
+    try:
+        value = function(**call.parameters)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        results, products, plots = normalize(value)
+    except (Exception, SystemExit) as error:
+        return Outcome(
+            status="failed",
+            error=clip(f"{type(error).__name__}: {error}"),
+            traceback=clip(tb.format_exc()),
+        )
+    return Outcome(status="succeeded", results=results, products=products, plots=plots)
+
+
+def _parameters_misfit(function: Callable[..., Any], call: FunctionCall) -> str | None:
+    """Why ``function(**parameters)`` cannot even be called, or None.
+
+    Wrong parameters fail the same way at every attempt, so they are unrunnable (no
+    retry), unlike a TypeError raised inside the function, which is an ordinary error.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: just call them
+        return None
+    try:
+        signature.bind(**call.parameters)
+    except TypeError as error:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        return f"the work's parameters do not fit {call.function}{bare}: {error}"
+    return None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def command_results(argv: list[str], returncode: int, stdout: bytes, stderr: bytes) -> dict[str, Any]:
+    """A command's results: its argv, return code, and (the tail of) its output as text."""
+    results: dict[str, Any] = {"command": argv, "returncode": returncode}
+    for name, data in (("stdout", stdout), ("stderr", stderr)):
+        if len(data) > MAX_OUTPUT_BYTES:
+            results[f"{name}_truncated_bytes"] = len(data) - MAX_OUTPUT_BYTES
+            data = data[-MAX_OUTPUT_BYTES:]
+        results[name] = data.decode(errors="replace")
+    return results
+
+
+def command_outcome(argv: list[str], returncode: int, stdout: bytes, stderr: bytes) -> Outcome:
+    """Exit code 0 succeeds; anything else fails, with the output kept in the results."""
+    results = command_results(argv, returncode, stdout, stderr)
+    if returncode == 0:
+        return Outcome(status="succeeded", results=results)
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+    return Outcome(status="failed", results=results, error=f"command {how}")
+
+
+def work_environment(work_id: str, pipeline: str, attempt: int, parameters: dict[str, Any] | None) -> dict[str, str]:
+    """What a command learns about its work, in the environment (parameters as JSON)."""
+    return {
+        "WORKFLOW_WORK_ID": work_id,
+        "WORKFLOW_PIPELINE": pipeline,
+        "WORKFLOW_ATTEMPT": str(attempt),
+        "WORKFLOW_PARAMETERS": msgspec.json.encode(parameters or {}).decode(),
+    }
+
+
+def environment_with(extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **extra}

@@ -1,0 +1,164 @@
+"""The projector's fold, without NATS: rows agree with ``evolve``, restarts change nothing."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import hypothesis.strategies as st
+import msgspec
+from hypothesis import HealthCheck, given, settings
+
+from workflow.results import database
+from workflow.core import events as ev
+from workflow.core.fold import fold
+from workflow.results.projection import WORK_COLUMNS, row_to_work
+from workflow.results.projector import Projector
+from workflow.core.work import Work
+
+names = st.text(alphabet="abcxyz", min_size=1, max_size=4)
+values = st.one_of(st.integers(-5, 10**12), st.text(max_size=6), st.booleans(), st.none(), st.floats(allow_nan=False))
+dicts = st.none() | st.dictionaries(st.text(max_size=5), values, max_size=3)
+labels = st.none() | st.lists(names, max_size=3)
+
+works = st.builds(
+    Work,
+    pipeline=st.sampled_from(["alpha", "beta-2"]),
+    parameters=dicts,
+    tags=labels,
+    group=labels,
+    event=st.none() | st.lists(st.integers(0, 10**12), max_size=3),
+    priority=st.integers(1, 5),
+    retries=st.integers(0, 5),
+    site=st.sampled_from(["local", "chime", "kko"]),
+    user=st.none() | st.sampled_from(["ann", "bob"]),
+    config=dicts,
+    precursors=st.none() | st.lists(st.text(max_size=4), max_size=2),
+    command=st.none() | st.lists(names, min_size=1, max_size=3),
+    creation=st.floats(1.6e9, 1.8e9),
+)
+steps = st.lists(st.sampled_from(["started", "succeeded", "failed", "retry", "cancelled", "requeued"]), max_size=6)
+
+
+@st.composite
+def histories(draw, work_id: str) -> list[ev.AnyEvent]:
+    """One work's events: a deposit, then any sequence the fold accepts."""
+    work = draw(works)
+    now = work.creation
+    common = {"work_id": work_id, "pipeline": work.pipeline}
+    events: list[ev.AnyEvent] = [ev.Deposited(**common, time=now, work=msgspec.structs.replace(work, id=work_id, status="queued"))]
+    attempt = 0
+    for step in draw(steps):
+        now += draw(st.floats(0.001, 100))
+        outcome = {"attempt": attempt, "products": draw(labels), "plots": draw(labels)}
+        if step == "started":
+            attempt += 1
+            events.append(ev.Started(**common, time=now, attempt=attempt, queue_seq=1, host="h"))
+        elif step == "succeeded":
+            events.append(ev.Succeeded(**common, time=now, results=draw(dicts), **outcome))
+        elif step in ("failed", "retry"):
+            events.append(ev.Failed(
+                **common, time=now, reason=draw(st.sampled_from(["error", "lost", "timeout"])), will_retry=step == "retry",
+                error=draw(st.none() | st.text(max_size=8)), traceback=draw(st.none() | st.text(max_size=8)),
+                results=draw(dicts), **outcome,
+            ))
+        elif step == "cancelled":
+            events.append(ev.Cancelled(**common, time=now, reason=draw(st.none() | names)))
+        else:
+            snapshot = msgspec.structs.replace(
+                events[0].work, priority=draw(st.integers(1, 5)), attempt=attempt, status="queued"
+            )
+            events.append(ev.Requeued(**common, time=now, work=snapshot))
+    return events
+
+
+@st.composite
+def logs(draw) -> list[ev.AnyEvent]:
+    """Several works' histories interleaved (each work's own order kept)."""
+    count = draw(st.integers(1, 5))
+    per_work = [draw(histories(f"01JWORK{i:019d}")) for i in range(count)]
+    order = draw(st.permutations([i for i, h in enumerate(per_work) for _ in h]))
+    positions = [0] * count
+    log = []
+    for i in order:
+        log.append(per_work[i][positions[i]])
+        positions[i] += 1
+    return log
+
+
+def as_messages(log: list[ev.AnyEvent]) -> list[tuple[int, float, str, bytes]]:
+    """The log as the projector receives it: (sequence, server time, subject, bytes)."""
+    return [(seq, event.time, f"wf.{event.pipeline}.{event.work_id}.x", ev.encode(event)) for seq, event in enumerate(log, 1)]
+
+
+def expected_works(log: list[ev.AnyEvent]) -> dict[str, Work]:
+    by_work: dict[str, list[ev.AnyEvent]] = {}
+    for event in log:
+        by_work.setdefault(event.work_id, []).append(ev.decode(ev.encode(event)))
+    return {work_id: fold(events) for work_id, events in by_work.items()}
+
+
+def table(con, name: str, order: str) -> list[tuple]:
+    return con.execute(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
+
+
+def works_in(con) -> dict[str, Work]:
+    columns = ", ".join(database.quote(c) for c in WORK_COLUMNS)
+    rows = con.execute(f"SELECT {columns} FROM works").fetchall()
+    works = [row_to_work(dict(zip(WORK_COLUMNS, row))) for row in rows]
+    return {work.id: work for work in works}
+
+
+@settings(max_examples=150, deadline=None)
+@given(logs())
+def test_the_projected_works_table_holds_the_same_works_as_evolve(log):
+    con = database.connect(":memory:")
+    Projector(con).apply(as_messages(log))
+    assert works_in(con) == expected_works(log)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(logs(), st.data())
+def test_projecting_with_restarts_at_random_points_gives_the_tables_of_one_replay(log, data):
+    messages = as_messages(log)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(messages)), max_size=4)))
+    restarts = set(data.draw(st.lists(st.integers(0, len(cuts)), max_size=3)))
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "incremental.duckdb"
+        con = database.connect(path)
+        projector = Projector(con, cache_size=data.draw(st.integers(1, 4)))
+        previous = 0
+        for index, cut in enumerate([*cuts, len(messages)]):
+            if index in restarts:  # a crash: memory lost, the database file kept
+                con.close()
+                con = database.connect(path)
+                projector = Projector(con)
+            start = data.draw(st.integers(0, previous))  # a consumer may redeliver what was applied
+            projector.apply(messages[start:cut])
+            previous = max(previous, cut)
+        once = database.connect(":memory:")
+        Projector(once).apply(messages)
+        assert table(con, "works", "id") == table(once, "works", "id")
+        assert table(con, "events", "seq") == table(once, "events", "seq")
+        assert con.execute("SELECT seq FROM checkpoint").fetchall() == [(len(messages),)]
+        assert works_in(con) == expected_works(log)
+        con.close()
+
+
+def test_an_event_of_a_work_whose_deposit_is_not_in_the_log_is_recorded_but_not_folded():
+    con = database.connect(":memory:")
+    started = ev.Started(work_id="01JUNKNOWN", pipeline="alpha", time=1.0, attempt=1, queue_seq=1)
+    projector = Projector(con)
+    projector.apply([(7, 1.0, "wf.alpha.01JUNKNOWN.started", ev.encode(started))])
+    assert con.execute("SELECT seq, type FROM events").fetchall() == [(7, "started")]
+    assert con.execute("SELECT count(*) FROM works").fetchall() == [(0,)]
+    assert projector.unfoldable == 1
+    assert projector.store.checkpoint() == 7
+
+
+def test_an_unreadable_message_is_skipped_and_the_checkpoint_moves_past_it():
+    con = database.connect(":memory:")
+    projector = Projector(con)
+    projector.apply([(1, 1.0, "wf.alpha.x.junk", b"not json")])
+    assert projector.store.checkpoint() == 1
+    assert con.execute("SELECT count(*) FROM events").fetchall() == [(0,)]

@@ -1,0 +1,127 @@
+"""The projector and the results service against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import workflow
+from workflow.results import database
+from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.results.projection import WORK_COLUMNS, row_to_work
+from workflow.results.service import run_projector_service
+
+from conftest import eventually, finish, results_answering
+
+
+async def test_the_results_service_answers_every_filter(client, results_service):
+    now = time.time()
+    alpha = [workflow.Work(pipeline="alpha", parameters={"i": i}, tags=["a", f"n{i}"], event=[100 + i],
+                           user="ann" if i % 2 else "bob", site="chime" if i < 2 else "local", priority=5 - i)
+             for i in range(4)]
+    beta = [workflow.Work(pipeline="beta", tags=["b"], creation=now - 3600)]
+    ids = await client.deposit(alpha + beta)
+    done = await finish(client, ids[0], ok=True, results={"snr": 12.5})
+    failed = await finish(client, ids[1], ok=False)
+    await client.cancel(ids[2])
+    results = client.results
+
+    assert await results.count(fresh=True) == 5
+    assert await results.count(pipeline="alpha") == 4
+    assert await results.count(status="queued") == 2
+    assert await results.count(status=["success", "failure"]) == 2
+    assert await results.count(site="chime") == 2
+    assert await results.count(user="ann") == 2
+    assert await results.count(tags="a") == 4
+    assert await results.count(tags=["a", "n3"]) == 1
+    assert await results.count(event=[101, 102, 999]) == 2
+    assert await results.count(since=now - 60) == 4
+    assert await results.count(until=now - 60) == 1
+    assert await results.count(pipeline="alpha", status="cancelled") == 1
+
+    assert await results.pipelines() == {
+        "alpha": {"total": 4, "queued": 1, "running": 0, "success": 1, "failure": 1, "cancelled": 1},
+        "beta": {"total": 1, "queued": 1, "running": 0, "success": 0, "failure": 0, "cancelled": 0},
+    }
+    works = await results.query(pipeline="alpha", order="priority")
+    assert [w.priority for w in works] == [2, 3, 4, 5]
+    assert [w.id for w in await results.query(order="creation", limit=2, offset=1)] == [ids[0], ids[1]]
+    assert await results.query(status="success", fields=["id", "results", "products"]) == [
+        {"id": done.id, "results": {"snr": 12.5}, "products": ["out.h5"]}
+    ]
+    assert await results.get(failed.id) == await client.get(failed.id)
+    assert [r.event for r in await results.history(done.id)] == await client.history(done.id)
+
+
+async def test_a_fresh_query_sees_a_write_made_just_before(client, results_service):
+    for _ in range(5):
+        [work_id] = await client.deposit(workflow.Work(pipeline="alpha"))
+        assert (await client.results.get(work_id, fresh=True)).status == "queued"
+
+
+async def test_bad_filters_are_refused_with_the_field_named(client, results_service):
+    with pytest.raises(ValidationError, match="status"):
+        await client.results.count(status="finished")
+    with pytest.raises(ValidationError, match="pipeline"):
+        await client.results.query(pipeline="no spaces; DROP TABLE works")
+    with pytest.raises(ValidationError, match="order"):
+        await client.results.query(order="parameters")
+    with pytest.raises(ValidationError, match="fields"):
+        await client.results.query(fields=["id", "secret"])
+    with pytest.raises(ValidationError, match="limit"):
+        await client.results.query(limit=10**9)
+    with pytest.raises(ValidationError, match="since"):
+        await client.results.query(since="yesterday")
+    with pytest.raises(NotFoundError):
+        await client.results.get("01JNOSUCHWORK0000000000000")
+
+
+async def test_without_a_projector_the_client_says_so(client):
+    with pytest.raises(WorkflowError, match="no results service"):
+        await client.results.count()
+
+
+async def test_the_live_tables_equal_the_fold_of_the_log(client, tmp_path, nats_url):
+    stop = asyncio.Event()
+    path = tmp_path / "live.duckdb"
+    task = asyncio.create_task(run_projector_service(nats_url, path, stop))
+    await eventually(lambda: results_answering(client))
+    ids = await client.deposit([workflow.Work(pipeline="alpha", parameters={"i": i}) for i in range(6)])
+    await finish(client, ids[0], ok=True)
+    await finish(client, ids[1], ok=False)
+    await client.requeue(ids[1], priority=5)
+    await client.cancel(ids[3])
+    await client.results.count(fresh=True)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    con = database.connect(path, read_only=True)
+    columns = ", ".join(database.quote(c) for c in WORK_COLUMNS)
+    rows = [dict(zip(WORK_COLUMNS, r)) for r in con.execute(f"SELECT {columns} FROM works").fetchall()]
+    assert {row["id"]: row_to_work(row) for row in rows} == {i: await client.get(i) for i in ids}
+    [(events, last)] = con.execute("SELECT count(*), max(seq) FROM events").fetchall()
+    assert con.execute("SELECT seq FROM checkpoint").fetchall() == [(last,)]
+    assert events == last  # every event of the log, each once
+    con.close()
+
+
+async def test_an_export_writes_parquet_files_that_hold_the_tables(client, results_service, tmp_path):
+    await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
+    await client.results.count(fresh=True)
+    files = await client.results.export(tmp_path / "export")
+    assert sorted(p.rsplit("/", 1)[1] for p in files) == ["checkpoint.parquet", "events.parquet", "works.parquet"]
+    con = database.connect(":memory:")
+    assert con.execute(f"SELECT count(*) FROM '{tmp_path}/export/works.parquet'").fetchall() == [(3,)]
+    with pytest.raises(ValidationError, match="already exist"):
+        await client.results.export(tmp_path / "export")
+
+
+async def test_the_projector_keeps_up_with_writes_while_it_runs(client, results_service):
+    for round_ in range(3):
+        await client.deposit([workflow.Work(pipeline="beta") for _ in range(50)])
+        await eventually(lambda: _count_is(client, 50 * (round_ + 1)))
+
+
+async def _count_is(client, expected: int) -> bool:
+    return await client.results.count() == expected

@@ -1,0 +1,71 @@
+"""The worker in this process (thread isolation) against a real nats-server: the loop's
+promises that need no crash to show: timeouts without killing, lives, sleep, waking."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+
+import pytest
+
+from workflow import Work
+from workflow.core import events as ev
+from workflow.worker.loop import Worker, WorkerConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def worker(url: str, **options) -> Worker:
+    return Worker(WorkerConfig(**{"pipelines": ["wk"], "isolation": "thread", "sleep": 300, "connect": {"url": url},
+                                  **options}))
+
+
+async def test_a_hung_thread_is_abandoned_at_its_timeout_and_the_worker_goes_on(client, nats_url):
+    hung, after = await client.deposit([
+        Work(pipeline="wk", function="workflow.examples.sleep", parameters={"seconds": 30}, timeout=1, priority=5),
+        Work(pipeline="wk", function="workflow.examples.add", parameters={"a": 1, "b": 1}, priority=1),
+    ])
+    assert await worker(nats_url, lives=2).run() == 0
+    [failed] = [e for e in await client.history(hung) if isinstance(e, ev.Failed)]
+    assert (failed.reason, failed.will_retry) == ("timeout", False)
+    assert "its thread could not be killed and was abandoned" in failed.error
+    abandoned = [t for t in threading.enumerate() if t.name == "workflow:workflow.examples.sleep"]
+    assert abandoned and abandoned[0].is_alive()  # still sleeping: abandoned, not waited for
+    assert (await client.get(after)).results == {"value": 2}
+
+
+async def test_a_worker_with_work_available_never_sleeps_between_works(client, nats_url):
+    # --sleep 300: finishing inside the test's 60 s timeout means it never slept.
+    ids = await client.deposit([Work(pipeline="wk", parameters={"a": i, "b": 0}) for i in range(4)])
+    assert await worker(nats_url, lives=4, function="workflow.examples.add").run() == 0
+    assert [(await client.get(i)).results["value"] for i in ids] == [0, 1, 2, 3]
+
+
+async def test_an_idle_worker_wakes_when_work_is_deposited_and_stops_on_sigterm(client, nats_url):
+    idle = worker(nats_url, function="workflow.examples.add", concurrency=2)
+    running = asyncio.create_task(idle.run())
+    await asyncio.sleep(1)  # it has found its buckets empty and sleeps (for up to 300 s)
+    [work_id] = await client.deposit(Work(pipeline="wk", parameters={"a": 2, "b": 3}))
+    for _ in range(100):
+        if (await client.get(work_id)).status == "success":
+            break
+        await asyncio.sleep(0.1)
+    assert (await client.get(work_id)).results == {"value": 5}
+    idle.signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) == 0
+
+
+async def test_a_worker_on_a_pipeline_that_never_had_work_here_says_so(client, nats_url, caplog):
+    await client.deposit(Work(pipeline="wk", site="kko"))
+    idle = worker(nats_url, pipelines=["wk", "typo-pipeline"], function="workflow.examples.add")
+    running = asyncio.create_task(idle.run())
+    for _ in range(100):
+        if sum("no work has ever been deposited" in r.getMessage() for r in caplog.records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    idle.signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) == 0
+    warnings = [r.getMessage() for r in caplog.records if "no work has ever been deposited" in r.getMessage()]
+    assert any("'typo-pipeline'" in w and "Known pipelines: wk" in w for w in warnings)
+    assert any("'wk'" in w and "it has work at: kko" in w for w in warnings)
