@@ -5,10 +5,10 @@
         [work_id] = await client.deposit(workflow.Work(pipeline="sample-pipeline", parameters={"a": 1}))
 """
 
+from workflow.api import Client, connect
 from workflow.core import errors, events
 from workflow.core import session as _session
 from workflow.core.work import Work
-from workflow.api import Client, connect
 
 # The seed's shortcuts (`await work.deposit()`) open a default client when none is bound.
 _session.install_factory(Client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from workflow.core import events as ev
 
@@ -12,7 +12,7 @@ def when(timestamp: float | None) -> str:
     """A unix time as UTC with milliseconds (``-`` when unset)."""
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def describe(event: ev.AnyEvent) -> str:
@@ -27,7 +27,10 @@ def describe(event: ev.AnyEvent) -> str:
         case ev.Succeeded(attempt=attempt, results=results):
             return f"attempt {attempt} succeeded" + (f": {json.dumps(results)[:120]}" if results else "")
         case ev.Failed(attempt=attempt, reason=reason, error=error, will_retry=will_retry, retry_in=retry_in):
-            then = f"; retry in {retry_in:.1f}s" if will_retry and retry_in is not None else "; retry" if will_retry else "; no retry left"
+            if not will_retry:
+                then = "; no retry left"
+            else:
+                then = "; retry" if retry_in is None else f"; retry in {retry_in:.1f}s"
             return f"attempt {attempt} failed ({reason}){': ' + error[:120] if error else ''}{then}"
         case ev.Cancelled(reason=reason):
             return "cancelled" + (f": {reason}" if reason else "")

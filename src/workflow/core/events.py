@@ -98,7 +98,7 @@ AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled
 EVENT_TYPES: tuple[type[Event], ...] = (Deposited, Requeued, Started, Succeeded, Failed, Cancelled)
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode(event: Event, limit: int | None = None) -> bytes:

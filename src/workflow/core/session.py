@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, AsyncContextManager, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from workflow.core.errors import WorkflowError
 
@@ -35,7 +36,7 @@ class Session(Protocol):
 
 
 _bound: contextvars.ContextVar[Session | None] = contextvars.ContextVar("workflow_session", default=None)
-_factory: Callable[[], AsyncContextManager[Any]] | None = None
+_factory: Callable[[], AbstractAsyncContextManager[Any]] | None = None
 
 
 def bind(session: Session) -> contextvars.Token[Session | None]:
@@ -47,7 +48,7 @@ def unbind(token: contextvars.Token[Session | None]) -> None:
     _bound.reset(token)
 
 
-def install_factory(factory: Callable[[], AsyncContextManager[Any]]) -> None:
+def install_factory(factory: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
     """How to open a short-lived session when none is bound (the default client)."""
     global _factory
     _factory = factory

@@ -6,8 +6,25 @@ Read at use, not at import, so a test or a CLI flag that sets the variable takes
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+
+#: The telescope's sites. ``WORKFLOW_SITES`` (comma-separated) adds more.
+KNOWN_SITES: tuple[str, ...] = (
+    "chime", "allenby", "kko", "gbo", "hco", "canfar", "cedar", "aro", "local",
+)
+
+
+def allowed_sites() -> frozenset[str]:
+    """The known sites plus ``WORKFLOW_SITES``, read at each call (a test or an operator
+    that sets the variable is heard at once; the set is built once per distinct value)."""
+    return _sites(os.environ.get("WORKFLOW_SITES", ""))
+
+
+@lru_cache(maxsize=8)
+def _sites(extra: str) -> frozenset[str]:
+    return frozenset(KNOWN_SITES) | {s.strip() for s in extra.split(",") if s.strip()}
 
 
 def nats_url(url: str | None = None) -> str:

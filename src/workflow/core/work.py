@@ -10,7 +10,6 @@ The async shortcuts (``await work.deposit()``, ``await Work.withdraw(...)``,
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from functools import cache
@@ -20,13 +19,8 @@ import msgspec
 
 from workflow.core import session
 from workflow.core.errors import ValidationError
+from workflow.core.settings import allowed_sites
 from workflow.core.status import FINISHED, Status
-
-
-#: The telescope's sites. ``WORKFLOW_SITES`` (comma-separated) adds more.
-KNOWN_SITES: tuple[str, ...] = (
-    "chime", "allenby", "kko", "gbo", "hco", "canfar", "cedar", "aro", "local",
-)
 
 NAME_PATTERN = r"^[A-Za-z0-9-]+$"
 _FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -88,12 +82,10 @@ class Work(msgspec.Struct, kw_only=True):
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__struct_fields__:
             _check_field(name, value)
-            if name in ("function", "command"):
-                other = self.command if name == "function" else self.function
-                if name == "function":
-                    _check_consistency(value, other)
-                else:
-                    _check_consistency(other, value)
+            if name == "function":
+                _check_consistency(value, self.command)
+            elif name == "command":
+                _check_consistency(self.function, value)
         super().__setattr__(name, value)
 
     @property
@@ -103,7 +95,7 @@ class Work(msgspec.Struct, kw_only=True):
         ``function`` and ``command`` appear only when set, so a plain work's payload is
         exactly the seed's dictionary.
         """
-        data = msgspec.to_builtins(self)
+        data: dict[str, Any] = msgspec.to_builtins(self)
         for optional in ("function", "command"):
             if data[optional] is None:
                 del data[optional]
@@ -113,9 +105,10 @@ class Work(msgspec.Struct, kw_only=True):
     def from_payload(cls, payload: dict[str, Any]) -> Work:
         """Build a Work from a payload dict (unknown keys are refused, with their name)."""
         try:
-            return msgspec.convert(payload, type=cls)
+            work: Work = msgspec.convert(payload, type=cls)
         except msgspec.ValidationError as error:
             raise _as_validation_error(error) from None
+        return work
 
     @property
     def finished(self) -> bool:
@@ -151,7 +144,8 @@ class Work(msgspec.Struct, kw_only=True):
                 "only pipeline, site and priority select works"
             )
         async with session.current(require_open=True) as client:
-            return await client.withdraw(pipeline, site=site, priority=priority)
+            work: Work | None = await client.withdraw(pipeline, site=site, priority=priority)
+        return work
 
     async def update(self) -> None:
         """Record this work's outcome (``status`` success or failure, with results)."""
@@ -168,12 +162,6 @@ def _field_types() -> dict[str, Any]:
 def _schema() -> type[msgspec.Struct]:
     """A plain Struct with Work's fields and types, used to validate a whole Work at once."""
     return msgspec.defstruct("WorkSchema", [(f.name, f.type) for f in msgspec.structs.fields(Work)])
-
-
-@cache
-def allowed_sites() -> frozenset[str]:
-    extra = os.environ.get("WORKFLOW_SITES", "")
-    return frozenset(KNOWN_SITES) | {s.strip() for s in extra.split(",") if s.strip()}
 
 
 def _as_validation_error(error: msgspec.ValidationError) -> ValidationError:
