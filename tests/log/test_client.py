@@ -86,6 +86,22 @@ async def test_update_records_the_outcome_in_the_seed_shape(client):
     assert [type(e).__name__ for e in await client.history(work.id)] == ["Deposited", "Started", "Succeeded"]
 
 
+async def test_after_an_outcome_the_callers_work_shows_what_the_log_recorded(client):
+    fields = ("status", "attempt", "results", "products", "plots", "stop")
+    [work_id] = await client.deposit(Work(pipeline="p", retries=1))
+    work = await client.withdraw("p")
+    work.status = "failure"  # whatever the caller set, the recorded outcome wins
+    await client.fail(work, "error", "boom", results={"partial": 1})
+    recorded = await client.get(work_id)
+    assert [getattr(work, f) for f in fields] == [getattr(recorded, f) for f in fields]
+    assert work.status == "queued" and work.results == {"partial": 1, "error": "boom", "reason": "error"}
+    work = await client.withdraw("p", timeout=10, poll=0.05)
+    await client.succeed(work, {"sum": 3}, products=["a.h5"])
+    recorded = await client.get(work_id)
+    assert [getattr(work, f) for f in fields] == [getattr(recorded, f) for f in fields]
+    assert (work.status, work.attempt, work.products) == ("success", 2, ["a.h5"])
+
+
 async def test_the_seed_shape_deposit_works_with_the_current_client(client):
     work = Work(pipeline="p")
     work_id = await work.deposit(return_ids=True)
@@ -270,7 +286,9 @@ async def test_a_bucket_made_after_a_withdraw_is_seen_at_once_by_the_next_withdr
 
 
 async def test_buckets_show_waiting_and_held_works(client):
-    await client.deposit([Work(pipeline="p", priority=5), Work(pipeline="p", priority=5), Work(pipeline="q", site="kko")])
+    await client.deposit(
+        [Work(pipeline="p", priority=5), Work(pipeline="p", priority=5), Work(pipeline="q", site="kko")]
+    )
     held = await client.withdraw("p")
     stats = {(s.pipeline, s.site, s.priority): (s.waiting, s.held) for s in await client.buckets()}
     assert stats == {("p", "local", 5): (1, 1), ("q", "kko", 3): (1, 0)}

@@ -20,8 +20,8 @@ import nats.aio.client
 from nats.aio.msg import Msg
 
 from workflow.core.errors import WorkflowError
-from workflow.log import jsapi
 from workflow.core.subjects import STREAM, BucketKey, bucket_from_filter
+from workflow.log import jsapi
 
 PRIORITIES = (5, 4, 3, 2, 1)
 
@@ -68,14 +68,14 @@ class Buckets:
                 "replay_policy": "instant",
                 "description": f"bucket of {key.pipeline} at {key.site}, priority {key.priority}",
             }
-            info = await jsapi.request(self._nc, 
-                f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {"stream_name": STREAM, "config": config}
+            info = await jsapi.request(
+                self._nc, f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {"stream_name": STREAM, "config": config}
             )
             if "error" in info:
                 raise WorkflowError(
                     f"cannot create bucket {key.consumer}: {info['error'].get('description')}"
                 )
-        ack_wait = info["config"]["ack_wait"] / 1e9
+        ack_wait = float(info["config"]["ack_wait"]) / 1e9
         self._ack_wait[key] = ack_wait
         if key not in self._discovered:  # so a withdraw without a site sees it at once
             self._discovered = [*self._discovered, key]
@@ -151,12 +151,13 @@ class Buckets:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        status = reply.headers.get("Status") if reply.headers else None
+        headers = reply.headers or {}
+        status = headers.get("Status")
         if status is None:
             return reply
         if status in ("404", "408", "409"):
             # 404 no messages; 408 request expired; 409 consumer deleted or limits reached
-            if status == "409" and "deleted" in str(reply.headers.get("Description", "")).lower():
+            if status == "409" and "deleted" in headers.get("Description", "").lower():
                 self._ack_wait.pop(key, None)
             return None
-        raise WorkflowError(f"bucket {key.consumer} answered status {status}: {reply.headers}")
+        raise WorkflowError(f"bucket {key.consumer} answered status {status}: {headers}")
