@@ -12,12 +12,11 @@ from pathlib import Path
 import duckdb
 
 import workflow
-from workflow.results import database
+from conftest import eventually
 from workflow.core.errors import WorkflowError
+from workflow.results import database
 from workflow.results.projection import WORK_COLUMNS, row_to_work
 from workflow.results.projector import Projector, replay
-
-from conftest import eventually
 
 WORKFLOW = str(Path(sys.executable).parent / "workflow")
 
@@ -52,7 +51,8 @@ async def test_a_projector_killed_with_sigkill_resumes_where_it_was_and_ends_exa
 
     async def write() -> None:
         while writing:
-            batch = await client.deposit([workflow.Work(pipeline="alpha", parameters={"n": len(ids)}) for _ in range(40)])
+            works = [workflow.Work(pipeline="alpha", parameters={"n": len(ids)}) for _ in range(40)]
+            batch = await client.deposit(works)
             ids.extend(batch)
             await client.cancel(batch[0])
 
@@ -84,7 +84,7 @@ async def test_a_projector_killed_with_sigkill_resumes_where_it_was_and_ends_exa
     assert con.execute("SELECT count(*) FROM works").fetchall() == [(len(ids),)]
     con.close()
     for row in sample:
-        work = row_to_work(dict(zip(WORK_COLUMNS, row)))
+        work = row_to_work(dict(zip(WORK_COLUMNS, row, strict=True)))
         assert work == await client.get(work.id)
     fresh = tmp_path / "replayed.duckdb"
     assert await replay(client.nc, fresh) == last
@@ -135,7 +135,9 @@ async def test_a_replay_of_an_empty_log_gives_empty_tables(client, tmp_path):
 
 async def test_a_projector_refuses_a_database_that_is_ahead_of_the_log(client, tmp_path):
     con = database.connect(tmp_path / "other.duckdb")
-    deposited = workflow.events.Deposited(work_id="01JOTHER", pipeline="alpha", time=1.0, work=workflow.Work(pipeline="alpha"))
+    deposited = workflow.events.Deposited(
+        work_id="01JOTHER", pipeline="alpha", time=1.0, work=workflow.Work(pipeline="alpha")
+    )
     Projector(con).apply([(100, 1.0, "wf.alpha.01JOTHER.queued.local.3", workflow.events.encode(deposited))])
     try:
         await Projector(con).run(client.nc)

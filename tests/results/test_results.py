@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
 
 import workflow
-from workflow.results import database
+from conftest import eventually, finish, results_answering
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.results import database
 from workflow.results.projection import WORK_COLUMNS, row_to_work
 from workflow.results.service import run_projector_service
-
-from conftest import eventually, finish, results_answering
 
 
 async def test_the_results_service_answers_every_filter(client, results_service):
@@ -98,7 +98,7 @@ async def test_the_live_tables_equal_the_fold_of_the_log(client, tmp_path, nats_
     await asyncio.wait_for(task, 15)
     con = database.connect(path, read_only=True)
     columns = ", ".join(database.quote(c) for c in WORK_COLUMNS)
-    rows = [dict(zip(WORK_COLUMNS, r)) for r in con.execute(f"SELECT {columns} FROM works").fetchall()]
+    rows = [dict(zip(WORK_COLUMNS, r, strict=True)) for r in con.execute(f"SELECT {columns} FROM works").fetchall()]
     assert {row["id"]: row_to_work(row) for row in rows} == {i: await client.get(i) for i in ids}
     [(events, last)] = con.execute("SELECT count(*), max(seq) FROM events").fetchall()
     assert con.execute("SELECT seq FROM checkpoint").fetchall() == [(last,)]
@@ -120,7 +120,7 @@ async def test_an_export_writes_parquet_files_that_hold_the_tables(client, resul
 async def test_the_projector_keeps_up_with_writes_while_it_runs(client, results_service):
     for round_ in range(3):
         await client.deposit([workflow.Work(pipeline="beta") for _ in range(50)])
-        await eventually(lambda: _count_is(client, 50 * (round_ + 1)))
+        await eventually(functools.partial(_count_is, client, 50 * (round_ + 1)))
 
 
 async def _count_is(client, expected: int) -> bool:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import nats.errors
 
 from workflow.core import events as ev
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
-from workflow.core.subjects import STREAM
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.client import Recorded
@@ -36,16 +35,43 @@ def as_unix(moment: float | str | datetime | None, field: str) -> float | None:
         try:
             moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         except ValueError:
-            raise ValidationError(field, f"expected an ISO-8601 time like 2026-01-31T12:00:00Z, got {moment!r}") from None
+            raise ValidationError(
+                field, f"expected an ISO-8601 time like 2026-01-31T12:00:00Z, got {moment!r}"
+            ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
-def _listed(value: Any) -> list[Any] | None:
+#: A filter on one value or any of several.
+OneOrMore = str | list[str] | None
+#: A moment: unix seconds, a datetime, or ISO-8601 text.
+Moment = float | str | datetime | None
+
+
+def _listed(value: str | int | list[str] | list[int] | None) -> list[Any] | None:
     if value is None:
         return None
     return [value] if isinstance(value, (str, int)) else list(value)
+
+
+def _filters(
+    pipeline: OneOrMore = None,
+    status: OneOrMore = None,
+    site: OneOrMore = None,
+    user: str | None = None,
+    tags: OneOrMore = None,
+    event: int | list[int] | None = None,
+    since: Moment = None,
+    until: Moment = None,
+) -> dict[str, Any]:
+    """The filters of ``Results.query`` and ``Results.count`` as the service reads them
+    (``queries.Filters``): lists for "any of", times as unix seconds."""
+    return {
+        "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
+        "tags": _listed(tags), "event": _listed(event),
+        "since": as_unix(since, "since"), "until": as_unix(until, "until"),
+    }
 
 
 class Results:
@@ -59,7 +85,9 @@ class Results:
         self._client = client
         self.timeout = timeout
 
-    async def _call(self, endpoint: str, body: dict[str, Any], fresh: bool = False, after: int | None = None) -> dict:
+    async def _call(
+        self, endpoint: str, body: dict[str, Any], fresh: bool = False, after: int | None = None
+    ) -> dict[str, Any]:
         if fresh:
             after = max(after or 0, await jsapi.last_sequence(self._client.nc))
         if after is not None:
@@ -71,7 +99,7 @@ class Results:
             raise WorkflowError(
                 "no results service answers (it runs in `workflow server` or `workflow projector --db FILE`)"
             ) from None
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             raise WorkflowError(f"the results service did not answer {endpoint} within {self.timeout:g}s") from None
         headers = reply.headers or {}
         code = headers.get(ERROR_CODE_HEADER)
@@ -83,25 +111,18 @@ class Results:
             if code == "404":
                 raise NotFoundError(message)
             raise WorkflowError(f"results service: {message} (code {code})")
-        return msgspec.json.decode(reply.data)
-
-    def _filters(self, pipeline, status, site, user, tags, event, since, until) -> dict[str, Any]:
-        return {
-            "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
-            "tags": _listed(tags), "event": _listed(event),
-            "since": as_unix(since, "since"), "until": as_unix(until, "until"),
-        }
+        return msgspec.json.decode(reply.data, type=dict[str, Any])
 
     async def query(
         self,
-        pipeline: str | list[str] | None = None,
-        status: str | list[str] | None = None,
-        site: str | list[str] | None = None,
+        pipeline: OneOrMore = None,
+        status: OneOrMore = None,
+        site: OneOrMore = None,
         user: str | None = None,
-        tags: str | list[str] | None = None,
+        tags: OneOrMore = None,
         event: int | list[int] | None = None,
-        since: float | str | datetime | None = None,
-        until: float | str | datetime | None = None,
+        since: Moment = None,
+        until: Moment = None,
         limit: int = 100,
         offset: int = 0,
         order: str = "-creation",
@@ -116,34 +137,34 @@ class Results:
         Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
         all of them; ``event``: works naming any of them; ``since``/``until``: creation time.
         """
-        body = self._filters(pipeline, status, site, user, tags, event, since, until)
+        body = _filters(pipeline, status, site, user, tags, event, since, until)
         body.update(limit=limit, offset=offset, order=order, fields=fields)
-        answer = await self._call("query", body, fresh, after)
+        works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
-            return answer["works"]
-        return [msgspec.convert(work, type=Work) for work in answer["works"]]
+            return works
+        return [msgspec.convert(work, type=Work) for work in works]
 
     async def count(
         self,
-        pipeline: str | list[str] | None = None,
-        status: str | list[str] | None = None,
-        site: str | list[str] | None = None,
+        pipeline: OneOrMore = None,
+        status: OneOrMore = None,
+        site: OneOrMore = None,
         user: str | None = None,
-        tags: str | list[str] | None = None,
+        tags: OneOrMore = None,
         event: int | list[int] | None = None,
-        since: float | str | datetime | None = None,
-        until: float | str | datetime | None = None,
+        since: Moment = None,
+        until: Moment = None,
         *,
         fresh: bool = False,
         after: int | None = None,
     ) -> int:
         """How many works match every filter (same filters as ``query``)."""
-        body = self._filters(pipeline, status, site, user, tags, event, since, until)
-        return (await self._call("count", body, fresh, after))["count"]
+        body = _filters(pipeline, status, site, user, tags, event, since, until)
+        return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
         """Per pipeline: total, queued, running, success, failure, cancelled."""
-        return (await self._call("pipelines", {}, fresh, after))["pipelines"]
+        return cast(dict[str, dict[str, int]], (await self._call("pipelines", {}, fresh, after))["pipelines"])
 
     async def get(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> Work:
         """One work as the projection has it (NotFoundError if unknown)."""
@@ -157,7 +178,7 @@ class Results:
 
     async def position(self) -> int:
         """The last stream sequence the projection holds."""
-        return (await self._call("position", {}))["seq"]
+        return cast(int, (await self._call("position", {}))["seq"])
 
     async def wait_for(self, seq: int, timeout: float = 10.0) -> None:
         """Return once the projection holds every event up to ``seq`` (WorkflowError if not
@@ -170,6 +191,6 @@ class Results:
 
     async def export(self, directory: str | Path) -> list[str]:
         """Write the tables as Parquet into ``directory`` on the projector's host."""
-        return (await self._call("export", {"directory": str(Path(directory).resolve())}))["files"]
+        return cast(list[str], (await self._call("export", {"directory": str(Path(directory).resolve())}))["files"])
 
 

@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
-import msgspec
-
-from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, Batch, Row, loaded_row
 from workflow.core.work import Work
+from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, Batch, Row, loaded_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS works (
@@ -206,9 +205,8 @@ class ProjectionStore:
             )
         if batch.rows:
             statements.append(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
-        statements.append(
-            f"INSERT OR REPLACE INTO checkpoint VALUES ({_literal(self.stream)}, {int(batch.last_seq)}, {time.time()!r})"
-        )
+        checkpoint = f"{_literal(self.stream)}, {int(batch.last_seq)}, {time.time()!r}"
+        statements.append(f"INSERT OR REPLACE INTO checkpoint VALUES ({checkpoint})")
         statements.append("COMMIT")
         try:
             con.execute(";\n".join(statements))

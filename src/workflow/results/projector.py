@@ -3,8 +3,8 @@
 It reads the log with an ordered consumer (ephemeral, in-memory, no acks, flow
 controlled; nats-py recreates it at the right sequence after any gap or reconnect)
 starting at ``checkpoint + 1``. Messages are gathered in batches; each batch is decoded,
-folded (``workflow.projection``) and written with its checkpoint in one DuckDB
-transaction (``workflow.database``) on a worker thread, while the next batch arrives.
+folded (``workflow.results.projection``) and written with its checkpoint in one DuckDB
+transaction (``workflow.results.database``) on a worker thread, while the next batch arrives.
 A SIGKILL at any moment leaves the database at a batch boundary, and the restarted
 projector goes on from exactly there. Events at or below the checkpoint are ignored, so
 a redelivery can never be applied twice.
@@ -21,22 +21,26 @@ import contextlib
 import gc
 import logging
 import os
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats.aio.client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
-from workflow.log import jsapi
-from workflow.results import database
-from workflow.results import projection
 from workflow.core.errors import WorkflowError
 from workflow.core.subjects import PREFIX, STREAM
+from workflow.log import jsapi
+from workflow.results import database, projection
+from workflow.results.projection import Batch, Decoded, Row
 
 log = logging.getLogger("workflow.projector")
+
+#: A message of the log: ``(stream sequence, server time, subject, data)``.
+Message = tuple[int, float, str, bytes]
 
 #: Events per transaction at most (``WORKFLOW_PROJECTOR_BATCH``). Larger batches write
 #: faster: fewer calls into DuckDB, and more of a work's events fold into one row (fewer
@@ -77,8 +81,8 @@ class Projector:
         self.position = self.store.checkpoint()  # in the tables (committed)
         self.folded = self.position  # in memory, being written
         self.unfoldable = 0
-        self._cache: dict[str, projection.Row] = {}
-        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._cache: dict[str, Row] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- waiting for a position (read-your-writes) ----------------------------------------
 
@@ -92,7 +96,7 @@ class Projector:
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self.position >= seq
         finally:
             with contextlib.suppress(ValueError):
@@ -105,7 +109,7 @@ class Projector:
 
     # -- one batch: decode, fold (pure, in memory), write (one transaction) ---------------
 
-    def decode(self, messages: list[tuple[int, float, str, bytes]]) -> tuple[list[tuple], int]:
+    def decode(self, messages: list[Message]) -> tuple[list[Decoded], int]:
         """The new messages decoded, and the last sequence they cover (0: nothing new)."""
         decoded = []
         last = 0
@@ -121,17 +125,19 @@ class Projector:
             decoded.append((seq, logged, subject, data, event))
         return decoded, last
 
-    def missing(self, decoded: list[tuple]) -> list[str]:
+    def missing(self, decoded: list[Decoded]) -> list[str]:
         """Works the batch changes whose current row is not in memory (to load first)."""
         cache = self._cache
-        return list({e.work_id for *_, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache})
+        return list(
+            {e.work_id for *_, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache}
+        )
 
-    def fold(self, decoded: list[tuple], last: int, known: dict[str, projection.Row]) -> projection.Batch | None:
+    def fold(self, decoded: list[Decoded], last: int, known: dict[str, Row]) -> Batch | None:
         """Fold decoded events onto the rows in memory (or ``known``, loaded from the database)."""
         if not last:
             return None
         cache = self._cache
-        batch = projection.Batch()
+        batch = Batch()
         batch.fold(decoded, lambda work_id: cache.get(work_id) or known.get(work_id))
         batch.last_seq = last  # also past unreadable messages at the end
         self.folded = last
@@ -149,24 +155,24 @@ class Projector:
                 del cache[work_id]
         return batch
 
-    def _decode_missing(self, messages: list[tuple[int, float, str, bytes]]) -> tuple[list[tuple], int, list[str]]:
+    def _decode_missing(self, messages: list[Message]) -> tuple[list[Decoded], int, list[str]]:
         """``decode``, and the works whose rows must be loaded (off the event loop's thread)."""
         decoded, last = self.decode(messages)
         return decoded, last, self.missing(decoded)
 
-    def _fold_tables(self, decoded: list[tuple], last: int, known: dict[str, projection.Row]) -> projection.Batch | None:
+    def _fold_tables(self, decoded: list[Decoded], last: int, known: dict[str, Row]) -> Batch | None:
         """``fold``, and the batch's Arrow tables built (on this thread, not the writer's)."""
         batch = self.fold(decoded, last, known)
         if batch is not None:
             batch.tables()
         return batch
 
-    def write(self, batch: projection.Batch) -> None:
+    def write(self, batch: Batch) -> None:
         """Write a folded batch and its checkpoint in one transaction."""
         self.store.write(batch)
         self.position = batch.last_seq
 
-    def apply(self, messages: list[tuple[int, float, str, bytes]]) -> int:
+    def apply(self, messages: list[Message]) -> int:
         """Decode, fold and write ``(seq, logged, subject, data)`` messages; events written."""
         decoded, last = self.decode(messages)
         missing = self.missing(decoded)
@@ -192,144 +198,223 @@ class Projector:
 
         Returns the position reached. ``progress`` is called with it after each batch.
         """
-        stop = stop or asyncio.Event()
+        limits = _Limits(stop or asyncio.Event(), until_seq, until_time, progress, linger)
         # Each event allocates a few objects and few live long: with the default gen-0
         # threshold (700) the cyclic collector runs every ~200 events, traversing the
         # young rows each time, which costs more than a microsecond per event.
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
         try:
-            return await self._run(nc, stop, until_seq, until_time, progress, linger)
+            return await self._run(nc, limits)
         finally:
             gc.set_threshold(*thresholds)
 
-    async def _run(self, nc, stop, until_seq, until_time, progress, linger) -> int:
+    async def _run(self, nc: nats.aio.client.Client, limits: _Limits) -> int:
         last = await jsapi.last_sequence(nc, self.stream)
         if last < self.position:
             raise WorkflowError(
                 f"the projection is at sequence {self.position} but the {self.stream} log ends at {last}: "
                 "this database was built from another log; replay into a new file"
             )
-        while not stop.is_set():
-            if until_seq is not None and self.position >= until_seq:
+        while not limits.stop.is_set():
+            if limits.until_seq is not None and self.position >= limits.until_seq:
                 break
-            complete = await self._consume(nc, stop, until_seq, until_time, progress, linger)
+            complete = await self._consume(nc, limits)
             if complete:
                 break
             log.warning("a message went missing in delivery; resuming the log after sequence %d", self.position)
         return self.position
 
-    async def _consume(self, nc, stop, until_seq, until_time, progress, linger) -> bool:
+    async def _consume(self, nc: nats.aio.client.Client, limits: _Limits) -> bool:
         """One subscription from ``position + 1``; False if it must be restarted (a gap)."""
-        buffer: list[tuple[int, float, str, bytes]] = []
-        ready = asyncio.Event()
-        room = asyncio.Event()
-        room.set()
-        finished = asyncio.Event()
-        broken = asyncio.Event()
-        high_water = self.batch_size * 2
-        last_seen = self.position
-        js = nc.jetstream()
+        feed = _Subscription(nc, self.stream, self.position, self.batch_size, limits)
+        subscription = await feed.subscribe()
+        stopper = asyncio.create_task(limits.stop.wait())
+        writer = _Writer(self, limits.progress)
+        try:
+            return await self._pipeline(feed, writer, stopper, limits)
+        finally:
+            stopper.cancel()
+            feed.close()  # releases a callback waiting for room
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            await writer.wait()
 
-        async def on_message(msg: Msg) -> None:
-            nonlocal last_seen
-            if finished.is_set() or broken.is_set():
-                return
-            seq, logged = sequence_and_time(msg.reply)
-            if seq <= last_seen:
-                return  # seen already (a consumer reset delivers again)
-            if seq > last_seen + 1:
-                # Aged out of the log (retention) is fine: nothing to read there. Anything
-                # else is a delivery loss: start over from the checkpoint, never skip.
-                first = await jsapi.first_sequence(nc, self.stream)
-                if first <= last_seen + 1:
-                    broken.set()
-                    ready.set()
-                    return
-                log.warning("events %d..%d aged out of the log before they were projected", last_seen + 1, first - 1)
-            if until_time is not None and logged > until_time:
-                finished.set()
-                ready.set()
-                return
-            last_seen = seq
-            buffer.append((seq, logged, msg.subject, msg.data))
-            if until_seq is not None and seq >= until_seq:
-                finished.set()
-            if len(buffer) >= self.batch_size or finished.is_set():
-                ready.set()
-            while len(buffer) >= high_water and not broken.is_set():  # back-pressure until written
-                room.clear()
-                await room.wait()
+    async def _pipeline(
+        self, feed: _Subscription, writer: _Writer, stopper: asyncio.Task[Any], limits: _Limits
+    ) -> bool:
+        """Batches from ``feed``, each decoded and folded while the previous one is written;
+        True once done (stopped, or ``until`` reached), False on a gap in delivery."""
+        until_seq = limits.until_seq
+        while True:
+            if not feed.buffer:
+                if feed.broken.is_set():
+                    return False
+                if feed.finished.is_set() or limits.stop.is_set():
+                    return True
+                await feed.wait_ready(stopper)
+                continue
+            if feed.gathering() and limits.linger:
+                await asyncio.sleep(limits.linger)  # let a burst gather into one transaction
+            messages = feed.take()
+            if until_seq is not None:
+                messages = [m for m in messages if m[0] <= until_seq]
+            batch = await self._prepare(messages, writer.pending)
+            if batch is not None:
+                await writer.submit(batch)
+            if until_seq is not None and self.folded >= until_seq:
+                return True
 
+    async def _prepare(self, messages: list[Message], pending: dict[str, Row]) -> Batch | None:
+        """Decode and fold a batch (and build its tables), off the event loop's thread."""
+        decoded, last, missing = await asyncio.to_thread(self._decode_missing, messages)
+        known: dict[str, Row] = {}
+        if missing:
+            # Rows of the previous batch (maybe being written, not committed yet) come from
+            # memory; any other from the committed tables, read through a second
+            # connection while that write goes on.
+            known = {work_id: pending[work_id] for work_id in missing if work_id in pending}
+            wanted = [work_id for work_id in missing if work_id not in pending]
+            if wanted:
+                known.update(await asyncio.to_thread(self.store.load_rows, wanted, committed=True))
+        return await asyncio.to_thread(self._fold_tables, decoded, last, known)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What a ``Projector.run`` was asked for: when to stop, and how to report."""
+
+    stop: asyncio.Event
+    until_seq: int | None
+    until_time: float | None
+    progress: Callable[[int], None] | None
+    linger: float
+
+
+class _Subscription:
+    """One ordered consumer from ``start + 1``, gathering messages into ``buffer``.
+
+    ``ready``: a batch is there (or the end); ``finished``: ``until`` reached, nothing more
+    will be buffered; ``broken``: a message went missing in delivery (restart from the
+    checkpoint). The callback waits while ``high_water`` messages wait to be taken.
+    """
+
+    def __init__(
+        self, nc: nats.aio.client.Client, stream: str, start: int, batch_size: int, limits: _Limits
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.start = start
+        self.batch_size = batch_size
+        self.high_water = batch_size * 2
+        self.until_seq = limits.until_seq
+        self.until_time = limits.until_time
+        self.buffer: list[Message] = []
+        self.last_seen = start
+        self.ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.finished = asyncio.Event()
+        self.broken = asyncio.Event()
+
+    async def subscribe(self) -> JetStreamContext.PushSubscription:
         # Unlimited client-side pending limits: nats-py's ordered consumer would silently
         # lose a message dropped as "slow consumer". Memory stays bounded by JetStream
         # flow control, which waits for this callback (and so for DuckDB) to keep up.
-        subscription = await js.subscribe(
+        return await self.nc.jetstream().subscribe(
             f"{PREFIX}.>",
             stream=self.stream,
-            cb=on_message,
+            cb=self.on_message,
             ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1),
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start + 1),
             idle_heartbeat=5.0,
             pending_msgs_limit=0,
             pending_bytes_limit=0,
         )
-        stopper = asyncio.create_task(stop.wait())
-        writing: asyncio.Task | None = None
-        pending: dict[str, projection.Row] = {}  # the rows of the last batch folded
 
-        async def write(batch: projection.Batch) -> None:
-            await asyncio.to_thread(self.write, batch)
-            self._advanced()
-            if progress is not None:
-                progress(self.position)
+    async def on_message(self, msg: Msg) -> None:
+        if self.finished.is_set() or self.broken.is_set():
+            return
+        seq, logged = sequence_and_time(msg.reply)
+        if seq <= self.last_seen:
+            return  # seen already (a consumer reset delivers again)
+        if seq > self.last_seen + 1 and not await self._aged_out(seq):
+            self.broken.set()
+            self.ready.set()
+            return
+        if self.until_time is not None and logged > self.until_time:
+            self.finished.set()
+            self.ready.set()
+            return
+        self.last_seen = seq
+        self.buffer.append((seq, logged, msg.subject, msg.data))
+        if self.until_seq is not None and seq >= self.until_seq:
+            self.finished.set()
+        if len(self.buffer) >= self.batch_size or self.finished.is_set():
+            self.ready.set()
+        while len(self.buffer) >= self.high_water and not self.broken.is_set():  # back-pressure until written
+            self.room.clear()
+            await self.room.wait()
 
-        try:
-            while True:
-                if not buffer:
-                    if broken.is_set():
-                        return False
-                    if finished.is_set() or stop.is_set():
-                        return True
-                    waiter = asyncio.create_task(ready.wait())
-                    await asyncio.wait([waiter, stopper], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    ready.clear()
-                    continue
-                if not (finished.is_set() or broken.is_set()) and len(buffer) < self.batch_size and linger:
-                    await asyncio.sleep(linger)  # let a burst gather into one transaction
-                messages, buffer[:] = buffer[: self.batch_size], buffer[self.batch_size :]
-                if len(buffer) < high_water:
-                    room.set()
-                if until_seq is not None:
-                    messages = [m for m in messages if m[0] <= until_seq]
-                # Pipeline: this batch is decoded and folded while the previous one is written.
-                decoded, last, missing = await asyncio.to_thread(self._decode_missing, messages)
-                known: dict[str, projection.Row] = {}
-                if missing:
-                    # Rows of the previous batch (maybe being written, not committed yet)
-                    # come from memory; any other from the committed tables, read through a
-                    # second connection while that write goes on.
-                    known = {work_id: pending[work_id] for work_id in missing if work_id in pending}
-                    wanted = [work_id for work_id in missing if work_id not in pending]
-                    if wanted:
-                        known.update(await asyncio.to_thread(self.store.load_rows, wanted, committed=True))
-                batch = await asyncio.to_thread(self._fold_tables, decoded, last, known)
-                if batch is not None:
-                    if writing is not None:
-                        await writing
-                    pending = batch.rows
-                    writing = asyncio.create_task(write(batch))
-                if until_seq is not None and self.folded >= until_seq:
-                    return True
-        finally:
-            stopper.cancel()
-            broken.set()  # releases a callback waiting for room
-            room.set()
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-            if writing is not None:
-                await writing
+    async def _aged_out(self, seq: int) -> bool:
+        """Whether the messages before ``seq`` were removed from the log (retention): fine,
+        nothing to read there. Anything else is a delivery loss: never skip it."""
+        first = await jsapi.first_sequence(self.nc, self.stream)
+        if first <= self.last_seen + 1:
+            return False
+        log.warning("events %d..%d aged out of the log before they were projected", self.last_seen + 1, first - 1)
+        return True
+
+    def gathering(self) -> bool:
+        """More messages may still join the next batch."""
+        return not (self.finished.is_set() or self.broken.is_set()) and len(self.buffer) < self.batch_size
+
+    def take(self) -> list[Message]:
+        """The next batch of messages, out of the buffer (making room for the callback)."""
+        messages, self.buffer[:] = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
+        if len(self.buffer) < self.high_water:
+            self.room.set()
+        return messages
+
+    async def wait_ready(self, stopper: asyncio.Task[Any]) -> None:
+        """Until a batch is ready, ``stopper`` is done, or a second has passed."""
+        waiter = asyncio.create_task(self.ready.wait())
+        await asyncio.wait([waiter, stopper], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        self.ready.clear()
+
+    def close(self) -> None:
+        """No more messages: a callback waiting for room returns."""
+        self.broken.set()
+        self.room.set()
+
+
+class _Writer:
+    """Writes folded batches in the background, one at a time, in order."""
+
+    def __init__(self, projector: Projector, progress: Callable[[int], None] | None) -> None:
+        self.projector = projector
+        self.progress = progress
+        self.task: asyncio.Task[None] | None = None
+        #: The rows of the last batch submitted (maybe being written, not committed yet).
+        self.pending: dict[str, Row] = {}
+
+    async def submit(self, batch: Batch) -> None:
+        """Start writing ``batch`` once the previous write is done."""
+        await self.wait()
+        self.pending = batch.rows
+        self.task = asyncio.create_task(self._write(batch))
+
+    async def wait(self) -> None:
+        """Until the last batch submitted is written."""
+        if self.task is not None:
+            await self.task
+
+    async def _write(self, batch: Batch) -> None:
+        await asyncio.to_thread(self.projector.write, batch)
+        self.projector._advanced()
+        if self.progress is not None:
+            self.progress(self.projector.position)
 
 
 async def replay(

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from workflow.results.database import quote
 from workflow.core.errors import ValidationError
-from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS
 from workflow.core.status import LOGGED, Status
 from workflow.core.work import Pipeline, Site
+from workflow.results.database import quote
+from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS
 
 #: The service's name, subjects and error headers: the wire contract of both sides.
 SERVICE = "workflow-results"
@@ -124,7 +124,9 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
 def order_clause(order: str) -> str:
     column = order.removeprefix("-")
     if column not in ORDERABLE:
-        raise ValidationError("order", f"cannot order by {order!r}; use one of {', '.join(ORDERABLE)} (prefix - for descending)")
+        raise ValidationError(
+            "order", f"cannot order by {order!r}; use one of {', '.join(ORDERABLE)} (prefix - for descending)"
+        )
     direction = "DESC" if order.startswith("-") else "ASC"
     tiebreak = "" if column == "id" else f", id {direction}"
     return f" ORDER BY {quote(column)} {direction} NULLS LAST{tiebreak}"

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ from nats.micro.request import Request, ServiceError
 from workflow.core.errors import NotFoundError, ValidationError
 from workflow.log.client import Client
 from workflow.results import database, queries
-from workflow.results.queries import QUEUE_GROUP, SERVICE, SUBJECT, VERSION
 from workflow.results.projector import Projector
+from workflow.results.queries import QUEUE_GROUP, SERVICE, SUBJECT, VERSION
 
 log = logging.getLogger("workflow.results")
 
+#: An endpoint's work: the request's data in, the answer's out.
+Handler = Callable[[bytes], Awaitable[bytes]]
 
 
 class ResultsService:
@@ -47,7 +50,7 @@ class ResultsService:
         self.con = con
         self.projector = projector
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._service: Any = None
 
     async def start(self) -> None:
@@ -70,7 +73,7 @@ class ResultsService:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 5)
 
-    def _concurrent(self, handler):
+    def _concurrent(self, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         """Serve each request in its own task: a slow query never holds up the others."""
 
         async def serve(request: Request) -> None:
@@ -80,7 +83,7 @@ class ResultsService:
 
         return serve
 
-    async def _answer(self, handler, request: Request) -> None:
+    async def _answer(self, handler: Handler, request: Request) -> None:
         try:
             async with self._slots:
                 body = await handler(request.data)
@@ -107,14 +110,15 @@ class ResultsService:
             )
         return self.projector.position
 
-    def _read(self, sql: str, params: list[Any]) -> list[tuple]:
+    def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         cursor = self.con.cursor()
         try:
-            return cursor.execute(sql, params).fetchall()
+            rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
+            return rows
         finally:
             cursor.close()
 
-    async def _rows(self, sql: str, params: list[Any]) -> list[tuple]:
+    async def _rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._read, sql, params)
 
     async def _query(self, data: bytes) -> bytes:
@@ -134,7 +138,8 @@ class ResultsService:
         seq = await self._consistent(request)
         rows = await self._rows(queries.PIPELINES_SQL, [])
         names = ("total", *queries.PIPELINE_STATUSES)
-        return msgspec.json.encode({"seq": seq, "pipelines": {row[0]: dict(zip(names, row[1:])) for row in rows}})
+        pipelines = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+        return msgspec.json.encode({"seq": seq, "pipelines": pipelines})
 
     async def _get(self, data: bytes) -> bytes:
         request = queries.parse(data, queries.ById)
@@ -142,7 +147,8 @@ class ResultsService:
         rows = await self._rows(queries.GET_SQL, [request.id])
         if not rows:
             raise NotFoundError(f"no work with id {request.id} (as of sequence {seq})")
-        return b'{"seq":%d,"work":' % seq + rows[0][0].encode() + b"}"
+        work: str = rows[0][0]
+        return b'{"seq":%d,"work":' % seq + work.encode() + b"}"
 
     async def _history(self, data: bytes) -> bytes:
         request = queries.parse(data, queries.ById)
@@ -161,7 +167,9 @@ class ResultsService:
         request = queries.parse(data, queries.Export)
         directory = Path(request.directory)
         if not directory.is_absolute():
-            raise ValidationError("directory", f"give an absolute path on the projector's host, not {request.directory!r}")
+            raise ValidationError(
+                "directory", f"give an absolute path on the projector's host, not {request.directory!r}"
+            )
         written = await asyncio.to_thread(export_parquet, self.con.cursor(), directory)
         return msgspec.json.encode({"seq": self.projector.position, "files": [str(p) for p in written]})
 
@@ -177,7 +185,7 @@ def export_parquet(con: Any, directory: Path) -> list[Path]:
     if existing:
         raise ValidationError("directory", f"{', '.join(existing)} already exist; export into a new directory")
     try:
-        for table, target in zip(("works", "events", "checkpoint"), targets):
+        for table, target in zip(("works", "events", "checkpoint"), targets, strict=True):
             literal = str(target).replace("'", "''")
             con.execute(f"COPY (SELECT * FROM {table} ORDER BY {'id' if table == 'works' else 'seq'}) "
                         f"TO '{literal}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
