@@ -93,7 +93,8 @@ async def test_a_killed_server_leaves_no_orphan_and_the_log_survives_a_restart(t
 
 def test_the_server_reports_a_busy_port_clearly(tmp_path, nats_server):
     result = subprocess.run(
-        [sys.executable, "-m", "workflow.cli", "server", "--port", str(nats_server.port), "--data-dir", str(tmp_path / "d")],
+        [sys.executable, "-m", "workflow.cli", "server", "--port", str(nats_server.port),
+         "--data-dir", str(tmp_path / "d")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -29,22 +30,25 @@ from workflow.core.display import describe, when
 from workflow.core.status import LOGGED
 
 console = Console()
-PARAMETERS = [{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 10, "b": -3}, {"a": 2.5, "b": 0.5}, {"a": 100, "b": 23}]
+PARAMETERS: list[dict[str, Any]] = [
+    {"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 10, "b": -3}, {"a": 2.5, "b": 0.5}, {"a": 100, "b": 23},
+]
 
 
 def workflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "workflow.cli", *args]
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """Start ``workflow server`` on a free port; returns it and its NATS URL."""
     server = subprocess.Popen(
         workflow_command("server", "--port", "-1", "--data-dir", str(data_dir), "--log-level", "warning"),
         stdout=subprocess.PIPE, text=True,
     )
+    assert server.stdout is not None  # stdout=PIPE
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        line = server.stdout.readline()  # type: ignore[union-attr]
+        line = server.stdout.readline()
         if not line:
             break
         match = re.search(r"workflow server ready on (nats://\S+)", line)
@@ -52,6 +56,15 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
             return server, match.group(1)
     server.kill()
     raise SystemExit("workflow server did not start; see the messages above")
+
+
+def start_worker(url: str, lives: int) -> subprocess.Popen[bytes]:
+    """``workflow run sample-pipeline --function workflow.examples.add`` for ``lives`` works."""
+    return subprocess.Popen(
+        workflow_command("run", "sample-pipeline", "--site", "local", "--function", "workflow.examples.add",
+                         "--lives", str(lives), "--sleep", "1"),
+        env={**os.environ, "WORKFLOW_NATS_URL": url},
+    )
 
 
 async def deposit(url: str) -> list[str]:
@@ -70,15 +83,45 @@ async def wait_until_done(url: str, ids: list[str], timeout: float = 120) -> lis
             await asyncio.sleep(0.2)
 
 
-async def history(url: str, work_id: str):
+def results_table(works: list[workflow.Work]) -> Table:
+    table = Table(title="4. results")
+    table.add_column("id", no_wrap=True)
+    for column in ("parameters", "status", "attempt", "results"):
+        table.add_column(column)
+    for work in works:
+        table.add_row(work.id, str(work.parameters), work.status, str(work.attempt), str(work.results))
+    return table
+
+
+async def history_table(url: str, work_id: str) -> Table:
+    """The work's events as the log holds them."""
+    timeline = Table("seq", "time (UTC)", "what", title=f"history of {work_id}")
     async with workflow.connect(url) as client:
-        return await client.history_records(work_id)
+        for record in await client.history_records(work_id):
+            timeline.add_row(str(record.seq), when(record.event.time), describe(record.event))
+    return timeline
 
 
-async def pipeline_counts(url: str) -> dict[str, dict[str, int]]:
+async def counts_table(url: str) -> Table:
     """The projector's read model, asked over NATS (waits until it holds every event)."""
-    async with workflow.connect(url) as client:
-        return await client.results.pipelines(fresh=True)
+    counts = Table("pipeline", "total", *LOGGED, title="the read model (DuckDB projector, asked over NATS)")
+    client = workflow.connect(url)
+    async with client:
+        pipelines = await client.results.pipelines(fresh=True)
+    for name, c in pipelines.items():
+        counts.add_row(name, *(str(c[k]) for k in ("total", *LOGGED)))
+    return counts
+
+
+def stop(*processes: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM each process still running, as a supervisor would; SIGKILL if it lingers."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def main() -> None:
@@ -90,40 +133,16 @@ def main() -> None:
             console.print(f"1. server up: embedded nats-server at [bold]{url}[/], log and projector running")
             ids = asyncio.run(deposit(url))
             console.print(f"2. deposited {len(ids)} works of [bold]sample-pipeline[/] (add(a, b))")
-            env = {**os.environ, "WORKFLOW_NATS_URL": url}
-            worker = subprocess.Popen(
-                workflow_command("run", "sample-pipeline", "--site", "local", "--function", "workflow.examples.add",
-                                 "--lives", str(len(ids)), "--sleep", "1"),
-                env=env,
-            )
+            worker = start_worker(url, lives=len(ids))
             console.print("3. worker started: workflow run sample-pipeline --function workflow.examples.add")
             works = asyncio.run(wait_until_done(url, ids))
-            table = Table(title="4. results")
-            table.add_column("id", no_wrap=True)
-            for column in ("parameters", "status", "attempt", "results"):
-                table.add_column(column)
-            for work in works:
-                table.add_row(work.id, str(work.parameters), work.status, str(work.attempt), str(work.results))
-            console.print(table)
-            timeline = Table("seq", "time (UTC)", "what", title=f"history of {ids[0]}")
-            for record in asyncio.run(history(url, ids[0])):
-                timeline.add_row(str(record.seq), when(record.event.time), describe(record.event))
-            console.print(timeline)
-            counts = Table("pipeline", "total", *LOGGED,
-                           title="the read model (DuckDB projector, asked over NATS)")
-            for name, c in asyncio.run(pipeline_counts(url)).items():
-                counts.add_row(name, *(str(c[k]) for k in ("total", *LOGGED)))
-            console.print(counts)
+            console.print(results_table(works))
+            console.print(asyncio.run(history_table(url, ids[0])))
+            console.print(asyncio.run(counts_table(url)))
             if not all(w.status == "success" for w in works):
                 raise SystemExit("some works did not succeed")
         finally:
-            for process in (worker, server):
-                if process is not None and process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+            stop(worker, server)
         console.print("5. worker and server stopped cleanly. Try it yourself: see the README's 5-minute tour.")
 
 

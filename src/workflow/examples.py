@@ -3,7 +3,7 @@
     workflow deposit sample-pipeline --param a=1 --param b=2
     workflow run sample-pipeline --function workflow.examples.add
 
-Each shows one shape of the return-value rule (see :mod:`workflow.runner`).
+Each shows one shape of the return-value rule (see :mod:`workflow.worker.runner`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 
 def add(a: int, b: int) -> int:
     """The seed's function: returns a + b, recorded as ``{"value": a + b}``."""
-    result = a + b
-    return result
+    return a + b
 
 
 def add_results(a: float, b: float) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import re
 import shutil
 import signal
@@ -57,7 +56,7 @@ class EmbeddedNats:
         self.requested_port = port
         self.host = host
         self.config = config or data_path("nats.conf")
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.log_path = self.data_dir / "nats-server.log"
 
@@ -72,13 +71,12 @@ class EmbeddedNats:
             nats_server_binary(), "-c", str(self.config), "-a", self.host,
             "-p", str(self.requested_port), "-js", "-sd", str(store),
         ]
-        log_file = open(self.log_path, "ab")
-        start_offset = log_file.tell()
-        self.process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        log_file.close()
+        with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
+            start_offset = log_file.tell()
+            self.process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
@@ -119,7 +117,7 @@ class EmbeddedNats:
         self.stop()
 
 
-async def prepare_log(url: str, *, replicas: int | None = None, connect_options: dict | None = None) -> None:
+async def prepare_log(url: str, *, replicas: int | None = None) -> None:
     """Connect to ``url``, check the server, and apply ``streams/`` (idempotent)."""
     import nats
 
@@ -128,7 +126,7 @@ async def prepare_log(url: str, *, replicas: int | None = None, connect_options:
     from workflow.log.streams import apply_streams
 
     try:
-        nc = await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=3, **(connect_options or {}))
+        nc = await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=3)
     except Exception as error:
         raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
     try:
@@ -145,14 +143,12 @@ async def serve(
     data_dir: Path = Path("data"),
     nats_url: str | None = None,
     replicas: int | None = None,
-    ready: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-    services: bool = True,
 ) -> None:
-    """Run the system until ``stop`` is set or SIGINT/SIGTERM arrives.
+    """Run the system until SIGINT/SIGTERM arrives (or the projector fails).
 
     Starts the embedded nats-server unless ``nats_url`` points to an existing one, applies
-    the streams, and runs the projector and the results service (when present).
+    the streams, and runs the projector and the results service. Whatever ends it, the
+    projector is given time to stop and the embedded server is stopped.
     """
     embedded: EmbeddedNats | None = None
     if nats_url is None:
@@ -161,25 +157,13 @@ async def serve(
         log.info("nats-server listening on %s (store: %s)", url, Path(data_dir) / "jetstream")
     else:
         url = nats_url
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    tasks: list[asyncio.Task] = []
+    stop = _stop_on_signals()
+    tasks: list[asyncio.Task[None]] = []
     try:
         await prepare_log(url, replicas=replicas)
-        if services:
-            tasks = await _start_services(url, Path(data_dir), stop)
+        tasks = _start_services(url, Path(data_dir), stop)
         print(f"workflow server ready on {url}", flush=True)
-        if ready is not None:
-            ready.set()
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        for task in tasks:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await _until_stopped_or_failed(stop, tasks)
     finally:
         stop.set()
         for task in tasks:
@@ -190,10 +174,30 @@ async def serve(
             log.info("nats-server stopped")
 
 
-async def _start_services(url: str, data_dir: Path, stop: asyncio.Event) -> list[asyncio.Task]:
-    """The projector and results service, if this build has them."""
-    try:
-        from workflow.results.service import run_projector_service
-    except ImportError:
-        return []
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets (where the loop can handle signals)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _start_services(url: str, data_dir: Path, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The projector and results service, as tasks that end when ``stop`` is set."""
+    # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
+    from workflow.results.service import run_projector_service
+
     return [asyncio.create_task(run_projector_service(url, data_dir / "workflow.duckdb", stop), name="projector")]
+
+
+async def _until_stopped_or_failed(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for ``stop``; a service that fails first ends the wait with its error."""
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    for task in tasks:
+        error = task.exception() if task.done() else None
+        if error is not None:
+            raise error

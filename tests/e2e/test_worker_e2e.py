@@ -33,19 +33,26 @@ def worker_env(url: str) -> dict[str, str]:
     return env
 
 
+class WorkerProcess(subprocess.Popen[bytes]):
+    """A ``workflow run`` subprocess, and the file its output goes to."""
+
+    log_path: Path
+
+
 @pytest.fixture
 def start_worker(nats_url: str, tmp_path: Path):
     """Start ``workflow run PIPELINE --sleep 1 ARGS…`` as a subprocess (killed at the end)."""
-    processes: list[subprocess.Popen] = []
+    processes: list[WorkerProcess] = []
 
-    def start(*args: str, pipeline: str = "e2e", new_session: bool = False) -> subprocess.Popen:
+    def start(*args: str, pipeline: str = "e2e", new_session: bool = False) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workflow.cli", "run", pipeline, "--sleep", "1", *args],
-            env=worker_env(nats_url), stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=tmp_path,
-            start_new_session=new_session,
-        )
-        process.log_path = log_path  # type: ignore[attr-defined]
+        with open(log_path, "wb") as log:  # the worker keeps its own descriptor
+            process = WorkerProcess(
+                [sys.executable, "-m", "workflow.cli", "run", pipeline, "--sleep", "1", *args],
+                env=worker_env(nats_url), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                start_new_session=new_session,
+            )
+        process.log_path = log_path
         processes.append(process)
         return process
 
@@ -157,13 +164,15 @@ async def test_a_function_that_raises_is_retried_with_backoff_then_failed_for_go
 
 async def test_a_hung_function_is_killed_at_its_timeout_and_failed_without_retry(client, start_worker, tmp_path):
     marker = tmp_path / "pids"
-    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow", timeout=1, retries=2,
+    # 3 s, not 1: a fresh worker's first work also waits for the forkserver to preload
+    # workflow (about a second on a busy machine), and the child must have started.
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow", timeout=3, retries=2,
                                           parameters={"seconds": 120, "marker": str(marker)}))
     worker = start_worker()
     await until(status_is(client, work_id, "failure"))
     [failed] = failures(await client.history(work_id))
     assert failed.reason == "timeout" and not failed.will_retry
-    assert "ran past its timeout of 1s" in failed.error
+    assert "ran past its timeout of 3s" in failed.error
     [child] = pids_in(marker)
     await until(lambda: not alive(child), timeout=10)
     assert worker.poll() is None  # the worker lives on
@@ -204,7 +213,8 @@ async def test_a_function_that_kills_its_own_process_ends_failed_after_its_retri
 
 async def test_command_works_record_output_and_return_code_and_fail_on_a_non_zero_exit(client, start_worker):
     ok, bad = await client.deposit([
-        Work(pipeline="e2e", command=[sys.executable, "-c", "import os; print('hello', os.environ['WORKFLOW_ATTEMPT'])"]),
+        Work(pipeline="e2e",
+             command=[sys.executable, "-c", "import os; print('hello', os.environ['WORKFLOW_ATTEMPT'])"]),
         Work(pipeline="e2e", retries=0,
              command=[sys.executable, "-c", "import sys; print('oops', file=sys.stderr); sys.exit(4)"]),
     ])
@@ -299,23 +309,26 @@ async def test_cancelling_a_running_work_kills_it_and_records_nothing_more(clien
     assert worker.poll() is None
     worker.send_signal(signal.SIGTERM)
     assert await wait_exit(worker) == 0
-    assert "cancelled" in worker.log_path.read_text()  # type: ignore[attr-defined]
+    assert "cancelled" in worker.log_path.read_text()
 
 
 async def test_the_readme_demo_runs_the_seeds_add_against_a_workflow_server_process(tmp_path):
     env = worker_env("")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "workflow.cli", "server", "--port", "-1", "--data-dir", str(tmp_path / "data"),
-         "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "server.log", "wb"), text=True, env=env,
-    )
+    with open(tmp_path / "server.log", "wb") as server_log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "workflow.cli", "server", "--port", "-1", "--data-dir", str(tmp_path / "data"),
+             "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=server_log, text=True, env=env,
+        )
     try:
         line = await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), 60)
         match = re.search(r"workflow server ready on (nats://\S+)", line)
         assert match, f"server said {line!r}; log: {(tmp_path / 'server.log').read_text()[-2000:]}"
         url = match.group(1)
         async with workflow.connect(url) as client:
-            ids = await client.deposit([Work(pipeline="sample-pipeline", parameters={"a": a, "b": 2}) for a in range(3)])
+            ids = await client.deposit(
+                [Work(pipeline="sample-pipeline", parameters={"a": a, "b": 2}) for a in range(3)]
+            )
             worker = await asyncio.to_thread(
                 subprocess.run,
                 [sys.executable, "-m", "workflow.cli", "run", "sample-pipeline", "--function", "workflow.examples.add",
@@ -356,7 +369,7 @@ async def test_a_frozen_worker_that_comes_back_after_its_work_was_handed_on_reco
     assert names(events) == ["Deposited", "Started", "Failed", "Started", "Succeeded"]
     assert events[2].reason == "lost" and events[-1].by == events[3].by != events[1].by
     assert zombie.poll() is None
-    log = zombie.log_path.read_text()  # type: ignore[attr-defined]
+    log = zombie.log_path.read_text()
     assert "nothing recorded" in log or "not recorded" in log
 
 
@@ -377,9 +390,9 @@ async def test_concurrency_runs_several_works_at_once_in_one_worker(client, star
 
 async def test_timeouts_stop_commands_and_main_thread_functions_too(client, start_worker, tmp_path):
     marker = tmp_path / "pids"
+    hang = f"import os, time; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(120)"
     command, function = await client.deposit([
-        Work(pipeline="e2e", timeout=1, priority=5,
-             command=[sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(120)"]),
+        Work(pipeline="e2e", timeout=1, priority=5, command=[sys.executable, "-c", hang]),
         Work(pipeline="e2e", function="worker_functions.slow", timeout=1, parameters={"seconds": 120}, priority=1),
     ])
     worker = start_worker("--isolation", "none", "--lives", "2")
@@ -409,10 +422,11 @@ async def test_a_result_finished_while_nats_is_down_is_recorded_once_it_is_back(
         async with workflow.connect(server.url) as client:
             [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow",
                                                   parameters={"seconds": 2, "marker": str(marker)}))
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "workflow.cli", "run", "e2e", "--sleep", "1"], env=worker_env(server.url),
-            stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
+        with open(tmp_path / "worker.log", "wb") as worker_log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "workflow.cli", "run", "e2e", "--sleep", "1"], env=worker_env(server.url),
+                stdout=worker_log, stderr=subprocess.STDOUT, cwd=tmp_path,
+            )
         await until(lambda: pids_in(marker))
         server.kill()  # the whole log goes away while the work runs, and its result is due
         await asyncio.sleep(3)
@@ -467,7 +481,10 @@ async def test_processes_a_function_leaves_behind_end_with_its_work(client, star
 
 async def test_the_workers_command_option_runs_for_every_work_with_the_work_in_its_environment(client, start_worker):
     [work_id] = await client.deposit(Work(pipeline="e2e", parameters={"band": [400, 800]}))
-    script = "import json, os; print(json.loads(os.environ['WORKFLOW_PARAMETERS'])['band'][1], os.environ['WORKFLOW_WORK_ID'])"
+    script = (
+        "import json, os; "
+        "print(json.loads(os.environ['WORKFLOW_PARAMETERS'])['band'][1], os.environ['WORKFLOW_WORK_ID'])"
+    )
     start_worker("--command", f"{sys.executable} -c \"{script}\"", "--lives", "1")
     work = await until(status_is(client, work_id, "success"))
     assert work.results["stdout"] == f"800 {work_id}\n"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from conftest import eventually
 from workflow import Work
 from workflow.tui import WorkflowApp
-
-from conftest import eventually
+from workflow.tui.app import STATUS_FILTERS
 
 
 def rows(app: WorkflowApp, table_id: str) -> list[list[str]]:
@@ -65,7 +65,7 @@ async def test_the_tui_cancels_the_highlighted_work_and_filters_by_status(client
             return (await client.get(work_id)).status == "cancelled"
 
         await eventually(cancelled)
-        for _ in range(5):  # all → queued → running → success → failure → cancelled
+        for _ in range(STATUS_FILTERS.index("cancelled")):  # all → queued → … → cancelled
             await pilot.press("s")
         assert app.status_filter == "cancelled"
 

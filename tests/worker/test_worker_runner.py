@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from workflow.core.errors import UnknownFunctionError, ValidationError
+from workflow.worker.loop import WorkerConfig
 from workflow.worker.runner import (
     MAX_OUTPUT_BYTES,
     FunctionCall,
@@ -17,7 +18,6 @@ from workflow.worker.runner import (
     normalize,
     resolve,
 )
-from workflow.worker.loop import WorkerConfig
 
 
 class Array:
@@ -51,7 +51,8 @@ def test_a_tuple_gives_results_products_and_plots_by_position_of_kind():
 
 
 def test_numpy_like_values_paths_and_sets_become_json():
-    assert normalize({"a": Array(), "p": Path("/d"), "s": {2, 1}}) == ({"a": [1, 2], "p": "/d", "s": [1, 2]}, None, None)
+    results = {"a": [1, 2], "p": "/d", "s": [1, 2]}
+    assert normalize({"a": Array(), "p": Path("/d"), "s": {2, 1}}) == (results, None, None)
 
 
 def test_results_that_are_not_json_are_refused_not_stringified():
@@ -61,7 +62,7 @@ def test_results_that_are_not_json_are_refused_not_stringified():
 
 def test_resolve_finds_module_functions_and_names_what_is_missing():
     assert resolve("workflow.examples.add")(a=1, b=2) == 3
-    with pytest.raises(UnknownFunctionError, match="workflow.examples has no nope"):
+    with pytest.raises(UnknownFunctionError, match=r"workflow\.examples has no nope"):
         resolve("workflow.examples.nope")
     with pytest.raises(UnknownFunctionError, match="no module 'nowhere_at_all'"):
         resolve("nowhere_at_all.f")
@@ -123,4 +124,16 @@ def test_the_cli_refuses_bad_worker_options_before_connecting():
 def test_parameters_that_do_not_fit_the_function_are_unrunnable_not_retried():
     outcome = call_function(FunctionCall(function="workflow.examples.add", parameters={"a": 1, "c": 2}))
     assert outcome.status == "unrunnable"
-    assert outcome.error == "the work's parameters do not fit workflow.examples.add(a, b): missing a required argument: 'b'"
+    assert outcome.error == (
+        "the work's parameters do not fit workflow.examples.add(a, b): missing a required argument: 'b'"
+    )
+
+
+def test_the_example_functions_show_each_shape_of_the_return_value_rule():
+    def outcome(function: str, **parameters: object) -> tuple[object, ...]:
+        o = call_function(FunctionCall(function=f"workflow.examples.{function}", parameters=parameters))
+        return o.status, o.results, o.products, o.plots
+
+    assert outcome("add", a=1, b=2) == ("succeeded", {"value": 3}, None, None)
+    assert outcome("add_results", a=1, b=2) == ("succeeded", {"sum": 3}, None, None)
+    assert outcome("with_products", name="x") == ("succeeded", {"name": "x"}, ["/data/x.fits"], ["/plots/x.png"])

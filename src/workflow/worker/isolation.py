@@ -1,7 +1,7 @@
 """Where a work's function runs, and how it is stopped: ``process``, ``thread`` or ``none``.
 
 Every isolation turns a call into an :class:`Execution` the worker can await (its
-:class:`~workflow.runner.Outcome`) and stop (on timeout, cancel, or an immediate shutdown).
+:class:`~workflow.worker.runner.Outcome`) and stop (on timeout, cancel, or an immediate shutdown).
 
 ``process`` (the default) runs each call in a child process made by a **forkserver**: a
 small server process started once, from a fresh interpreter, that forks a child per call.
@@ -44,8 +44,9 @@ import queue
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -57,6 +58,14 @@ log = logging.getLogger("workflow.isolation")
 ISOLATIONS = ("process", "thread", "none")
 _PR_SET_PDEATHSIG = 1
 _outcome_decoder = msgspec.json.Decoder(Outcome)
+
+T = TypeVar("T")
+
+
+def _settle(future: asyncio.Future[T], value: T) -> None:
+    """Give ``future`` its result unless it already has one (or was cancelled)."""
+    if not future.done():
+        future.set_result(value)
 
 
 class Execution(Protocol):
@@ -100,7 +109,7 @@ async def _readable(fd: int) -> None:
     """Wait until ``fd`` is readable (or closed), without a thread."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, _settle, ready, None)
     try:
         await ready
     finally:
@@ -129,7 +138,7 @@ def _child_main(conn: Connection, call_json: bytes) -> None:  # pragma: no cover
             return
     try:
         outcome = call_function(call)
-    except BaseException as error:  # noqa: BLE001 - report anything rather than die silently
+    except BaseException as error:  # report anything rather than die silently
         outcome = Outcome(status="failed", error=f"{type(error).__name__}: {error}")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -156,39 +165,18 @@ class ProcessExecution:
 
     def __init__(self, process: multiprocessing.process.BaseProcess, reader: Connection,
                  running: set[ProcessExecution]) -> None:
+        if process.pid is None:
+            raise ValueError("a ProcessExecution is made of a started process")
         self.process = process
+        self._pid: int = process.pid  # kept: a closed process object no longer says it
         self._reader = reader
         self._running = running
         self._closed = False
         running.add(self)
 
     async def outcome(self) -> Outcome:
-        fd = self._reader.fileno()
-        os.set_blocking(fd, False)
-        chunks: list[bytes] = []
-        try:
-            while True:  # read as it comes: a large result never blocks the child on a full pipe
-                await _readable(fd)
-                try:
-                    chunk = os.read(fd, 1 << 20)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            self._reader.close()
-        data = b"".join(chunks)
-        try:  # a child that reported may still run atexit handlers; not for ever
-            await asyncio.wait_for(_readable(self.process.sentinel), self.EXIT_GRACE if data else None)
-        except asyncio.TimeoutError:
-            log.warning("%s reported its outcome but did not exit within %ss: killed", self.process.name, self.EXIT_GRACE)
-            _kill_group(self.process.pid)  # type: ignore[arg-type]
-            await _readable(self.process.sentinel)
-        # Processes the function left behind end with the work (no orphans between works).
-        _kill_group(self.process.pid, leader_alive=False)  # type: ignore[arg-type]
-        code = self.process.exitcode
-        self._release()
+        data = await self._read_report()
+        code = await self._reap(reported=bool(data))
         if data:
             try:
                 return _outcome_decoder.decode(data)
@@ -200,11 +188,53 @@ class ProcessExecution:
             error=f"the work's process {how} before reporting an outcome (os._exit, a crash, or the OOM killer)",
         )
 
+    async def _read_report(self) -> bytes:
+        """Everything the child wrote before it closed the pipe (nothing if it died first).
+
+        Read as it comes: a large result never blocks the child on a full pipe.
+        """
+        fd = self._reader.fileno()
+        os.set_blocking(fd, False)
+        chunks: list[bytes] = []
+        try:
+            while True:
+                await _readable(fd)
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            self._reader.close()
+        return b"".join(chunks)
+
+    async def _reap(self, *, reported: bool) -> int | None:
+        """Wait for the child to exit, end its process group, and return its exit code.
+
+        A child that reported may still run atexit handlers, but not for ever: after
+        :attr:`EXIT_GRACE` it is killed.
+        """
+        try:
+            await asyncio.wait_for(_readable(self.process.sentinel), self.EXIT_GRACE if reported else None)
+        except TimeoutError:
+            log.warning(
+                "%s reported its outcome but did not exit within %ss: killed", self.process.name, self.EXIT_GRACE
+            )
+            _kill_group(self._pid)
+            await _readable(self.process.sentinel)
+        # Processes the function left behind end with the work (no orphans between works).
+        _kill_group(self._pid, leader_alive=False)
+        code = self.process.exitcode
+        self._release()
+        return code
+
     async def stop(self) -> None:
         if self._closed:
             return
-        if self.process.pid is not None and self.process.exitcode is None:
-            _kill_group(self.process.pid)
+        if self.process.exitcode is None:
+            _kill_group(self._pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(_readable(self.process.sentinel), 10)
         if self.process.exitcode is not None:
@@ -221,7 +251,9 @@ class ProcessExecution:
 _CHILD_PREFIX = "workflow:"
 
 
-def _preparation_data_without_main(name: str, _original=multiprocessing.spawn.get_preparation_data) -> dict:
+def _preparation_data_without_main(
+    name: str, _original: Callable[[str], dict[str, Any]] = multiprocessing.spawn.get_preparation_data
+) -> dict[str, Any]:
     """multiprocessing's preparation data, minus the re-import of ``__main__`` for our children.
 
     A spawn/forkserver child normally imports the parent's ``__main__`` first (for pickled
@@ -250,7 +282,7 @@ class ProcessIsolation:
         # Preload workflow (not the user's code: an import error there must fail the
         # work, not the forkserver). Started here, once, off the event loop.
         self._context.set_forkserver_preload(["workflow.worker.forkserver_preload"])
-        multiprocessing.spawn.get_preparation_data = _preparation_data_without_main  # type: ignore[assignment]
+        multiprocessing.spawn.get_preparation_data = _preparation_data_without_main
         from multiprocessing import forkserver
 
         await asyncio.to_thread(forkserver.ensure_running)
@@ -285,13 +317,12 @@ class ThreadExecution:
         def target() -> None:
             try:
                 outcome = call_function(call)
-            except BaseException as error:  # noqa: BLE001
+            except BaseException as error:  # a thread must report whatever ended it
                 outcome = Outcome(status="failed", error=f"{type(error).__name__}: {error}")
             with contextlib.suppress(RuntimeError):  # the loop may be closed if abandoned
-                loop.call_soon_threadsafe(lambda: self._done.done() or self._done.set_result(outcome))
+                loop.call_soon_threadsafe(_settle, self._done, outcome)
 
-        self.thread = threading.Thread(target=target, name=f"{_CHILD_PREFIX}{call.function}", daemon=True)
-        self.thread.start()
+        threading.Thread(target=target, name=f"{_CHILD_PREFIX}{call.function}", daemon=True).start()
 
     async def outcome(self) -> Outcome:
         return await asyncio.shield(self._done)
@@ -367,8 +398,9 @@ class MainThreadIsolation:
         pass
 
     def interrupt(self, job: _Job) -> None:
-        if self._current is job:
-            signal.pthread_kill(threading.main_thread().ident, self.INTERRUPT_SIGNAL)  # type: ignore[arg-type]
+        main = threading.main_thread().ident  # never None: the main thread has started
+        if self._current is job and main is not None:
+            signal.pthread_kill(main, self.INTERRUPT_SIGNAL)
 
     def _on_interrupt(self, signum: int, frame: object) -> None:
         job = self._current
@@ -383,19 +415,26 @@ class MainThreadIsolation:
                 job = self._jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
-            outcome = Outcome(status="failed", error="interrupted before it started")
-            try:
-                if not job.interrupted:
-                    self._current = job
-                    outcome = call_function(job.call)
-                    self._current = None
-            except _Interrupted:
-                outcome = Outcome(status="failed", error="interrupted by the worker")
-            finally:
+            outcome = self._run(job)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for it
+                job.loop.call_soon_threadsafe(_settle, job.done, outcome)
+
+    def _run(self, job: _Job) -> Outcome:
+        """One call, unless it was stopped before it started; an interrupt fails it."""
+        outcome = Outcome(status="failed", error="interrupted before it started")
+        try:
+            if not job.interrupted:
+                self._current = job
+                outcome = call_function(job.call)
+                # Cleared inside the try too: an interrupt that lands after the call
+                # returned is caught below, never raised out of the finally.
                 self._current = None
-                job.finished.set()
-            with contextlib.suppress(RuntimeError):
-                job.loop.call_soon_threadsafe(lambda j=job, o=outcome: j.done.done() or j.done.set_result(o))
+        except _Interrupted:
+            outcome = Outcome(status="failed", error="interrupted by the worker")
+        finally:
+            self._current = None
+            job.finished.set()
+        return outcome
 
 
 def make_isolation(name: str) -> Isolation:

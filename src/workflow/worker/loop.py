@@ -1,7 +1,7 @@
 """The worker, ``workflow run``: withdraw works, run them, record every attempt.
 
 A worker takes works from its buckets (highest priority first) while it has free slots
-(``concurrency``), runs each in its isolation (see :mod:`workflow.isolation`), and records
+(``concurrency``), runs each in its isolation (see :mod:`workflow.worker.isolation`), and records
 how each attempt ended as one event. It sleeps only when its buckets are empty, and wakes
 early when a work is deposited in one of them.
 
@@ -32,7 +32,7 @@ What it promises, and how:
 
 What runs: the worker's ``--function`` for every work if given, else its ``--command``,
 else the work's own ``function``, else its own ``command``. Functions are called as
-``function(**parameters)`` (see :mod:`workflow.runner` for how return values become
+``function(**parameters)`` (see :mod:`workflow.worker.runner` for how return values become
 results); commands get the work in their environment (``WORKFLOW_WORK_ID``,
 ``WORKFLOW_PIPELINE``, ``WORKFLOW_ATTEMPT``, ``WORKFLOW_PARAMETERS`` as JSON).
 """
@@ -50,8 +50,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflow.log.client import Client
 from workflow.core.errors import ConflictError, PayloadTooLargeError, ValidationError
+from workflow.core.subjects import PREFIX
+from workflow.core.work import Work, validate_field
+from workflow.log.client import Client
 from workflow.worker.isolation import (
     ISOLATIONS,
     CommandExecution,
@@ -61,8 +63,6 @@ from workflow.worker.isolation import (
     make_isolation,
 )
 from workflow.worker.runner import CommandCall, FunctionCall, Outcome, work_environment
-from workflow.core.subjects import PREFIX
-from workflow.core.work import Work, validate_field
 
 log = logging.getLogger("workflow.worker")
 
@@ -112,11 +112,13 @@ class Worker:
     def __init__(self, config: WorkerConfig, isolation: Isolation | None = None) -> None:
         self.config = config.check()
         self.isolation = isolation or make_isolation(config.isolation)
+        # The events bind to the event loop on first use (asyncio, Python 3.10+), so they
+        # can be made here; only the loop itself is known once :meth:`run` starts.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._abort: asyncio.Event | None = None
-        self._wake: asyncio.Event | None = None
-        self._signals: list[int] = []
+        self._stop = asyncio.Event()  # first signal: take no more works
+        self._abort = asyncio.Event()  # second signal: give the running works back now
+        self._wake = asyncio.Event()  # a deposit in one of our buckets, or a retry due
+        self._signals: list[int] = []  # signals that came before the loop ran
         self.exit_code = 0
 
     # -- signals (any thread) ---------------------------------------------------------
@@ -131,7 +133,6 @@ class Worker:
                 loop.call_soon_threadsafe(self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
-        assert self._stop is not None and self._abort is not None
         name = signal.Signals(signum).name
         if not self._stop.is_set():
             log.info("%s: finishing the running works, taking no more (signal again to stop at once)", name)
@@ -145,59 +146,33 @@ class Worker:
 
     async def run(self) -> int:
         """Work until done; returns the process exit code."""
-        self._loop = asyncio.get_running_loop()
-        self._stop, self._abort, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        handled: tuple[int, ...] = ()
-        if threading.current_thread() is threading.main_thread():
-            handled = (signal.SIGTERM, signal.SIGINT)
+        self._loop = loop = asyncio.get_running_loop()
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        handled: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
+        if in_main_thread:
             for signum in handled:  # wakes the loop at once (wakeup fd)
-                self._loop.add_signal_handler(signum, self._on_signal, signum)
+                loop.add_signal_handler(signum, self._on_signal, signum)
         else:  # the main thread runs the works (isolation none) and must get the signals
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        for signum in self._signals:
-            self._on_signal(signum)
+        for early in self._signals:
+            self._on_signal(early)
         try:
             return await self._work()
         finally:
             for signum in handled:
-                self._loop.remove_signal_handler(signum)
+                loop.remove_signal_handler(signum)
 
     async def _work(self) -> int:
-        config = self.config
-        assert self._stop is not None and self._wake is not None
-        async with Client(**config.connect) as client:
+        """Connect, take works until stopped or out of lives, then let the running ones end.
+
+        The isolation is closed (its forkserver and children stopped) however this ends.
+        """
+        async with Client(**self.config.connect) as client:
             await self.isolation.open()
-            for pipeline in config.pipelines:  # a deposit in one of our buckets ends a sleep
-                await client.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.{config.site}.*", cb=self._woken)
-            log.info(
-                "worker %s on %s at site %s: %s isolation, concurrency %d, lives %s",
-                client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
-                config.concurrency, "unlimited" if config.lives < 0 else config.lives,
-            )
-            await self._warn_about_unknown_pipelines(client)
-            active: set[asyncio.Task] = set()
-            taken = 0
+            await self._listen(client)
+            active: set[asyncio.Task[None]] = set()
             try:
-                while not self._stop.is_set() and (config.lives < 0 or taken < config.lives):
-                    if len(active) >= config.concurrency:
-                        await _first_of(self._stop.wait(), *active)
-                        continue
-                    self._wake.clear()
-                    try:
-                        work = await client.withdraw(config.pipelines, site=config.site)
-                    except ConflictError:
-                        continue
-                    except Exception as error:  # NATS away or refusing: wait and try again
-                        log.warning("withdraw failed (%s: %s); trying again shortly", type(error).__name__, error)
-                        await _first_of(self._stop.wait(), timeout=1.0)
-                        continue
-                    if work is None:
-                        await _first_of(self._stop.wait(), self._wake.wait(), timeout=config.sleep)
-                        continue
-                    taken += 1
-                    task = asyncio.create_task(self._perform(client, work), name=f"work-{work.id}")
-                    active.add(task)
-                    task.add_done_callback(active.discard)
+                taken = await self._take(client, active)
                 if active:
                     log.info("waiting for %d running work(s) to finish", len(active))
                     await asyncio.gather(*active, return_exceptions=True)
@@ -207,6 +182,59 @@ class Worker:
                 await self.isolation.close()
         log.info("worker stopped (%d work(s) taken)", taken)
         return self.exit_code
+
+    async def _listen(self, client: Client) -> None:
+        """Subscribe to deposits in our buckets (they end a sleep) and say who we are."""
+        config = self.config
+        for pipeline in config.pipelines:
+            await client.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.{config.site}.*", cb=self._woken)
+        log.info(
+            "worker %s on %s at site %s: %s isolation, concurrency %d, lives %s",
+            client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
+            config.concurrency, "unlimited" if config.lives < 0 else config.lives,
+        )
+        await self._warn_about_unknown_pipelines(client)
+
+    async def _take(self, client: Client, active: set[asyncio.Task[None]]) -> int:
+        """Start works while there are free slots and lives; returns how many were taken.
+
+        Each work runs in its own task, added to ``active`` until it ends, so a slow work
+        never holds up the next withdraw.
+        """
+        config = self.config
+        taken = 0
+        while not self._stop.is_set() and (config.lives < 0 or taken < config.lives):
+            if len(active) >= config.concurrency:
+                await _first_of(self._stop.wait(), *active)
+                continue
+            work = await self._withdraw(client)
+            if work is None:
+                continue
+            taken += 1
+            task = asyncio.create_task(self._perform(client, work), name=f"work-{work.id}")
+            active.add(task)
+            task.add_done_callback(active.discard)
+        return taken
+
+    async def _withdraw(self, client: Client) -> Work | None:
+        """The next work, or None once it is time to try again.
+
+        A conflict (another worker took it) tries again at once; an error (NATS away or
+        refusing) after a second; empty buckets after a sleep that a deposit, a retry
+        coming due, or a signal ends early.
+        """
+        self._wake.clear()
+        try:
+            work = await client.withdraw(self.config.pipelines, site=self.config.site)
+        except ConflictError:
+            return None
+        except Exception as error:
+            log.warning("withdraw failed (%s: %s); trying again shortly", type(error).__name__, error)
+            await _first_of(self._stop.wait(), timeout=1.0)
+            return None
+        if work is None:
+            await _first_of(self._stop.wait(), self._wake.wait(), timeout=self.config.sleep)
+        return work
 
     async def _warn_about_unknown_pipelines(self, client: Client) -> None:
         """Say so when a pipeline has never had work at this site: most often a typo."""
@@ -228,8 +256,7 @@ class Worker:
                 )
 
     async def _woken(self, _msg: Any) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
     # -- one work ---------------------------------------------------------------------
 
@@ -272,26 +299,48 @@ class Worker:
         )
 
     async def _attempt(self, client: Client, work: Work, began: float) -> str:
+        """Start what :meth:`plan` says, see it through, record how it ended."""
         plan = self.plan(work)
-        execution: Execution | Outcome
-        try:
-            if isinstance(plan, FunctionCall):
-                execution = await self.isolation.start(plan)
-            elif isinstance(plan, CommandCall):
-                execution = await CommandExecution.start(plan)
-            else:
-                execution = plan
-        except Exception as error:  # the isolation itself failed (e.g. no forkserver): retry later
-            log.exception("could not start %s", work.id)
-            execution = Outcome(status="failed", error=f"the worker could not start the work: {type(error).__name__}: {error}")
+        if isinstance(plan, Outcome):
+            return await self._record(client, work, plan)
+        execution = await self._start(work, plan)
         if isinstance(execution, Outcome):
             return await self._record(client, work, execution)
+        return await self._supervise(client, work, plan, execution, began)
+
+    async def _start(self, work: Work, plan: FunctionCall | CommandCall) -> Execution | Outcome:
+        """The running call, or the Outcome that says why nothing runs.
+
+        When the isolation itself fails (e.g. no forkserver) the attempt fails as an
+        ordinary error, so it is retried later rather than lost.
+        """
+        try:
+            if isinstance(plan, FunctionCall):
+                return await self.isolation.start(plan)
+            return await CommandExecution.start(plan)
+        except Exception as error:
+            log.exception("could not start %s", work.id)
+            return Outcome(
+                status="failed", error=f"the worker could not start the work: {type(error).__name__}: {error}"
+            )
+
+    async def _supervise(
+        self, client: Client, work: Work, plan: FunctionCall | CommandCall, execution: Execution, began: float
+    ) -> str:
+        """Wait for the first of: the outcome, the lease lost, a second signal, the timeout.
+
+        Anything but the outcome stops the execution. A lost lease (cancelled, or handed
+        to another worker) records nothing: the work is no longer ours to record. A
+        second signal gives the work back; a timeout fails it for good.
+        """
         lease = client.lease(work)
         lost = asyncio.ensure_future(lease.lost.wait() if lease is not None else asyncio.sleep(0))
-        abort = asyncio.ensure_future(self._abort.wait())  # type: ignore[union-attr]
+        abort = asyncio.ensure_future(self._abort.wait())
         finished = asyncio.ensure_future(execution.outcome())
         remaining = work.timeout - (time.monotonic() - began)
-        done, _ = await asyncio.wait({finished, lost, abort}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {finished, lost, abort}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
+        )
         lost.cancel()
         abort.cancel()
         if finished in done:
@@ -305,17 +354,20 @@ class Worker:
         if abort in done:
             await client.release(work, reason="the worker was told to stop at once (second signal)")
             return "given back"
-        detail = {
+        await client.fail(
+            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}", retry=False,
+        )
+        return "timeout"
+
+    def _stopped_how(self, plan: FunctionCall | CommandCall) -> str:
+        """What stopping a timed-out call did, for the Failed event's error."""
+        if isinstance(plan, CommandCall):
+            return "the command's process group was killed"
+        return {
             "process": "its process group was killed",
             "thread": "its thread could not be killed and was abandoned",
             "none": "it was interrupted",
         }.get(self.isolation.name, "it was stopped")
-        if isinstance(plan, CommandCall):
-            detail = "the command's process group was killed"
-        await client.fail(
-            work, "timeout", f"ran past its timeout of {work.timeout}s; {detail}", retry=False,
-        )
-        return "timeout"
 
     async def _record(self, client: Client, work: Work, outcome: Outcome) -> str:
         """Record an Outcome: Succeeded, or Failed with the right reason and retry."""
@@ -337,9 +389,10 @@ class Worker:
         try:
             event = await client.fail(work, "error", outcome.error, outcome.traceback, results=outcome.results)
         except PayloadTooLargeError as error:
-            event = await client.fail(work, "error", f"{outcome.error} (results not recorded: {error})", outcome.traceback)
+            error_text = f"{outcome.error} (results not recorded: {error})"
+            event = await client.fail(work, "error", error_text, outcome.traceback)
         if event.will_retry and event.retry_in is not None and self._loop is not None:
-            self._loop.call_later(event.retry_in + 0.05, self._wake.set)  # type: ignore[union-attr]
+            self._loop.call_later(event.retry_in + 0.05, self._wake.set)
             return "failed, will retry"
         return "failed"
 
@@ -350,7 +403,7 @@ async def _first_of(*waitables: Any, timeout: float | None = None) -> None:
     try:
         await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for future, original in zip(futures, waitables):
+        for future, original in zip(futures, waitables, strict=True):
             if future is not original:
                 future.cancel()
 
@@ -364,26 +417,36 @@ def run_worker(config: WorkerConfig) -> int:
     if os.getcwd() not in sys.path:  # `--function mymodule.f` finds mymodule.py here, as python would
         sys.path.insert(0, os.getcwd())
     worker = Worker(config)
-    previous = {s: signal.signal(s, lambda signum, _frame: worker.signal(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: worker.signal(signum)) for s in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
-        if not isinstance(worker.isolation, MainThreadIsolation):
-            return asyncio.run(worker.run())
-        outcome: dict[str, Any] = {}
-
-        def loop_thread() -> None:
-            try:
-                outcome["code"] = asyncio.run(worker.run())
-            except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
-                outcome["error"] = error
-
-        thread = threading.Thread(target=loop_thread, name="workflow-loop")
-        thread.start()
-        worker.isolation.serve(until=thread)
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["code"]
+        if isinstance(worker.isolation, MainThreadIsolation):
+            return _run_beside_the_main_thread(worker, worker.isolation)
+        return asyncio.run(worker.run())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
+
+def _run_beside_the_main_thread(worker: Worker, isolation: MainThreadIsolation) -> int:
+    """Run the worker's event loop in a thread while this (main) thread runs the works.
+
+    The loop thread's exit code is returned, and its exception re-raised, here.
+    """
+    codes: list[int] = []
+    errors: list[BaseException] = []
+
+    def loop_thread() -> None:
+        try:
+            codes.append(asyncio.run(worker.run()))
+        except BaseException as error:  # re-raised in the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=loop_thread, name="workflow-loop")
+    thread.start()
+    isolation.serve(until=thread)
+    thread.join()
+    if errors:
+        raise errors[0]
+    return codes[0]

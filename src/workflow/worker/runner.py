@@ -134,7 +134,7 @@ def resolve(dotted: str) -> Callable[..., Any]:
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         try:
-            target: Any = importlib.import_module(module_name)
+            target: object = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name is not None and (module_name == error.name or module_name.startswith(error.name + ".")):
                 continue  # this prefix is not a module: try a shorter one
@@ -147,7 +147,8 @@ def resolve(dotted: str) -> Callable[..., Any]:
             for name in parts[split:]:
                 target = getattr(target, name)
         except AttributeError:
-            raise UnknownFunctionError(f"cannot import {dotted}: {module_name} has no {'.'.join(parts[split:])}") from None
+            missing = ".".join(parts[split:])
+            raise UnknownFunctionError(f"cannot import {dotted}: {module_name} has no {missing}") from None
         if not callable(target):
             raise UnknownFunctionError(f"{dotted} is not callable (it is a {type(target).__name__})")
         return target
