@@ -9,7 +9,8 @@ import sys
 
 def workflow_cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
     extra = ["--nats", url] if url else []
-    return subprocess.run([sys.executable, "-m", "workflow.cli", *args, *extra], capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "workflow.cli", *args, *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 async def test_deposit_prints_ids_and_show_and_history_read_them_back(nats_url):
@@ -60,3 +61,28 @@ async def test_buckets_lists_each_bucket_with_its_counts(nats_url):
     [row] = json.loads(workflow_cli("buckets", "--json", url=nats_url).stdout)
     assert (row["pipeline"], row["site"], row["priority"], row["waiting"], row["held"]) == ("p", "local", 4, 2, 0)
     assert "waiting" in workflow_cli("buckets", url=nats_url).stdout
+
+
+async def test_deposit_user_alice_stores_user_alice_and_does_not_log_in_as_alice(nats_url):
+    result = workflow_cli("deposit", "p", "--user", "alice", "--json", url=nats_url)
+    assert result.returncode == 0, result.stderr
+    [work_id] = json.loads(result.stdout)
+    assert json.loads(workflow_cli("show", work_id, "--json", url=nats_url).stdout)["user"] == "alice"
+
+
+def test_deposit_help_lists_user_once_as_the_works_user_and_the_nats_login_apart():
+    help_text = workflow_cli("deposit", "--help").stdout
+    assert help_text.count("--user ") == 1 and "the work's user" in help_text
+    assert help_text.count("--nats-user ") == 1
+
+
+async def test_streams_apply_reports_the_stream_up_to_date_on_a_prepared_server(nats_url):
+    result = workflow_cli("streams", "apply", url=nats_url)
+    assert result.returncode == 0, result.stderr
+    assert "stream WORKFLOW: up to date" in result.stdout
+
+
+def test_streams_apply_without_a_server_exits_3_in_one_line_instead_of_retrying_forever():
+    result = workflow_cli("streams", "apply", url="nats://127.0.0.1:1")
+    assert result.returncode == 3 and result.stderr.startswith("error: cannot reach NATS at nats://127.0.0.1:1")
+    assert "Traceback" not in result.stderr

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import workflow
 
-from conftest import finish
-
 WORKFLOW = str(Path(sys.executable).parent / "workflow")
 
 
@@ -42,7 +40,9 @@ async def test_ls_count_and_pipelines_answer_from_the_results_service(client, re
     code, out, _ = await cli("count", "--nats", nats_url)
     assert out.strip() == "4"
     code, out, _ = await cli("pipelines", "--json", "--nats", nats_url)
-    assert json.loads(out)["alpha"] == {"total": 3, "queued": 2, "running": 0, "success": 0, "failure": 0, "cancelled": 1}
+    assert json.loads(out)["alpha"] == {
+        "total": 3, "queued": 2, "running": 0, "success": 0, "failure": 0, "cancelled": 1,
+    }
     code, out, _ = await cli("pipelines", "--nats", nats_url)
     assert code == 0 and "alpha" in out and "beta" in out
 
@@ -67,7 +67,8 @@ async def test_replay_then_sql_and_export_work_on_the_replayed_file(client, nats
     assert code == 0, err
     assert "replayed the log up to sequence 5" in out
 
-    code, out, _ = await cli("sql", "SELECT status, count(*) AS n FROM works GROUP BY 1 ORDER BY 1", "--db", str(db), "--json")
+    query = "SELECT status, count(*) AS n FROM works GROUP BY 1 ORDER BY 1"
+    code, out, _ = await cli("sql", query, "--db", str(db), "--json")
     assert code == 0 and json.loads(out) == [{"status": "cancelled", "n": 1}, {"status": "queued", "n": 3}]
     code, out, _ = await cli("sql", "SELECT type FROM events ORDER BY seq", "--db", str(db))
     assert code == 0 and out.count("deposited") == 4 and "cancelled" in out
@@ -93,3 +94,12 @@ async def test_replay_until_an_iso_time_and_sql_on_a_missing_file(client, nats_u
     assert code == 2 and "does not exist" in err
     code, _, err = await cli("replay", "--db", str(tmp_path / "x.duckdb"), "--until", "soon", "--nats", nats_url)
     assert code == 2 and "until" in err
+
+
+async def test_ls_and_count_user_filter_works_by_their_user(client, results_service, nats_url):
+    ids = await client.deposit([workflow.Work(pipeline="alpha", user="alice"), workflow.Work(pipeline="alpha")])
+    await client.results.count(fresh=True)
+    code, out, err = await cli("ls", "--user", "alice", "--json", "--nats", nats_url)
+    assert code == 0, err
+    assert [work["id"] for work in json.loads(out)] == [ids[0]]
+    assert await cli("count", "--user", "alice", "--json", "--nats", nats_url) == (0, '{"count":1}\n', "")

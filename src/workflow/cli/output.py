@@ -1,0 +1,110 @@
+"""What every command prints, and how a failure becomes one line and an exit code.
+
+Errors are one line on stderr, never a traceback, and the exit code says what kind of
+failure it was (:data:`EXIT_CODES`): 1 for a refused operation, 2 for bad input, 3 when no
+server is reachable or it stopped answering, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import nats.errors
+import typer
+from rich.console import Console
+
+import workflow
+from workflow.core.errors import ConnectionFailedError, NotFoundError, ValidationError, WorkflowError
+
+if TYPE_CHECKING:
+    from workflow.cli.options import Connection
+
+T = TypeVar("T")
+
+# Piped output is read by people too (less, grep): don't squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def _stopped_answering(error: BaseException) -> str:
+    return (
+        f"error: the NATS server stopped answering ({type(error).__name__}: {error}); "
+        "nothing was lost: the log keeps what was recorded, try again when it is back"
+    )
+
+
+# The one table from a failure to its exit code and its line on stderr (None: say nothing).
+# The first row whose types match wins, so subclasses come before their bases.
+EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str] | None], ...] = (
+    ((ConnectionFailedError,), 3, lambda error: f"error: {error}"),
+    ((ValidationError,), 2, lambda error: f"error: invalid {error}"),
+    ((WorkflowError, NotFoundError), 1, lambda error: f"error: {error}"),
+    ((nats.errors.Error, asyncio.TimeoutError), 3, _stopped_answering),
+    ((KeyboardInterrupt,), 130, None),
+)
+
+
+def classify(error: BaseException) -> tuple[int, str | None] | None:
+    """The exit code and the message for ``error``, or None for an error the table does
+    not know (a bug: let its traceback show)."""
+    for types, code, message in EXIT_CODES:
+        if isinstance(error, types):
+            return code, message(error) if message else None
+    return None
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` on stderr; returns the exit to raise."""
+    errors.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn a known failure inside the block into its line on stderr and its exit code."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as error:
+        known = classify(error)
+        if known is None:
+            raise
+        code, message = known
+        if message:
+            errors.print(message, markup=False, highlight=False)
+        raise typer.Exit(code) from None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, with failures reported as :data:`EXIT_CODES` says."""
+    with reported():
+        return asyncio.run(coro)
+
+
+def with_client(connection: Connection, action: Callable[[workflow.Client], Awaitable[T]]) -> T:
+    """Connect, await ``action(client)``, disconnect: one command's work, run by :func:`run`."""
+
+    async def go() -> T:
+        client = workflow.connect(**connection.options())
+        async with client:  # (the log Client's __aenter__ is typed as the log Client, not this one)
+            return await action(client)
+
+    return run(go())
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,224 @@
+"""Commands over the projection: ls, count, pipelines, replay, sql, export, projector.
+
+``ls``, ``count`` and ``pipelines`` ask the results service (nobody opens the live
+database behind the projector's back). ``replay`` builds a database file of one's own
+from the log; ``sql`` queries such a file (or a Parquet export) read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+import workflow
+from workflow.cli.options import (
+    AsJson,
+    Connection,
+    Fresh,
+    LogLevel,
+    WorkFilters,
+    connection_options,
+    work_filters,
+)
+from workflow.cli.output import console, fail, print_json, run, setup_logging, with_client
+from workflow.core.display import when
+from workflow.core.errors import ValidationError
+from workflow.core.status import LOGGED
+from workflow.core.work import Work
+
+
+@connection_options
+@work_filters
+def ls(
+    *,
+    filters: WorkFilters,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many works.")] = 20,
+    offset: Annotated[int, typer.Option(help="Skip this many works first.")] = 0,
+    order: Annotated[str, typer.Option(help="Order by a column, '-' prefix for descending.")] = "-creation",
+    fresh: Fresh = True,
+    as_json: AsJson = False,
+    connection: Connection,
+) -> None:
+    """List works (newest first), from the results service."""
+    works = cast(list[Work], with_client(connection, lambda client: client.results.query(  # no `fields`: Works
+        **filters.query(), limit=limit, offset=offset, order=order, fresh=fresh,
+    )))
+    if as_json:
+        print_json([work.payload for work in works])
+        return
+    table = Table(Column("id", no_wrap=True), "pipeline", "status", "site", "prio", "attempt", "created (UTC)",
+                  "stopped (UTC)", "user")
+    for work in works:
+        table.add_row(
+            work.id, work.pipeline, work.status, work.site, str(work.priority), str(work.attempt),
+            when(work.creation), when(work.stop), work.user or "",
+        )
+    console.print(table)
+
+
+@connection_options
+@work_filters
+def count(*, filters: WorkFilters, fresh: Fresh = True, as_json: AsJson = False, connection: Connection) -> None:
+    """How many works match, from the results service."""
+    total = with_client(connection, lambda client: client.results.count(**filters.query(), fresh=fresh))
+    if as_json:
+        print_json({"count": total})
+    else:
+        console.print(str(total), highlight=False)
+
+
+@connection_options
+def pipelines(fresh: Fresh = True, as_json: AsJson = False, *, connection: Connection) -> None:
+    """Every pipeline with its number of works in each status."""
+    found = with_client(connection, lambda client: client.results.pipelines(fresh=fresh))
+    if as_json:
+        print_json(found)
+        return
+    columns = ("total", *LOGGED)
+    table = Table("pipeline", *columns)
+    for name, counts in found.items():
+        table.add_row(name, *(str(counts[c]) for c in columns))
+    console.print(table)
+
+
+@connection_options
+def replay(
+    db: Annotated[Path, typer.Option("--db", help="The new DuckDB file to build (must not exist).")],
+    until: Annotated[str | None, typer.Option(
+        help="Stop at this ISO time: the state of every work at that moment.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    *,
+    connection: Connection,
+) -> None:
+    """Build a fresh DuckDB from the log (from sequence 1), for audits and analysis."""
+    from workflow.results.client import as_unix
+    from workflow.results.projector import replay as replay_log
+
+    async def go() -> int:
+        until_time = as_unix(until, "until")
+        async with workflow.connect(**connection.options()) as client:
+            if quiet:
+                return await replay_log(client.nc, db, until_time=until_time)
+            columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("replay", total=None)
+
+                def advance(position: int, last: int) -> None:
+                    progress.update(task, completed=position, total=last)
+
+                return await replay_log(client.nc, db, until_time=until_time, progress=advance)
+
+    position = run(go())
+    suffix = f" (events logged up to {until})" if until else ""
+    console.print(f"replayed the log up to sequence {position} into {db}{suffix}", highlight=False)
+
+
+def sql(
+    statement: Annotated[str, typer.Argument(
+        metavar="SQL", help='A query, e.g. "SELECT status, count(*) FROM works GROUP BY 1".')],
+    db: Annotated[Path, typer.Option("--db", help="A replayed DuckDB file, or a directory of a Parquet export.")],
+    as_json: AsJson = False,
+) -> None:
+    """Run a read-only SQL query on a replayed database or a Parquet export."""
+    import duckdb
+
+    if not db.exists():
+        raise fail(f"{db} does not exist (make one with `workflow replay --db {db}` or `workflow export`)", 2)
+    try:
+        if db.is_dir():
+            con = duckdb.connect(":memory:")
+            tables = sorted(db.glob("*.parquet"))
+            if not tables:
+                raise fail(f"{db} holds no .parquet files", 2)
+            for file in tables:
+                literal = str(file).replace("'", "''")
+                con.execute(f'CREATE VIEW "{file.stem}" AS SELECT * FROM read_parquet(\'{literal}\')')
+        else:
+            con = duckdb.connect(str(db), read_only=True)
+    except duckdb.IOException as error:
+        raise fail(f"cannot open {db} read-only ({error}); the live database belongs to the projector: "
+                   "query a replay or an export instead", 1) from None
+    try:
+        cursor = con.execute(statement)
+        names = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error as error:
+        raise fail(f"{type(error).__name__}: {error}".splitlines()[0], 1) from None
+    finally:
+        con.close()
+    if as_json:
+        print_json([dict(zip(names, (_plain(v) for v in row), strict=True)) for row in rows])
+        return
+    table = Table(*names)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+        return value
+    return str(value)
+
+
+@connection_options
+def export(
+    parquet: Annotated[Path, typer.Option(
+        "--parquet", help="Directory to write works/events/checkpoint.parquet into (new).")],
+    db: Annotated[Path | None, typer.Option("--db", help="Export this replayed file; default: the live projection, "
+                                                           "written by the projector on its own host.")] = None,
+    *,
+    connection: Connection,
+) -> None:
+    """Write the projection's tables as Parquet (for archives and analysis)."""
+    if db is not None:
+        import duckdb
+
+        from workflow.results.service import export_parquet
+
+        try:
+            files = [str(path) for path in export_parquet(duckdb.connect(str(db), read_only=True), parquet.resolve())]
+        except (duckdb.Error, ValidationError) as error:
+            raise fail(str(error).splitlines()[0], 1) from None
+    else:
+        files = with_client(connection, lambda client: client.results.export(parquet))
+    for path in files:
+        console.print(path, highlight=False)
+
+
+@connection_options
+def projector(
+    db: Annotated[Path, typer.Option("--db", help="The DuckDB file the projector owns (created if missing).")],
+    log_level: LogLevel = "info",
+    *,
+    connection: Connection,
+) -> None:
+    """Run the projector and the results service alone (`workflow server` runs them too)."""
+    from workflow.core.settings import nats_url
+    from workflow.results.service import run_projector_service
+
+    setup_logging(log_level)
+    options = connection.options()
+    url = nats_url(options.pop("url"))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_projector_service(url, db, stop, **options)
+
+    run(go())
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the ``workflow`` CLI."""
+    for command in (ls, count, pipelines, replay, sql, export, projector):
+        app.command()(command)

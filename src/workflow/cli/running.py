@@ -1,0 +1,55 @@
+"""``workflow run``: a worker in this process."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Annotated
+
+import typer
+
+from workflow.cli.options import Connection, LogLevel, connection_options
+from workflow.cli.output import reported, setup_logging
+
+
+@connection_options
+def run(
+    buckets: Annotated[list[str], typer.Argument(
+        metavar="BUCKET...", help="Pipelines to take work from (highest priority first). "
+        "A last argument with dots (module.function) is taken as --function, as in the old CLI.")],
+    site: Annotated[str, typer.Option("--site", "-s", help="The site this worker runs at.")] = "local",
+    function: Annotated[str | None, typer.Option("--function", "-f", help="Dotted path of the function to call for "
+                                                 "every work [default: each work's own function].")] = None,
+    command: Annotated[str | None, typer.Option("--command", "-c", help="Command line to run for every work "
+                                                "[default: each work's own command].")] = None,
+    lives: Annotated[int, typer.Option("--lives", "-l", help="Stop after this many works (-1: never).")] = -1,
+    sleep: Annotated[float, typer.Option(help="Seconds to wait when the buckets are empty (1 to 300).")] = 30.0,
+    concurrency: Annotated[int, typer.Option(help="Works run at once by this worker.")] = 1,
+    isolation: Annotated[str, typer.Option(
+        help="process (killable child, default), thread, or none (main thread).")] = "process",
+    log_level: LogLevel = "info",
+    *,
+    connection: Connection,
+) -> None:
+    """Run works: withdraw from BUCKETs, call function(**parameters) (or run the command),
+    record every attempt. SIGTERM/Ctrl-C finishes the running works and exits; a second
+    one gives them back at once.
+
+    Example: workflow run sample-pipeline --function workflow.examples.add
+    """
+    from workflow.worker.loop import WorkerConfig, run_worker
+
+    if len(buckets) > 1 and "." in buckets[-1] and function is None:
+        *buckets, function = buckets
+    setup_logging(log_level)
+    with reported():  # bad options exit 2 and a lost server 3, as every command reports them
+        config = WorkerConfig(
+            pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
+            lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation, connect=connection.options(),
+        ).check()
+        code = run_worker(config)  # runs its own event loop (in a second thread for --isolation none)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``workflow run`` to the CLI."""
+    app.command("run")(run)

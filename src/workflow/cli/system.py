@@ -1,0 +1,112 @@
+"""Running the system and looking at it: server, streams apply, tui."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workflow.cli.options import Connection, LogLevel, connection_options
+from workflow.cli.output import console, run, setup_logging
+from workflow.core.errors import ConnectionFailedError
+
+
+def server(
+    port: Annotated[int, typer.Option(help="Port of the embedded nats-server (-1: any free port).")] = 4222,
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", help="Where the log (JetStream store) and DuckDB live.")] = Path("data"),
+    nats: Annotated[str | None, typer.Option(
+        "--nats", help="Use this NATS server or cluster instead of starting one.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Stream replicas (3 on a JetStream cluster).")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the system: the embedded nats-server (or --nats), the log, the projector and the
+    results service, until Ctrl-C or SIGTERM."""
+    from workflow.server import serve
+
+    setup_logging(log_level)
+    run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas))
+
+
+@connection_options
+def streams_apply(
+    update: Annotated[bool, typer.Option("--update", help="Change an existing stream whose config differs.")] = False,
+    replicas: Annotated[int | None, typer.Option(help="Override num_replicas (3 on a cluster).")] = None,
+    *,
+    connection: Connection,
+) -> None:
+    """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
+    import nats as nats_py
+
+    from workflow.core.settings import nats_url
+    from workflow.log.streams import apply_streams
+
+    options = connection.options()
+    url = nats_url(options.pop("url"))
+
+    async def quiet(error: Exception) -> None:  # the failure is reported once, below
+        pass
+
+    async def apply() -> None:
+        try:
+            nc = await nats_py.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=2,
+                                       reconnect_time_wait=0.5, error_cb=quiet, **options)
+        except Exception as error:
+            raise ConnectionFailedError(
+                f"cannot reach NATS at {url} ({error}); start one with `workflow server`") from None
+        try:
+            for applied in await apply_streams(nc, replicas=replicas, update=update):
+                state = "created" if applied.created else "updated" if applied.updated else "up to date"
+                console.print(f"stream {applied.name}: {state}")
+        finally:
+            await nc.close()
+
+    run(apply())
+
+
+def tui_argv(connection: Connection, refresh: float) -> list[str]:
+    """The command line of the terminal UI that ``tui --web`` serves to each browser: this
+    Python, ``workflow tui``, and every connection option this command was given."""
+    return [sys.executable, "-m", "workflow.cli", "tui", "--refresh", str(refresh), *connection.argv()]
+
+
+@connection_options
+def tui(
+    web: Annotated[bool, typer.Option(
+        "--web", help="Serve the UI to browsers (textual-serve) instead of this terminal.")] = False,
+    host: Annotated[str, typer.Option(help="With --web: address to listen on.")] = "localhost",
+    port: Annotated[int, typer.Option(help="With --web: port to listen on.")] = 8000,
+    refresh: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    *,
+    connection: Connection,
+) -> None:
+    """The operator's view: pipelines and their counts, their works, each work's history.
+
+    Keys: arrows to move, s to filter by status, c to cancel the highlighted work, r to
+    refresh, q to quit. --web serves the same UI at http://HOST:PORT.
+    """
+    if web:
+        from textual_serve.server import Server
+
+        Server(shlex.join(tui_argv(connection, refresh)), host=host, port=port, title="workflow").serve()
+        return
+    from workflow.tui import WorkflowApp
+
+    code = WorkflowApp(connection.options(), refresh_seconds=refresh).run()
+    raise typer.Exit(code or 0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``server`` and ``streams apply`` to the CLI."""
+    app.command()(server)
+    streams_app = typer.Typer(help="The event log's stream definitions (streams/*.json).", no_args_is_help=True)
+    streams_app.command("apply")(streams_apply)
+    app.add_typer(streams_app, name="streams")
+
+
+def register_tui(app: typer.Typer) -> None:
+    """Add ``tui`` to the CLI (last in ``--help``: the other commands come first)."""
+    app.command()(tui)

@@ -1,0 +1,158 @@
+"""Commands on works, live from the log: deposit, cancel, requeue, show, history, buckets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import workflow
+from workflow.cli.options import AsJson, Connection, connection_options, option_group
+from workflow.cli.output import console, fail, print_json, reported, with_client
+from workflow.core.display import describe, when
+
+WorkId = Annotated[str, typer.Argument(metavar="ID", help="The work's id.")]
+Reason = Annotated[str | None, typer.Option(help="Why (recorded in the history).")]
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``key=value``; the value is read as JSON when it parses (1, 2.5, true, [1,2]), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--param")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkFields:
+    """The options of ``deposit`` that become the new work's fields."""
+
+    priority: Annotated[int, typer.Option("--priority", help="1 to 5; 5 runs first.")] = 3
+    site: Annotated[str, typer.Option("--site", help="Where it may run (chime, kko, gbo, ..., local).")] = "local"
+    function: Annotated[str | None, typer.Option("--function", help="Dotted path of the function to run.")] = None
+    command: Annotated[str | None, typer.Option(
+        "--command", help="A command line to run instead of a function.")] = None
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds an attempt may run (1 to 259200).")] = 3600
+    retries: Annotated[int, typer.Option("--retries", help="Retries after a failed attempt (0 to 5).")] = 2
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Label, repeatable.")] = None
+    event: Annotated[list[int] | None, typer.Option(
+        "--event", "-e", help="Telescope event number, repeatable.")] = None
+    user: Annotated[str | None, typer.Option("--user", help="Who asked (the work's user, not a NATS login).")] = None
+
+    def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
+        """A new Work with these fields (ValidationError naming the first bad one)."""
+        return workflow.Work(
+            pipeline=pipeline, parameters=parameters, priority=self.priority, site=self.site,
+            function=self.function, command=shlex.split(self.command) if self.command else None,
+            timeout=self.timeout, retries=self.retries, tags=self.tag or None, event=self.event or None,
+            user=self.user,
+        )
+
+
+@connection_options
+@option_group(WorkFields, "fields")
+def deposit(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name (letters, digits and '-').")],
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-P", help="key=value, repeatable; values are JSON when they parse.")] = None,
+    *,
+    fields: WorkFields,
+    count: Annotated[int, typer.Option(help="Deposit this many identical works.", min=1)] = 1,
+    as_json: AsJson = False,
+    connection: Connection,
+) -> None:
+    """Deposit work into its bucket; prints the new ids.
+
+    Example: workflow deposit sample-pipeline --param a=1 --param b=2 --priority 5
+    """
+    parameters = dict(parse_param(p) for p in param or []) or None
+    with reported():
+        works = [fields.work(pipeline, parameters) for _ in range(count)]
+    ids = with_client(connection, lambda client: client.deposit(works))
+    if as_json:
+        print_json(ids)
+    else:
+        for work_id in ids:
+            console.print(work_id, highlight=False)
+
+
+@connection_options
+def cancel(work_id: WorkId, reason: Reason = None, *, connection: Connection) -> None:
+    """Cancel a work: a queued work never runs; a running one is stopped at its next heartbeat."""
+    with_client(connection, lambda client: client.cancel(work_id, reason=reason))
+    console.print(f"cancelled {work_id}", highlight=False)
+
+
+@connection_options
+def requeue(
+    work_id: WorkId,
+    priority: Annotated[int | None, typer.Option(help="New priority (1 to 5).")] = None,
+    site: Annotated[str | None, typer.Option(help="New site.")] = None,
+    reason: Reason = None,
+    *,
+    connection: Connection,
+) -> None:
+    """Put a queued or finished work (back) in a bucket: re-prioritise, move, or retry it."""
+    work = with_client(connection, lambda client: client.requeue(work_id, priority=priority, site=site, reason=reason))
+    console.print(f"requeued {work_id} (priority {work.priority}, site {work.site})", highlight=False)
+
+
+@connection_options
+def buckets(as_json: AsJson = False, *, connection: Connection) -> None:
+    """Every bucket (pipeline, site, priority) with its waiting and held works, live from NATS."""
+    stats = with_client(connection, lambda client: client.buckets())
+    if as_json:
+        print_json(stats)
+        return
+    table = Table("pipeline", "site", "priority", "waiting", "held", "redelivered", "lease (s)")
+    for s in stats:
+        table.add_row(s.pipeline, s.site, str(s.priority), str(s.waiting), str(s.held), str(s.redelivered),
+                      f"{s.lease_seconds:g}")
+    console.print(table if stats else "no buckets yet: deposit some work")
+
+
+@connection_options
+def show(work_id: WorkId, as_json: AsJson = False, *, connection: Connection) -> None:
+    """Show one work as it is now (folded from its events in the log)."""
+    work = with_client(connection, lambda client: client.get(work_id))
+    if as_json:
+        print_json(work.payload)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in work.payload.items():
+        if key in ("creation", "start", "stop"):
+            value = when(value)
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        table.add_row(key, "-" if value is None else shown)
+    console.print(table)
+
+
+@connection_options
+def history(work_id: WorkId, as_json: AsJson = False, *, connection: Connection) -> None:
+    """The timeline of one work: every event, with time, attempt and who recorded it."""
+    records = with_client(connection, lambda client: client.history_records(work_id))
+    if not records:
+        raise fail(f"no work with id {work_id}", 1)
+    if as_json:
+        print_json([{"seq": r.seq, "subject": r.subject, "event": r.event} for r in records])
+        return
+    table = Table("seq", "time (UTC)", "event", "attempt", "by", "what")
+    for r in records:
+        table.add_row(
+            str(r.seq), when(r.event.time), type(r.event).__name__, str(getattr(r.event, "attempt", "")),
+            r.event.by or "", describe(r.event),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the ``workflow`` CLI."""
+    for command in (deposit, cancel, requeue, buckets, show, history):
+        app.command()(command)
