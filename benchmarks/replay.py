@@ -32,10 +32,10 @@ import nats
 from ulid import ULID
 
 import workflow
+from workflow.core.subjects import STREAM
 from workflow.results.projector import replay
 from workflow.results.service import run_projector_service
 from workflow.server import EmbeddedNats, prepare_log
-from workflow.core.subjects import STREAM
 
 PIPELINES = [f"pipeline-{i}" for i in range(10)]
 SITES = ["chime", "kko", "gbo", "local"]

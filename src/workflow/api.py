@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflow.core import session
 from workflow.log import client as log_client
 from workflow.results.client import Results
 
@@ -32,3 +33,7 @@ def connect(url: str | None = None, **options: Any) -> Client:
     this client get it as AckWait).
     """
     return Client(url, **options)
+
+
+# The seed's shortcuts (`await work.deposit()`) open this client when none is bound.
+session.install_factory(Client)

@@ -105,8 +105,7 @@ async def history_table(url: str, work_id: str) -> Table:
 async def counts_table(url: str) -> Table:
     """The projector's read model, asked over NATS (waits until it holds every event)."""
     counts = Table("pipeline", "total", *LOGGED, title="the read model (DuckDB projector, asked over NATS)")
-    client = workflow.connect(url)
-    async with client:
+    async with workflow.connect(url) as client:
         pipelines = await client.results.pipelines(fresh=True)
     for name, c in pipelines.items():
         counts.add_row(name, *(str(c[k]) for k in ("total", *LOGGED)))

@@ -92,20 +92,25 @@ def test_work_options_such_as_user_are_never_connection_options():
                 assert all(name.startswith("--nats") for name in param.opts), (path, param.opts)
 
 
-def test_tui_web_argv_carries_every_connection_option():
+def test_tui_web_argv_carries_every_connection_option_but_the_secrets_which_go_in_the_environment():
     argv = tui_argv(EVERY_CONNECTION_OPTION, refresh=5.0)
     assert argv[:4] == [sys.executable, "-m", "workflow.cli", "tui"]
     pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
     assert pairs == {
-        "--refresh": "5.0", "--nats": "nats://nats.example:4222", "--nats-user": "ops", "--nats-password": "s3cret",
-        "--nats-token": "tok", "--nats-creds": "/etc/nats/ops.creds", "--nats-nkey": "/etc/nats/ops.nk",
-        "--nats-tls-ca": "/etc/nats/ca.pem",
+        "--refresh": "5.0", "--nats": "nats://nats.example:4222", "--nats-user": "ops",
+        "--nats-creds": "/etc/nats/ops.creds", "--nats-nkey": "/etc/nats/ops.nk", "--nats-tls-ca": "/etc/nats/ca.pem",
+    }
+    assert "s3cret" not in argv and "tok" not in argv
+    assert EVERY_CONNECTION_OPTION.secret_environment() == {
+        "WORKFLOW_NATS_PASSWORD": "s3cret", "WORKFLOW_NATS_TOKEN": "tok",
     }
 
 
-def test_tui_web_argv_is_read_back_by_tui_as_the_same_connection(monkeypatch):
+def test_tui_web_argv_and_environment_are_read_back_by_tui_as_the_same_connection(monkeypatch):
     for name in ("URL", "USER", "PASSWORD", "TOKEN", "CREDS", "NKEY", "TLS_CA"):
         monkeypatch.delenv(f"WORKFLOW_NATS_{name}", raising=False)
+    for name, value in EVERY_CONNECTION_OPTION.secret_environment().items():
+        monkeypatch.setenv(name, value)
     tui = next(command for path, command in COMMANDS if path == ["tui"])
     params = tui.make_context("tui", tui_argv(EVERY_CONNECTION_OPTION, refresh=5.0)[4:]).params
     assert Connection(**{name.removeprefix("connection__"): value for name, value in params.items()

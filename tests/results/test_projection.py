@@ -15,7 +15,8 @@ from workflow.core import events as ev
 from workflow.core.fold import fold
 from workflow.core.work import Work
 from workflow.results import database, projection
-from workflow.results.projection import WORK_COLUMNS, row_to_work
+from workflow.results.columns import WORK_COLUMNS
+from workflow.results.projection import row_to_work
 from workflow.results.projector import Projector
 
 names = st.text(alphabet="abcxyz", min_size=1, max_size=4)

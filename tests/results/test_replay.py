@@ -15,7 +15,8 @@ import workflow
 from conftest import eventually
 from workflow.core.errors import WorkflowError
 from workflow.results import database
-from workflow.results.projection import WORK_COLUMNS, row_to_work
+from workflow.results.columns import WORK_COLUMNS
+from workflow.results.projection import row_to_work
 from workflow.results.projector import Projector, replay
 
 WORKFLOW = str(Path(sys.executable).parent / "workflow")

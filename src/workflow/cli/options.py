@@ -19,7 +19,7 @@ import ssl
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 
@@ -76,14 +76,25 @@ class Connection:
             options["tls"] = ssl.create_default_context(cafile=str(self.tls_ca))
         return options
 
+    #: Fields handed to a child process through its environment, never its command line
+    #: (which ``ps`` shows to every user of the host).
+    SECRETS: ClassVar[tuple[str, ...]] = ("password", "token")
+
     def argv(self) -> list[str]:
-        """The command-line options that give another ``workflow`` command this connection."""
+        """The command-line options that give another ``workflow`` command this connection,
+        secrets excepted (see :meth:`secret_environment`)."""
         argv: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value:
+            if value and field.name not in self.SECRETS:
                 argv += [option_name(Connection, field.name), str(value)]
         return argv
+
+    def secret_environment(self) -> dict[str, str]:
+        """The secrets as the environment variables their options read (``WORKFLOW_NATS_PASSWORD``…)."""
+        return {
+            f"WORKFLOW_NATS_{name.upper()}": str(getattr(self, name)) for name in self.SECRETS if getattr(self, name)
+        }
 
 
 @dataclasses.dataclass(frozen=True)

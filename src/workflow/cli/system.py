@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ def streams_apply(
 
 def tui_argv(connection: Connection, refresh: float) -> list[str]:
     """The command line of the terminal UI that ``tui --web`` serves to each browser: this
-    Python, ``workflow tui``, and every connection option this command was given."""
+    Python, ``workflow tui``, and every connection option this command was given (secrets
+    go through the environment, which the served process inherits)."""
     return [sys.executable, "-m", "workflow.cli", "tui", "--refresh", str(refresh), *connection.argv()]
 
 
@@ -91,6 +93,7 @@ def tui(
     if web:
         from textual_serve.server import Server
 
+        os.environ.update(connection.secret_environment())  # textual-serve's children inherit it
         Server(shlex.join(tui_argv(connection, refresh)), host=host, port=port, title="workflow").serve()
         return
     from workflow.tui import WorkflowApp

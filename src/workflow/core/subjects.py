@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from workflow.core.events import Event, queues_work
+from workflow.core.events import Deposited, Event, Requeued
 
 STREAM = "WORKFLOW"
 PREFIX = "wf"
@@ -36,9 +36,8 @@ class BucketKey(NamedTuple):
 def event_subject(event: Event) -> str:
     """The subject an event is published on."""
     base = f"{PREFIX}.{event.pipeline}.{event.work_id}"
-    if queues_work(event):
-        work = event.work  # type: ignore[attr-defined]
-        return f"{base}.queued.{work.site}.{work.priority}"
+    if isinstance(event, (Deposited, Requeued)):  # the events that put a work in a bucket
+        return f"{base}.queued.{event.work.site}.{event.work.priority}"
     return f"{base}.{type(event).__name__.lower()}"
 
 
@@ -56,7 +55,3 @@ def bucket_from_filter(filter_subject: str) -> BucketKey | None:
         return BucketKey(parts[1], parts[4], int(parts[5]))
     except ValueError:
         return None
-
-
-def pipeline_of(subject: str) -> str:
-    return subject.split(".", 2)[1]
