@@ -18,7 +18,7 @@ import contextvars
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import nats
 import nats.aio.client
@@ -98,7 +98,7 @@ class Client:
     def nc(self) -> nats.aio.client.Client:
         return self._connected.gateway.nc
 
-    async def open(self) -> Client:
+    async def open(self) -> Self:
         """Connect, check the server and the log, and build the parts."""
         nc = await self._connect()
         try:
@@ -149,7 +149,7 @@ class Client:
             await parts.gateway.nc.drain()
         self._parts = None
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         await self.open()
         self._token = session.bind(self)
         return self
