@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench bench-peers install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
+
+# workflow side by side with Dramatiq, Celery and RQ: redis-server from Debian, the peers into .venv.
+# Extra flags: make bench-peers PEERS_ARGS="--works 2000 --repeat 3 --json peers.json"
+bench-peers: $(STAMP)
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements-peers.txt
+	$(BIN)/python benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) data
