@@ -488,3 +488,33 @@ async def test_the_workers_command_option_runs_for_every_work_with_the_work_in_i
     start_worker("--command", f"{sys.executable} -c \"{script}\"", "--lives", "1")
     work = await until(status_is(client, work_id, "success"))
     assert work.results["stdout"] == f"800 {work_id}\n"
+
+
+async def test_a_batch_held_by_a_sigkilled_worker_is_redelivered_and_each_work_finished_exactly_once(
+    client, start_worker, tmp_path
+):
+    marker = tmp_path / "pids"
+    ids = await client.deposit([
+        Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 3, "marker": str(marker)})
+        for _ in range(4)
+    ])
+    first = start_worker("--isolation", "thread", "--concurrency", "4")
+    await until(lambda: len(pids_in(marker)) == 4)  # the whole batch is running
+    first.kill()
+    await wait_exit(first)
+    start_worker("--concurrency", "4")
+    for work_id in ids:
+        await until(status_is(client, work_id, "success", "failure"))
+    for work_id in ids:
+        events = await client.history(work_id)
+        assert names(events) == ["Deposited", "Started", "Failed", "Started", "Succeeded"], names(events)
+        assert events[2].reason == "lost"
+
+
+async def test_max_works_per_child_recycles_the_warm_children(client, start_worker):
+    ids = await client.deposit([Work(pipeline="e2e", function="os.getpid") for _ in range(6)])
+    start_worker("--max-works-per-child", "2", "--lives", "6")
+    pids = []
+    for work_id in ids:
+        pids.append((await until(status_is(client, work_id, "success"))).results["value"])
+    assert len(set(pids)) == 3 and all(pids.count(pid) == 2 for pid in pids)

@@ -26,6 +26,9 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Works run at once by this worker.")] = 1,
     isolation: Annotated[str, typer.Option(
         help="process (killable child, default), thread, or none (main thread).")] = "process",
+    max_works_per_child: Annotated[int | None, typer.Option(
+        "--max-works-per-child", help="Process isolation: replace a child process after this many works "
+        "[default: reuse it until it times out, is cancelled or dies].")] = None,
     log_level: LogLevel = "info",
     *,
     connection: Connection,
@@ -44,7 +47,8 @@ def run(
     with reported():  # bad options exit 2 and a lost server 3, as every command reports them
         config = WorkerConfig(
             pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
-            lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation, connect=connection.options(),
+            lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
+            max_works_per_child=max_works_per_child, connect=connection.options(),
         ).check()
         code = run_worker(config)  # runs its own event loop (in a second thread for --isolation none)
     raise typer.Exit(code)

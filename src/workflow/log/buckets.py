@@ -4,19 +4,21 @@ A bucket is a consumer filtered on ``wf.<pipeline>.*.queued.<site>.<priority>``;
 AckWait is the *lease*: a delivered work not heartbeated within it is delivered again.
 Buckets never overlap (their filters are disjoint), so a queue message has one owner.
 
-Fetching is done with ``no_wait`` requests: a withdraw asks the buckets in priority
-order and learns at once whether each holds work, without lingering pull requests that
-could capture a message for a client that has already moved on.
+Fetching is done with ``no_wait`` requests for a batch: a withdraw asks the buckets in
+priority order for as many messages as it can run and learns at once what each holds,
+without lingering pull requests that could capture a message for a client that has
+already moved on.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import nats.aio.client
+import nats.aio.subscription
 from nats.aio.msg import Msg
 
 from workflow.core.errors import WorkflowError
@@ -50,6 +52,11 @@ class Buckets:
         self._ack_wait: dict[BucketKey, float] = {}
         self._discovered: list[BucketKey] = []
         self._discovered_at = float("-inf")
+        self._by_consumer: dict[str, BucketKey] = {}
+        self._inbox = nc.new_inbox()
+        self._inbox_sub: nats.aio.subscription.Subscription | None = None
+        self._pull_lock = asyncio.Lock()
+        self._pulls = 0
 
     async def ensure(self, key: BucketKey) -> float:
         """Make sure the bucket's consumer exists; returns its AckWait (the lease) in s."""
@@ -77,6 +84,7 @@ class Buckets:
                 )
         ack_wait = float(info["config"]["ack_wait"]) / 1e9
         self._ack_wait[key] = ack_wait
+        self._by_consumer[key.consumer] = key
         if key not in self._discovered:  # so a withdraw without a site sees it at once
             self._discovered = [*self._discovered, key]
         return ack_wait
@@ -101,6 +109,7 @@ class Buckets:
                 if key is not None:
                     found.append(key)
                     self._ack_wait[key] = info["config"]["ack_wait"] / 1e9
+                    self._by_consumer[key.consumer] = key
             offset += len(consumers)
             if not consumers or offset >= page.get("total", 0):
                 break
@@ -137,27 +146,53 @@ class Buckets:
     def ack_wait(self, key: BucketKey) -> float:
         return self._ack_wait.get(key, self._lease)
 
+    def key_of(self, consumer: str) -> BucketKey | None:
+        """The bucket a consumer name belongs to, if this client knows it."""
+        return self._by_consumer.get(consumer)
+
     async def next_message(self, key: BucketKey) -> Msg | None:
         """The bucket's next message, or None at once if it has none ready."""
-        # A pulled message arrives with its own subject, not the inbox's, so it cannot use
-        # the shared request mux: each pull gets a one-message inbox of its own.
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, max_msgs=1)
-        try:
-            await self._nc.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{key.consumer}", b'{"batch":1,"no_wait":true}', reply=inbox
-            )
-            reply = await sub.next_msg(timeout=5)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        headers = reply.headers or {}
+        messages = await self.fetch(key, 1)
+        return messages[0] if messages else None
+
+    async def fetch(self, key: BucketKey, batch: int) -> list[Msg]:
+        """Up to ``batch`` of the bucket's messages that are ready now (fewer, or none, at
+        once if it holds fewer): one ``no_wait`` pull request.
+
+        Pulls go out one at a time, on one long-lived inbox subscription per client: a
+        pulled message arrives with its own subject, not the inbox's, so it is routed by
+        subscription, and the end of a pull (a status message, unless the batch was full)
+        is the only message that names the pull's own reply subject.
+        """
+        async with self._pull_lock:
+            inbox = await self._pull_inbox()
+            self._pulls += 1
+            reply = f"{self._inbox}.{self._pulls}"
+            request = b'{"batch":%d,"no_wait":true}' % batch
+            await self._nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{key.consumer}", request, reply=reply)
+            messages: list[Msg] = []
+            while len(messages) < batch:
+                msg = await inbox.next_msg(timeout=5)
+                if not msg.subject.startswith(self._inbox):
+                    messages.append(msg)  # a pulled message (a late one of an earlier pull is ours too)
+                elif msg.subject == reply and self._ended(key, msg):
+                    break
+            return messages
+
+    async def _pull_inbox(self) -> nats.aio.subscription.Subscription:
+        if self._inbox_sub is None:
+            self._inbox_sub = await self._nc.subscribe(f"{self._inbox}.*")
+        return self._inbox_sub
+
+    def _ended(self, key: BucketKey, msg: Msg) -> bool:
+        """True if this status message ends the pull; raises on an unexpected status."""
+        headers = msg.headers or {}
         status = headers.get("Status")
-        if status is None:
-            return reply
         if status in ("404", "408", "409"):
             # 404 no messages; 408 request expired; 409 consumer deleted or limits reached
             if status == "409" and "deleted" in headers.get("Description", "").lower():
                 self._ack_wait.pop(key, None)
-            return None
+            return True
+        if status == "100":
+            return False  # an idle heartbeat: the pull goes on
         raise WorkflowError(f"bucket {key.consumer} answered status {status}: {headers}")

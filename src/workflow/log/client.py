@@ -62,7 +62,7 @@ class _Connected:
     def build(cls, nc: nats.aio.client.Client, max_payload: int, name: str, lease: float) -> _Connected:
         gateway = LogGateway(nc, max_payload, name)
         buckets = Buckets(nc, lease)
-        leases = Leases()
+        leases = Leases(gateway)
         return cls(
             gateway, buckets, leases,
             claims=Claims(gateway, buckets, leases),
@@ -145,6 +145,7 @@ class Client:
                     await parts.outcomes.release(lease.work)
         for lease in parts.leases.all():
             parts.leases.drop(lease)
+        await parts.leases.close()
         with contextlib.suppress(Exception):
             await parts.gateway.nc.drain()
         self._parts = None
@@ -204,6 +205,14 @@ class Client:
     ) -> Work | None:
         """The next work of these pipelines, now ``running`` under a lease held here."""
         return await self._connected.claims.withdraw(pipeline, site=site, priority=priority, timeout=timeout, poll=poll)
+
+    async def withdraw_many(
+        self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
+    ) -> list[Work]:
+        """Up to ``limit`` works at once, each ``running`` under its own lease, highest
+        priority first (a lower priority only once the higher buckets are empty); an empty
+        list at once if there is none. What a worker with ``limit`` free slots asks."""
+        return await self._connected.claims.withdraw_many(pipeline, limit, site=site, priority=priority)
 
     def lease(self, work: Work | str) -> Lease | None:
         """The lease this client holds on a work, if any (none once closed)."""

@@ -10,6 +10,7 @@ other part of the client reads and writes the log through one :class:`LogGateway
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -117,7 +118,8 @@ class LogGateway:
                 if got < _BATCH or headers.get("Nats-Num-Pending") in ("0", None):
                     break
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # a closing connection must not mask the answer
+                await sub.unsubscribe()
         return records
 
     async def history(self, work_id: str) -> list[ev.AnyEvent]:

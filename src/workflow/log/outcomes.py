@@ -6,6 +6,11 @@ left, recorded as final and the message termed. The record comes first and is re
 through NATS outages (``append_durably``): a finished work's outcome is never dropped. If
 the work was cancelled or handed on meanwhile, the CAS refuses the record and the message
 is left alone: it may be another worker's now.
+
+Acks, naks and terms are published without waiting for the server to confirm each: the
+outcome is durably in the log before the message is acknowledged, so a lost ack only
+makes the bucket deliver a stale message again, which the claim rule terms (its head is
+the recorded outcome). Waiting would cost a round trip per work for nothing.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class Outcomes:
         )
         await self._record(lease, event, patience)
         with contextlib.suppress(Exception):
-            await lease.msg.ack_sync()
+            await lease.msg.ack()  # not awaited on the server: see the module docstring
         mirror(evolve(lease.running, event), work)
 
     async def fail(

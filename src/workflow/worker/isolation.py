@@ -3,15 +3,12 @@
 Every isolation turns a call into an :class:`Execution` the worker can await (its
 :class:`~workflow.worker.runner.Outcome`) and stop (on timeout, cancel, or an immediate shutdown).
 
-``process`` (the default) runs each call in a child process made by a **forkserver**: a
-small server process started once, from a fresh interpreter, that forks a child per call.
-The worker itself (event loop, NATS connection, heartbeat tasks) is never forked. Each
-child starts its own session, so stopping it kills its whole process group (the function
-and any subprocess it started) with SIGKILL, and the worker carries on. The child asks to
-be killed if its forkserver dies (``PR_SET_PDEATHSIG``); the forkserver exits when the
-worker does, so even a SIGKILLed worker leaves no function running. A child that dies
-without reporting (``os._exit``, a segfault, the OOM killer) is an ordinary failed
-attempt, and the worker records it.
+``process`` (the default) runs each call in a warm child process of a pool, made by a
+**forkserver** (a small server process started once, from a fresh interpreter): the
+worker itself (event loop, NATS connection, heartbeat) is never forked. A child that
+times out, is cancelled or dies is killed (its whole process group, SIGKILL) and
+replaced; a child that dies without reporting (``os._exit``, a segfault, the OOM killer)
+is an ordinary failed attempt. See :mod:`workflow.worker.pool`.
 
 ``thread`` runs each call in a daemon thread of the worker. Python cannot kill a thread:
 a work past its timeout is recorded as timed out and its thread is *abandoned* (it runs
@@ -35,37 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import multiprocessing
-import multiprocessing.spawn
-import os
 import queue
 import signal
-import sys
 import threading
-from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any, Protocol, TypeVar
-
-import msgspec
+from typing import Protocol
 
 from workflow.core.errors import ValidationError
+from workflow.worker.pool import CHILD_PREFIX, ProcessIsolation, die_with_parent, kill_group, settle
 from workflow.worker.runner import CommandCall, FunctionCall, Outcome, call_function, command_outcome, environment_with
 
 log = logging.getLogger("workflow.isolation")
 
 ISOLATIONS = ("process", "thread", "none")
-_PR_SET_PDEATHSIG = 1
-_outcome_decoder = msgspec.json.Decoder(Outcome)
-
-T = TypeVar("T")
-
-
-def _settle(future: asyncio.Future[T], value: T) -> None:
-    """Give ``future`` its result unless it already has one (or was cancelled)."""
-    if not future.done():
-        future.set_result(value)
 
 
 class Execution(Protocol):
@@ -88,241 +67,15 @@ class Isolation(Protocol):
     async def close(self) -> None: ...
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _kill_group(pid: int, *, leader_alive: bool = True) -> None:
-    """SIGKILL the process group led by ``pid`` (or just ``pid`` if it has none yet)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        if leader_alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-async def _readable(fd: int) -> None:
-    """Wait until ``fd`` is readable (or closed), without a thread."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, _settle, ready, None)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-# -- process ---------------------------------------------------------------------------
-
-
-def _child_main(conn: Connection, call_json: bytes) -> None:  # pragma: no cover - runs in the child
-    """Entry point of a forkserver child: run the call, write its Outcome as JSON, exit."""
-    os.setsid()  # its own process group: killed as one, deaf to the terminal's Ctrl-C
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver ignores it (see forkserver_preload)
-    parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the forkserver died before we asked
-        os._exit(1)
-    call = msgspec.json.decode(call_json, type=FunctionCall)
-    sys.path.insert(0, os.getcwd())  # the worker's directory, as `python -m` would, even after chdir
-    if call.path not in ("", "."):
-        try:
-            os.chdir(call.path)
-        except OSError as error:
-            outcome = Outcome(status="unrunnable", error=f"cannot enter the work's path {call.path!r}: {error}")
-            _write_all(conn.fileno(), msgspec.json.encode(outcome))
-            return
-    try:
-        outcome = call_function(call)
-    except BaseException as error:  # report anything rather than die silently
-        outcome = Outcome(status="failed", error=f"{type(error).__name__}: {error}")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _write_all(conn.fileno(), msgspec.json.encode(outcome))
-    conn.close()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-class ProcessExecution:
-    """A call running in a forkserver child; its Outcome arrives as JSON on a pipe.
-
-    Once the outcome is read, the child has :attr:`EXIT_GRACE` seconds to exit, and then
-    anything left in its process group (background processes the function started) is
-    killed: a work's processes end with the work.
-    """
-
-    EXIT_GRACE = 5.0
-
-    def __init__(self, process: multiprocessing.process.BaseProcess, reader: Connection,
-                 running: set[ProcessExecution]) -> None:
-        if process.pid is None:
-            raise ValueError("a ProcessExecution is made of a started process")
-        self.process = process
-        self._pid: int = process.pid  # kept: a closed process object no longer says it
-        self._reader = reader
-        self._running = running
-        self._closed = False
-        running.add(self)
-
-    async def outcome(self) -> Outcome:
-        data = await self._read_report()
-        code = await self._reap(reported=bool(data))
-        if data:
-            try:
-                return _outcome_decoder.decode(data)
-            except msgspec.DecodeError:
-                pass  # killed while writing
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        return Outcome(
-            status="failed",
-            error=f"the work's process {how} before reporting an outcome (os._exit, a crash, or the OOM killer)",
-        )
-
-    async def _read_report(self) -> bytes:
-        """Everything the child wrote before it closed the pipe (nothing if it died first).
-
-        Read as it comes: a large result never blocks the child on a full pipe.
-        """
-        fd = self._reader.fileno()
-        os.set_blocking(fd, False)
-        chunks: list[bytes] = []
-        try:
-            while True:
-                await _readable(fd)
-                try:
-                    chunk = os.read(fd, 1 << 20)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            self._reader.close()
-        return b"".join(chunks)
-
-    async def _reap(self, *, reported: bool) -> int | None:
-        """Wait for the child to exit, end its process group, and return its exit code.
-
-        A child that reported may still run atexit handlers, but not for ever: after
-        :attr:`EXIT_GRACE` it is killed.
-        """
-        try:
-            await asyncio.wait_for(_readable(self.process.sentinel), self.EXIT_GRACE if reported else None)
-        except TimeoutError:
-            log.warning(
-                "%s reported its outcome but did not exit within %ss: killed", self.process.name, self.EXIT_GRACE
-            )
-            _kill_group(self._pid)
-            await _readable(self.process.sentinel)
-        # Processes the function left behind end with the work (no orphans between works).
-        _kill_group(self._pid, leader_alive=False)
-        code = self.process.exitcode
-        self._release()
-        return code
-
-    async def stop(self) -> None:
-        if self._closed:
-            return
-        if self.process.exitcode is None:
-            _kill_group(self._pid)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(_readable(self.process.sentinel), 10)
-        if self.process.exitcode is not None:
-            self._release()
-
-    def _release(self) -> None:
-        """Forget the exited child and free its file descriptors (a worker lives long)."""
-        self._running.discard(self)
-        self._closed = True
-        with contextlib.suppress(ValueError):
-            self.process.close()
-
-
-_CHILD_PREFIX = "workflow:"
-
-
-def _preparation_data_without_main(
-    name: str, _original: Callable[[str], dict[str, Any]] = multiprocessing.spawn.get_preparation_data
-) -> dict[str, Any]:
-    """multiprocessing's preparation data, minus the re-import of ``__main__`` for our children.
-
-    A spawn/forkserver child normally imports the parent's ``__main__`` first (for pickled
-    functions defined there). The worker's ``__main__`` is the whole CLI (typer, rich and
-    every command), which a child that runs one importable function never needs: skipping
-    it makes each work start faster and keeps the CLI's import side effects out of it.
-    Only processes named by this module (``workflow:…``) are affected.
-    """
-    data = _original(name)
-    if name.startswith(_CHILD_PREFIX):
-        data.pop("init_main_from_name", None)
-        data.pop("init_main_from_path", None)
-    return data
-
-
-class ProcessIsolation:
-    """Each call in a forkserver child (see the module docstring)."""
-
-    name = "process"
-
-    def __init__(self) -> None:
-        self._context = multiprocessing.get_context("forkserver")
-        self._running: set[ProcessExecution] = set()
-
-    async def open(self) -> None:
-        # Preload workflow (not the user's code: an import error there must fail the
-        # work, not the forkserver). Started here, once, off the event loop.
-        self._context.set_forkserver_preload(["workflow.worker.forkserver_preload"])
-        multiprocessing.spawn.get_preparation_data = _preparation_data_without_main
-        from multiprocessing import forkserver
-
-        await asyncio.to_thread(forkserver.ensure_running)
-
-    async def start(self, call: FunctionCall) -> ProcessExecution:
-        reader, writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=_child_main, args=(writer, msgspec.json.encode(call)), name=f"{_CHILD_PREFIX}{call.function}"
-        )
-        try:
-            await asyncio.to_thread(process.start)
-        finally:
-            writer.close()
-        return ProcessExecution(process, reader, self._running)
-
-    async def close(self) -> None:
-        for execution in list(self._running):
-            await execution.stop()
-        self._running.clear()
-
-
 # -- thread ----------------------------------------------------------------------------
 
 
 class ThreadExecution:
-    """A call in a daemon thread; stopping abandons it (Python cannot kill a thread)."""
+    """A call in one of the isolation's threads; stopping abandons it (Python cannot kill
+    a thread)."""
 
-    def __init__(self, call: FunctionCall) -> None:
-        loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[Outcome] = loop.create_future()
-
-        def target() -> None:
-            try:
-                outcome = call_function(call)
-            except BaseException as error:  # a thread must report whatever ended it
-                outcome = Outcome(status="failed", error=f"{type(error).__name__}: {error}")
-            with contextlib.suppress(RuntimeError):  # the loop may be closed if abandoned
-                loop.call_soon_threadsafe(_settle, self._done, outcome)
-
-        threading.Thread(target=target, name=f"{_CHILD_PREFIX}{call.function}", daemon=True).start()
+    def __init__(self, done: asyncio.Future[Outcome]) -> None:
+        self._done = done
 
     async def outcome(self) -> Outcome:
         return await asyncio.shield(self._done)
@@ -332,16 +85,58 @@ class ThreadExecution:
 
 
 class ThreadIsolation:
+    """Calls in reusable daemon threads: a thread is started only when none is idle, and
+    kept for the next call (starting one per call cost about a tenth of a no-op work).
+    An abandoned call keeps its thread busy until it returns, so it never slows the next
+    work: another thread is started for that."""
+
     name = "thread"
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[FunctionCall, asyncio.Future[Outcome]] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+        self._lock = threading.Lock()
 
     async def open(self) -> None:
         pass
 
     async def start(self, call: FunctionCall) -> ThreadExecution:
-        return ThreadExecution(call)
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle -= 1
+        if spawn:
+            name = f"{CHILD_PREFIX}thread-{self._threads}"
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._calls.put((call, done))
+        return ThreadExecution(done)
+
+    def _serve(self) -> None:
+        """One thread: run calls until told to end (a None), reporting each outcome."""
+        thread = threading.current_thread()
+        idle_name = thread.name
+        while (job := self._calls.get()) is not None:
+            call, done = job
+            thread.name = f"{CHILD_PREFIX}{call.function}"  # what it runs, for ps, py-spy and tests
+            try:
+                outcome = call_function(call)
+            except BaseException as error:  # a thread must report whatever ended it
+                outcome = Outcome(status="failed", error=f"{type(error).__name__}: {error}")
+            with contextlib.suppress(RuntimeError):  # the loop may be closed if abandoned
+                done.get_loop().call_soon_threadsafe(settle, done, outcome)
+            thread.name = idle_name
+            with self._lock:
+                self._idle += 1
 
     async def close(self) -> None:
-        pass
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):  # busy (abandoned) threads are daemons: they die with the worker
+            self._calls.put(None)
 
 
 # -- none (the main thread) ------------------------------------------------------------
@@ -417,7 +212,7 @@ class MainThreadIsolation:
                 continue
             outcome = self._run(job)
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for it
-                job.loop.call_soon_threadsafe(_settle, job.done, outcome)
+                job.loop.call_soon_threadsafe(settle, job.done, outcome)
 
     def _run(self, job: _Job) -> Outcome:
         """One call, unless it was stopped before it started; an interrupt fails it."""
@@ -437,9 +232,10 @@ class MainThreadIsolation:
         return outcome
 
 
-def make_isolation(name: str) -> Isolation:
+def make_isolation(name: str, concurrency: int = 1, max_works_per_child: int | None = None) -> Isolation:
+    """The isolation called ``name``; a process pool holds ``concurrency`` warm children."""
     if name == "process":
-        return ProcessIsolation()
+        return ProcessIsolation(concurrency, max_works_per_child)
     if name == "thread":
         return ThreadIsolation()
     if name == "none":
@@ -465,7 +261,7 @@ class CommandExecution:
             process = await asyncio.create_subprocess_exec(
                 *call.argv, cwd=None if call.path in ("", ".") else call.path, env=environment_with(call.env),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         except (OSError, ValueError) as error:
             return Outcome(status="unrunnable", error=f"cannot start command {call.argv!r}: {error}")
@@ -477,6 +273,6 @@ class CommandExecution:
 
     async def stop(self) -> None:
         if self.process.returncode is None:
-            _kill_group(self.process.pid)
+            kill_group(self.process.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._communicate, 10)

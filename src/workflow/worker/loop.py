@@ -15,7 +15,8 @@ What it promises, and how:
   functions safe to repeat. What can never happen is two *recorded* outcomes, or a
   stale worker overwriting a newer attempt: every event is a compare-and-set on the
   work's history, and a refused one (ConflictError) is logged and changes nothing.
-- **Leases.** While a work runs, the client heartbeats it every third of the lease, so a
+- **Leases.** While a work runs, the client heartbeats it (one timer for all the works it
+  holds) at least every third of the lease, so a
   long work is never handed to another worker while its worker lives.
 - **Timeouts.** A work that runs past its own ``timeout`` is stopped (its process group
   killed in ``process`` isolation) and recorded ``Failed(reason="timeout")``, final:
@@ -23,7 +24,8 @@ What it promises, and how:
 - **Retries.** A raised exception, a non-zero exit, or a child process that died is
   ``Failed(reason="error", will_retry=True)`` with the error and traceback, retried with
   exponential backoff until ``retries`` are used up, then failed for good.
-- **Cancel.** A cancelled running work is stopped at its next heartbeat; nothing more is
+- **Cancel.** A cancelled running work is stopped as soon as its ``Cancelled`` event
+  reaches the worker (it subscribes to the cancels of its pipelines); nothing more is
   recorded for it.
 - **Shutdown.** The first SIGTERM/SIGINT stops withdrawing and lets the running works
   finish (exit 0); a second one stops them at once, gives them back
@@ -66,6 +68,9 @@ from workflow.worker.runner import CommandCall, FunctionCall, Outcome, work_envi
 
 log = logging.getLogger("workflow.worker")
 
+#: Pauses (s) before asking empty buckets again after a wake-up (see ``Worker._withdraw``).
+REWAKE_DELAYS = (0.002, 0.01, 0.05)
+
 
 @dataclass
 class WorkerConfig:
@@ -79,6 +84,7 @@ class WorkerConfig:
     sleep: float = 30.0
     concurrency: int = 1
     isolation: str = "process"
+    max_works_per_child: int | None = None  # process isolation: recycle a child after this many works
     connect: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> WorkerConfig:
@@ -101,6 +107,10 @@ class WorkerConfig:
             raise ValidationError("concurrency", f"expected at least 1, got {self.concurrency}")
         if self.isolation not in ISOLATIONS:
             raise ValidationError("isolation", f"expected one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
+        if self.max_works_per_child is not None and self.max_works_per_child < 1:
+            raise ValidationError(
+                "max_works_per_child", f"expected at least 1 (or no limit), got {self.max_works_per_child}"
+            )
         if self.isolation == "none" and self.concurrency != 1:
             raise ValidationError("concurrency", "isolation none runs works in the main thread: one at a time")
         return self
@@ -111,7 +121,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig, isolation: Isolation | None = None) -> None:
         self.config = config.check()
-        self.isolation = isolation or make_isolation(config.isolation)
+        self.isolation = isolation or make_isolation(config.isolation, config.concurrency, config.max_works_per_child)
         # The events bind to the event loop on first use (asyncio, Python 3.10+), so they
         # can be made here; only the loop itself is known once :meth:`run` starts.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,6 +129,9 @@ class Worker:
         self._abort = asyncio.Event()  # second signal: give the running works back now
         self._wake = asyncio.Event()  # a deposit in one of our buckets, or a retry due
         self._signals: list[int] = []  # signals that came before the loop ran
+        self._rewakes = 0  # empty withdraws since the last wake-up
+        self._running: set[str] = set()  # works whose call occupies a slot (not yet ended)
+        self._slot_freed = asyncio.Event()
         self.exit_code = 0
 
     # -- signals (any thread) ---------------------------------------------------------
@@ -198,43 +211,60 @@ class Worker:
     async def _take(self, client: Client, active: set[asyncio.Task[None]]) -> int:
         """Start works while there are free slots and lives; returns how many were taken.
 
-        Each work runs in its own task, added to ``active`` until it ends, so a slow work
-        never holds up the next withdraw.
+        One withdraw claims as many works as there are free slots (a batch: one pull, the
+        ``Started`` events published together). Each work runs in its own task, added to
+        ``active`` until it is recorded, so a slow work never holds up the next withdraw.
+        A slot is free as soon as its call ends: the outcome is recorded while the next
+        work is withdrawn and started, so the bookkeeping overlaps the running.
         """
         config = self.config
         taken = 0
         while not self._stop.is_set() and (config.lives < 0 or taken < config.lives):
-            if len(active) >= config.concurrency:
-                await _first_of(self._stop.wait(), *active)
+            free = config.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await _first_of(self._stop.wait(), self._slot_freed.wait())
                 continue
-            work = await self._withdraw(client)
-            if work is None:
-                continue
-            taken += 1
-            task = asyncio.create_task(self._perform(client, work), name=f"work-{work.id}")
-            active.add(task)
-            task.add_done_callback(active.discard)
+            if config.lives >= 0:
+                free = min(free, config.lives - taken)
+            for work in await self._withdraw(client, free):
+                taken += 1
+                self._running.add(work.id or "")
+                task = asyncio.create_task(self._perform(client, work), name=f"work-{work.id}")
+                active.add(task)
+                task.add_done_callback(active.discard)
         return taken
 
-    async def _withdraw(self, client: Client) -> Work | None:
-        """The next work, or None once it is time to try again.
+    async def _withdraw(self, client: Client, free: int) -> list[Work]:
+        """Up to ``free`` works, or none once it is time to try again.
 
         A conflict (another worker took it) tries again at once; an error (NATS away or
         refusing) after a second; empty buckets after a sleep that a deposit, a retry
-        coming due, or a signal ends early.
+        coming due, or a signal ends early. A wake-up can outrun the deposit it announces
+        into the bucket (the subscriber hears the publish as the stream stores it), so
+        empty buckets just after a wake-up are asked again a few times, briefly, before
+        the long sleep.
         """
+        woken = self._wake.is_set()
         self._wake.clear()
         try:
-            work = await client.withdraw(self.config.pipelines, site=self.config.site)
+            works = await client.withdraw_many(self.config.pipelines, free, site=self.config.site)
         except ConflictError:
-            return None
+            return []
         except Exception as error:
             log.warning("withdraw failed (%s: %s); trying again shortly", type(error).__name__, error)
             await _first_of(self._stop.wait(), timeout=1.0)
-            return None
-        if work is None:
+            return []
+        if works:
+            self._rewakes = 0
+        elif woken and self._rewakes < len(REWAKE_DELAYS):
+            await _first_of(self._stop.wait(), timeout=REWAKE_DELAYS[self._rewakes])
+            self._rewakes += 1
+            self._wake.set()
+        else:
+            self._rewakes = 0
             await _first_of(self._stop.wait(), self._wake.wait(), timeout=self.config.sleep)
-        return work
+        return works
 
     async def _warn_about_unknown_pipelines(self, client: Client) -> None:
         """Say so when a pipeline has never had work at this site: most often a typo."""
@@ -277,10 +307,16 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await client.release(work, reason="the worker could not record its outcome")
         finally:
+            self._free_slot(work)
             log.info(
                 "finish %s pipeline=%s attempt=%d outcome=%s duration=%.3fs",
                 work.id, work.pipeline, work.attempt, outcome, time.monotonic() - began,
             )
+
+    def _free_slot(self, work: Work) -> None:
+        """The work's call has ended (or never ran): its slot may take the next work."""
+        self._running.discard(work.id or "")
+        self._slot_freed.set()
 
     def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
         """What to run for ``work``: the worker's --function/--command, else the work's own."""
@@ -344,6 +380,7 @@ class Worker:
         lost.cancel()
         abort.cancel()
         if finished in done:
+            self._free_slot(work)
             return await self._record(client, work, finished.result())
         finished.cancel()
         await execution.stop()
