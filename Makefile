@@ -5,12 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-peers install clean
+.PHONY: demo test lint docs bench bench-peers install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The documentation site (docs/, mkdocs.yml) into site/; broken links and references fail.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
@@ -40,4 +44,4 @@ bench-peers: $(STAMP)
 	$(BIN)/python benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data site

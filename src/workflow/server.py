@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import re
 import shutil
 import signal
@@ -22,6 +23,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 from workflow.core.errors import WorkflowError
 from workflow.log.resources import data_path
@@ -117,16 +119,20 @@ class EmbeddedNats:
         self.stop()
 
 
-async def prepare_log(url: str, *, replicas: int | None = None) -> None:
-    """Connect to ``url``, check the server, and apply ``streams/`` (idempotent)."""
+async def prepare_log(url: str, *, replicas: int | None = None, **connect_options: Any) -> None:
+    """Connect to ``url`` (one URL, or a comma-separated list of a cluster's), check the
+    server, and apply ``streams/`` (idempotent). ``connect_options`` go to ``nats.connect``
+    (``user``, ``password``, …)."""
     import nats
 
     from workflow.core.errors import ConnectionFailedError
+    from workflow.core.settings import nats_servers
     from workflow.log import jsapi
     from workflow.log.streams import apply_streams
 
     try:
-        nc = await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=3)
+        nc = await nats.connect(servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
+                                **connect_options)
     except Exception as error:
         raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
     try:
@@ -143,16 +149,26 @@ async def serve(
     data_dir: Path = Path("data"),
     nats_url: str | None = None,
     replicas: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",
+    config: Path | None = None,
+    connect: dict[str, Any] | None = None,
 ) -> None:
     """Run the system until SIGINT/SIGTERM arrives (or the projector fails).
 
     Starts the embedded nats-server unless ``nats_url`` points to an existing one, applies
-    the streams, and runs the projector and the results service. Whatever ends it, the
-    projector is given time to stop and the embedded server is stopped.
+    the streams, and runs the projector and the results service; with ``metrics_port``,
+    also Prometheus ``/metrics`` on that port (0: any free one, logged). Whatever ends it,
+    the projector is given time to stop and the embedded server is stopped.
+
+    ``config`` is the embedded server's nats.conf (default: the repository's; ``workflow
+    secure init`` writes one with roles). ``connect`` are the credentials this process logs
+    in with; by default :func:`server_credentials`.
     """
+    connect = server_credentials(config) if connect is None else connect
     embedded: EmbeddedNats | None = None
     if nats_url is None:
-        embedded = EmbeddedNats(Path(data_dir), port=port).start()
+        embedded = EmbeddedNats(Path(data_dir), port=port, config=config).start()
         url = embedded.url
         log.info("nats-server listening on %s (store: %s)", url, Path(data_dir) / "jetstream")
     else:
@@ -160,8 +176,8 @@ async def serve(
     stop = _stop_on_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
-        await prepare_log(url, replicas=replicas)
-        tasks = _start_services(url, Path(data_dir), stop)
+        await prepare_log(url, replicas=replicas, **connect)
+        tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect)
         print(f"workflow server ready on {url}", flush=True)
         await _until_stopped_or_failed(stop, tasks)
     finally:
@@ -174,6 +190,21 @@ async def serve(
             log.info("nats-server stopped")
 
 
+def server_credentials(config: Path | None) -> dict[str, Any]:
+    """How ``workflow server`` logs in: ``WORKFLOW_NATS_USER``/``WORKFLOW_NATS_PASSWORD``
+    if set, else the ``server.env`` that ``workflow secure init`` wrote next to ``config``,
+    else no credentials."""
+    from workflow.core.roles import parse_env
+
+    values = {key: value for key, value in os.environ.items() if key.startswith("WORKFLOW_NATS_")}
+    env_path = config.parent / "server.env" if config is not None else None
+    if "WORKFLOW_NATS_USER" not in values and env_path is not None and env_path.exists():
+        values = parse_env(env_path.read_text())
+        log.info("logging in as %s (from %s)", values.get("WORKFLOW_NATS_USER"), env_path)
+    names = {"WORKFLOW_NATS_USER": "user", "WORKFLOW_NATS_PASSWORD": "password", "WORKFLOW_NATS_TOKEN": "token"}
+    return {option: values[key] for key, option in names.items() if values.get(key)}
+
+
 def _stop_on_signals() -> asyncio.Event:
     """An event that SIGINT or SIGTERM sets (where the loop can handle signals)."""
     stop = asyncio.Event()
@@ -184,12 +215,22 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _start_services(url: str, data_dir: Path, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """The projector and results service, as tasks that end when ``stop`` is set."""
+def _start_services(
+    url: str, data_dir: Path, stop: asyncio.Event, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
+    *, connect: dict[str, Any] | None = None,
+) -> list[asyncio.Task[None]]:
+    """The projector and results service (and the metrics), as tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
     from workflow.results.service import run_projector_service
 
-    return [asyncio.create_task(run_projector_service(url, data_dir / "workflow.duckdb", stop), name="projector")]
+    projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
+    tasks = [asyncio.create_task(projector, name="projector")]
+    if metrics_port is not None:
+        from workflow.results.metrics import run_metrics
+
+        metrics = run_metrics(url, metrics_port, stop, host=metrics_host, **(connect or {}))
+        tasks.append(asyncio.create_task(metrics, name="metrics"))
+    return tasks
 
 
 async def _until_stopped_or_failed(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

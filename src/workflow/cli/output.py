@@ -2,18 +2,21 @@
 
 Errors are one line on stderr, never a traceback, and the exit code says what kind of
 failure it was (:data:`EXIT_CODES`): 1 for a refused operation, 2 for bad input, 3 when no
-server is reachable or it stopped answering, 130 for Ctrl-C.
+server is reachable or it stopped answering, 4 when NATS refused the login or the
+operation (permissions), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -21,7 +24,13 @@ import typer
 from rich.console import Console
 
 import workflow
-from workflow.core.errors import ConnectionFailedError, NotFoundError, ValidationError, WorkflowError
+from workflow.core.errors import (
+    ConnectionFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+    WorkflowError,
+)
 
 if TYPE_CHECKING:
     from workflow.cli.options import Connection
@@ -45,6 +54,7 @@ def _stopped_answering(error: BaseException) -> str:
 EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str] | None], ...] = (
     ((ConnectionFailedError,), 3, lambda error: f"error: {error}"),
     ((ValidationError,), 2, lambda error: f"error: invalid {error}"),
+    ((PermissionDeniedError,), 4, lambda error: f"error: {error}"),
     ((WorkflowError, NotFoundError), 1, lambda error: f"error: {error}"),
     ((nats.errors.Error, asyncio.TimeoutError), 3, _stopped_answering),
     ((KeyboardInterrupt,), 130, None),
@@ -91,8 +101,7 @@ def with_client(connection: Connection, action: Callable[[workflow.Client], Awai
     """Connect, await ``action(client)``, disconnect: one command's work, run by :func:`run`."""
 
     async def go() -> T:
-        client = workflow.connect(**connection.options())
-        async with client:  # (the log Client's __aenter__ is typed as the log Client, not this one)
+        async with workflow.connect(**connection.options()) as client:
             return await action(client)
 
     return run(go())
@@ -102,9 +111,45 @@ def print_json(data: Any) -> None:
     sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+#: ``--log-format`` of the long-running commands (server, run, projector).
+LogFormat = Annotated[str, typer.Option(
+    "--log-format", help="text (for people) or json (one JSON object per line, for log collectors).")]
+
+#: What every LogRecord has; anything else on a record came from ``extra={...}``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, then every field the call passed in ``extra`` (``work_id``,
+    ``pipeline``, ``attempt``, …), and ``exception`` with the traceback if there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((key, value) for key, value in vars(record).items() if key not in _STANDARD)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``: human-readable lines, or with ``log_format="json"``
+    one JSON object per line (:class:`JsonFormatter`)."""
+    if log_format not in ("text", "json"):
+        raise fail(f"invalid --log-format: expected text or json, got {log_format!r}", 2)
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])

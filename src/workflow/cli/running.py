@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from workflow.cli.options import Connection, LogLevel, connection_options
-from workflow.cli.output import reported, setup_logging
+from workflow.cli.output import LogFormat, reported, setup_logging
 
 
 @connection_options
@@ -29,7 +29,12 @@ def run(
     max_works_per_child: Annotated[int | None, typer.Option(
         "--max-works-per-child", help="Process isolation: replace a child process after this many works "
         "[default: reuse it until it times out, is cancelled or dies].")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", help="With --metrics-port: the address to listen on.")] = "0.0.0.0",
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
     *,
     connection: Connection,
 ) -> None:
@@ -43,13 +48,18 @@ def run(
 
     if len(buckets) > 1 and "." in buckets[-1] and function is None:
         *buckets, function = buckets
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     with reported():  # bad options exit 2 and a lost server 3, as every command reports them
         config = WorkerConfig(
             pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
             lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
             max_works_per_child=max_works_per_child, connect=connection.options(),
         ).check()
+        if metrics_port is not None:
+            from workflow.worker import metrics
+
+            metrics.serve(metrics_port, metrics_host)
+            metrics.slots(busy=0, free=concurrency)
         code = run_worker(config)  # runs its own event loop (in a second thread for --isolation none)
     raise typer.Exit(code)
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from workflow.cli.options import Connection, LogLevel, connection_options
-from workflow.cli.output import console, run, setup_logging
+from workflow.cli.output import LogFormat, console, fail, run, setup_logging
 from workflow.core.errors import ConnectionFailedError
 
 
@@ -22,14 +22,27 @@ def server(
     nats: Annotated[str | None, typer.Option(
         "--nats", help="Use this NATS server or cluster instead of starting one.")] = None,
     replicas: Annotated[int | None, typer.Option(help="Stream replicas (3 on a JetStream cluster).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", exists=True, dir_okay=False,
+        help="The embedded nats-server's config [default: the repository's nats.conf]; with one from "
+             "`workflow secure init DIR`, this process logs in as the server role (DIR/server.env, "
+             "or WORKFLOW_NATS_USER and WORKFLOW_NATS_PASSWORD).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", help="With --metrics-port: the address to listen on.")] = "0.0.0.0",
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
 ) -> None:
     """Run the system: the embedded nats-server (or --nats), the log, the projector and the
     results service, until Ctrl-C or SIGTERM."""
     from workflow.server import serve
 
-    setup_logging(log_level)
-    run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas))
+    setup_logging(log_level, log_format)
+    if config is not None and nats is not None:
+        raise fail("--config configures the embedded nats-server, which --nats replaces: give one of them", 2)
+    run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas,
+              metrics_port=metrics_port, metrics_host=metrics_host, config=config))
 
 
 @connection_options
@@ -42,7 +55,7 @@ def streams_apply(
     """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
     import nats as nats_py
 
-    from workflow.core.settings import nats_url
+    from workflow.core.settings import nats_servers, nats_url
     from workflow.log.streams import apply_streams
 
     options = connection.options()
@@ -53,7 +66,7 @@ def streams_apply(
 
     async def apply() -> None:
         try:
-            nc = await nats_py.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=2,
+            nc = await nats_py.connect(servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
                                        reconnect_time_wait=0.5, error_cb=quiet, **options)
         except Exception as error:
             raise ConnectionFailedError(

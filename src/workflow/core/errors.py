@@ -62,3 +62,11 @@ class StreamConfigMismatchError(WorkflowError):
 
 class UnknownFunctionError(WorkflowError):
     """Raised when a work names a function that cannot be imported."""
+
+
+class PermissionDeniedError(WorkflowError):
+    """Raised when the NATS server refuses the login, or refuses this user an operation.
+
+    Who may do what is the server's to say (``workflow secure init`` writes the roles); the
+    message names the user and the subject it may not use. Nothing was written.
+    """

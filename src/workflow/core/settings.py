@@ -28,8 +28,16 @@ def _sites(extra: str) -> frozenset[str]:
 
 
 def nats_url(url: str | None = None) -> str:
-    """``url``, else ``WORKFLOW_NATS_URL``, else the embedded server's default address."""
+    """``url``, else ``WORKFLOW_NATS_URL``, else the embedded server's default address
+    (one URL, or a comma-separated list: see :func:`nats_servers`)."""
     return url or os.environ.get("WORKFLOW_NATS_URL") or DEFAULT_URL
+
+
+def nats_servers(url: str | None = None) -> list[str]:
+    """The server URLs of :func:`nats_url`: a comma-separated list (a cluster's nodes, as every
+    NATS tool takes them) split into what ``nats.connect(servers=...)`` expects."""
+    servers = [part.strip() for part in nats_url(url).split(",") if part.strip()]
+    return servers or [DEFAULT_URL]
 
 
 def _float(name: str, default: float) -> float:

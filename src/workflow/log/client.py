@@ -29,7 +29,7 @@ from workflow.core import session
 from workflow.core.errors import ConnectionFailedError, WorkflowError
 from workflow.core.ids import worker_name
 from workflow.core.retry import retry_delay
-from workflow.core.settings import lease_seconds, nats_url
+from workflow.core.settings import lease_seconds, nats_servers, nats_url
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets, BucketStats
@@ -38,6 +38,7 @@ from workflow.log.deposits import deposit
 from workflow.log.gateway import LogGateway, Recorded
 from workflow.log.operations import Operations
 from workflow.log.outcomes import Outcomes
+from workflow.log.permissions import RefusalWatch
 
 __all__ = ["Client", "Lease", "Recorded", "retry_delay"]
 
@@ -113,20 +114,26 @@ class Client:
         return self
 
     async def _connect(self) -> nats.aio.client.Client:
+        refusals = RefusalWatch(self.url, self._options.get("user"))
+
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)
+            await refusals(error)  # a refused login or publish: say so, instead of timing out
 
         try:
             nc = await nats.connect(
-                servers=[self.url], name=self.name, connect_timeout=2, allow_reconnect=True,
+                servers=nats_servers(self.url), name=self.name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=on_error, **self._options,
             )
         except (TimeoutError, OSError, nats.errors.Error) as error:
+            if refusals.login_refused is not None:
+                raise refusals.login_refused from None
             raise ConnectionFailedError(
                 f"cannot reach NATS at {self.url} ({type(error).__name__}: {error}). "
                 "Start one with `workflow server`, or point to yours with --nats URL "
                 "or WORKFLOW_NATS_URL."
             ) from None
+        refusals.nc = nc
         # nats-py applies one setting to the first connect and to reconnects; -1 at first
         # connect would hang forever on a wrong URL, so "reconnect forever" (a worker must
         # ride out a server restart) is set once connected.
@@ -213,6 +220,12 @@ class Client:
         priority first (a lower priority only once the higher buckets are empty); an empty
         list at once if there is none. What a worker with ``limit`` free slots asks."""
         return await self._connected.claims.withdraw_many(pipeline, limit, site=site, priority=priority)
+
+    @property
+    def claims(self) -> Claims:
+        """Claiming in its two steps (fetch deliveries, start each), for a worker that
+        overlaps them (see :mod:`workflow.log.claims`)."""
+        return self._connected.claims
 
     def lease(self, work: Work | str) -> Lease | None:
         """The lease this client holds on a work, if any (none once closed)."""

@@ -33,6 +33,7 @@ from nats.micro.request import Request, ServiceError
 from workflow.core.errors import NotFoundError, ValidationError
 from workflow.log.client import Client
 from workflow.results import database, queries
+from workflow.results.metrics import timed
 from workflow.results.projector import Projector
 from workflow.results.queries import QUEUE_GROUP, SERVICE, SUBJECT, VERSION
 
@@ -63,7 +64,7 @@ class ResultsService:
             "query": self._query, "count": self._count, "pipelines": self._pipelines, "get": self._get,
             "history": self._history, "position": self._position, "export": self._export,
         }.items():
-            await group.add_endpoint(name=name, handler=self._concurrent(handler))
+            await group.add_endpoint(name=name, handler=self._concurrent(timed(name, handler)))
 
     async def stop(self) -> None:
         if self._service is not None:

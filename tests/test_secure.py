@@ -1,0 +1,157 @@
+"""Roles enforced by NATS: ``workflow secure init`` and ``workflow server --config``, against
+a real server. Every refusal is the server's; the CLI turns it into one line and exit 4."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import workflow
+from workflow.core import events as ev
+from workflow.core.errors import PermissionDeniedError
+from workflow.core.roles import ROLES, parse_env
+
+pytestmark = pytest.mark.timeout(90)
+
+PERMISSION_DENIED = 4
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workflow.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKFLOW_NATS_")}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory):
+    """``workflow secure init DIR`` and ``workflow server --config DIR/nats.conf``: (DIR, URL)."""
+    directory = tmp_path_factory.mktemp("secure")
+    assert cli("secure", "init", str(directory / "roles"), env=clean_env()).returncode == 0
+    log_path = directory / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "workflow.cli", "server", "--config", str(directory / "roles" / "nats.conf"),
+             "--port", "-1", "--data-dir", str(directory / "data")],
+            env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while not (match := re.search(r"workflow server ready on (\S+)", log_path.read_text())):
+        assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+    yield directory / "roles", match.group(1)
+    server.send_signal(signal.SIGTERM)
+    server.wait(20)
+
+
+def role(secured: tuple[Path, str], name: str) -> dict[str, str]:
+    """The environment of a process of role ``name`` (its .env file) on the secured server."""
+    directory, url = secured
+    return clean_env(WORKFLOW_NATS_URL=url, **parse_env((directory / f"{name}.env").read_text()))
+
+
+def credentials(secured: tuple[Path, str], name: str) -> dict[str, str]:
+    values = parse_env((secured[0] / f"{name}.env").read_text())
+    return {"user": values["WORKFLOW_NATS_USER"], "password": values["WORKFLOW_NATS_PASSWORD"]}
+
+
+def deposit(secured: tuple[Path, str], name: str = "depositor") -> subprocess.CompletedProcess[str]:
+    return cli("deposit", "secured", "--function", "workflow.examples.add", "-P", "a=1", "-P", "b=2",
+               env=role(secured, name))
+
+
+def assert_denied(result: subprocess.CompletedProcess[str], what: str) -> None:
+    assert result.returncode == PERMISSION_DENIED, result.stderr
+    assert "permission denied" in result.stderr and what in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secure_init_writes_a_config_and_a_private_env_file_per_role(secured):
+    directory, _ = secured
+    config = (directory / "nats.conf").read_text()
+    assert "max_payload: 8MB" in config and "authorization {" in config
+    for name in ROLES:
+        path = directory / f"{name}.env"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        values = parse_env(path.read_text())
+        assert values["WORKFLOW_NATS_USER"] == name and len(values["WORKFLOW_NATS_PASSWORD"]) >= 32
+        assert values["WORKFLOW_NATS_PASSWORD"] in config
+    assert stat.S_IMODE((directory / "nats.conf").stat().st_mode) == 0o600
+
+
+def test_secure_init_refuses_to_overwrite_existing_passwords(secured):
+    result = cli("secure", "init", str(secured[0]), env=clean_env())
+    assert result.returncode == 1 and "--force" in result.stderr
+
+
+def test_a_depositor_deposits_and_a_worker_runs_it(secured):
+    result = deposit(secured)
+    assert result.returncode == 0, result.stderr
+    work_id = result.stdout.strip()
+    run = cli("run", "secured", "--lives", "1", "--sleep", "1", env=role(secured, "worker"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    shown = cli("show", work_id, "--json", env=role(secured, "viewer"))
+    assert '"status":"success"' in shown.stdout.replace(" ", ""), shown.stdout + shown.stderr
+
+
+def test_a_viewer_cannot_deposit_or_cancel(secured):
+    assert_denied(deposit(secured, "viewer"), "may not publish to wf.secured.")
+    work_id = deposit(secured).stdout.strip()
+    assert_denied(cli("cancel", work_id, env=role(secured, "viewer")), ".cancelled")
+
+
+def test_a_viewer_can_read(secured):
+    assert cli("ls", env=role(secured, "viewer")).returncode == 0
+    assert cli("buckets", env=role(secured, "viewer")).returncode == 0
+
+
+def test_a_depositor_cannot_cancel(secured):
+    work_id = deposit(secured).stdout.strip()
+    assert_denied(cli("cancel", work_id, env=role(secured, "depositor")), ".cancelled")
+
+
+async def test_a_depositor_cannot_publish_an_outcome_event(secured):
+    work_id = deposit(secured).stdout.strip()
+    async with workflow.connect(secured[1], **credentials(secured, "depositor")) as client:
+        head = await client.head(work_id)
+        assert head is not None
+        forged = ev.Succeeded(**client._connected.gateway.envelope(work_id, "secured"), attempt=1, results={"x": 1})
+        with pytest.raises(PermissionDeniedError, match=r"may not publish to wf\.secured\..*\.succeeded"):
+            await client.append(forged, head.seq)
+
+
+def test_a_worker_cannot_deposit(secured):
+    assert_denied(deposit(secured, "worker"), ".queued.")
+
+
+def test_an_operator_can_requeue_and_cancel(secured):
+    work_id = deposit(secured).stdout.strip()
+    operator = role(secured, "operator")
+    requeued = cli("requeue", work_id, "--priority", "5", env=operator)
+    assert requeued.returncode == 0, requeued.stderr
+    cancelled = cli("cancel", work_id, env=operator)
+    assert cancelled.returncode == 0, cancelled.stderr
+
+
+def test_no_credentials_give_a_clear_authorization_error(secured):
+    result = cli("ls", env=clean_env(WORKFLOW_NATS_URL=secured[1]))
+    assert result.returncode == PERMISSION_DENIED
+    assert "authorization failed" in result.stderr and "no credentials" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_wrong_password_gives_a_clear_authorization_error(secured):
+    env = {**role(secured, "worker"), "WORKFLOW_NATS_PASSWORD": "wrong"}
+    result = cli("ls", env=env)
+    assert result.returncode == PERMISSION_DENIED and "refused the login of user 'worker'" in result.stderr
