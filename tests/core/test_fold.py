@@ -88,3 +88,23 @@ def test_an_oversized_event_is_refused_with_its_size_and_the_limit():
     big = ev.Succeeded(work_id="W1", pipeline="p", time=1.0, attempt=1, results={"blob": "x" * 5000})
     with pytest.raises(PayloadTooLargeError, match="at most 1,000 bytes"):
         ev.encode(big, limit=1000)
+
+
+def succeeded(attempt: int = 1, t: float = 12.0) -> ev.Succeeded:
+    return ev.Succeeded(work_id="W1", pipeline="p", time=t, attempt=attempt)
+
+
+def test_the_fold_refuses_a_second_final_outcome_and_a_start_after_the_end():
+    done = fold([deposited(), started(1), succeeded()])
+    for after in (succeeded(2, 13.0), started(2, 13.0), ev.Cancelled(work_id="W1", pipeline="p", time=13.0),
+                  ev.Failed(work_id="W1", pipeline="p", time=13.0, attempt=1, reason="error", will_retry=False)):
+        with pytest.raises(FoldError, match="after the work ended"):
+            evolve(done, after)
+
+
+def test_the_fold_refuses_an_outcome_while_no_attempt_runs_but_a_requeue_after_the_end_is_allowed():
+    with pytest.raises(FoldError, match="while no attempt runs"):
+        fold([deposited(), succeeded()])
+    done = fold([deposited(), started(1), succeeded()])
+    again = evolve(done, ev.Requeued(work_id="W1", pipeline="p", time=13.0, work=Work(pipeline="p", id="W1")))
+    assert again.status == "queued"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from workflow.core import events as ev
-from workflow.core.fold import fold
+from workflow.core.fold import FoldError, evolve, refusal
 from workflow.core.work import Work
 from workflow.results import database, projection
 from workflow.results.columns import WORK_COLUMNS
@@ -40,22 +40,36 @@ works = st.builds(
     command=st.none() | st.lists(names, min_size=1, max_size=3),
     creation=st.floats(1.6e9, 1.8e9),
 )
-steps = st.lists(st.sampled_from(["started", "succeeded", "failed", "retry", "cancelled", "requeued"]), max_size=6)
+STEPS = ["started", "succeeded", "failed", "retry", "cancelled", "requeued", "deposited"]
+STEP_TYPES = {"started": ev.Started, "succeeded": ev.Succeeded, "failed": ev.Failed, "retry": ev.Failed,
+              "cancelled": ev.Cancelled, "requeued": ev.Requeued, "deposited": ev.Deposited}
+steps = st.lists(st.sampled_from(STEPS), max_size=8)
 
 
 @st.composite
-def histories(draw, work_id: str) -> list[ev.AnyEvent]:
-    """One work's events: a deposit, then any sequence the fold accepts."""
+def histories(draw, work_id: str, valid: bool = True) -> list[ev.AnyEvent]:
+    """One work's events: a deposit, then steps. ``valid``: only steps the work's state
+    machine allows; otherwise any (a second deposit, an outcome with no attempt running,
+    a start after the end...), and maybe no deposit at all."""
     work = draw(works)
     now = work.creation
     common = {"work_id": work_id, "pipeline": work.pipeline}
     deposited = msgspec.structs.replace(work, id=work_id, status="queued")
     events: list[ev.AnyEvent] = [ev.Deposited(**common, time=now, work=deposited)]
+    status = "queued"
     attempt = 0
     for step in draw(steps):
+        refused = refusal(status, STEP_TYPES[step])
+        if valid and refused:
+            continue
         now += draw(st.floats(0.001, 100))
         outcome = {"attempt": attempt, "products": draw(labels), "plots": draw(labels)}
-        if step == "started":
+        if not refused:
+            status = {"started": "running", "succeeded": "success", "failed": "failure",
+                      "cancelled": "cancelled"}.get(step, "queued")
+        if step == "deposited":
+            events.append(ev.Deposited(**common, time=now, work=deposited))
+        elif step == "started":
             attempt += 1
             events.append(ev.Started(**common, time=now, attempt=attempt, queue_seq=1, host="h"))
         elif step == "succeeded":
@@ -74,14 +88,16 @@ def histories(draw, work_id: str) -> list[ev.AnyEvent]:
                 events[0].work, priority=draw(st.integers(1, 5)), attempt=attempt, status="queued"
             )
             events.append(ev.Requeued(**common, time=now, work=snapshot))
+    if not valid and len(events) > 1 and draw(st.booleans()):
+        del events[0]  # a work never deposited (or whose deposit aged out of the log)
     return events
 
 
 @st.composite
-def logs(draw) -> list[ev.AnyEvent]:
+def logs(draw, valid: bool = True) -> list[ev.AnyEvent]:
     """Several works' histories interleaved (each work's own order kept)."""
     count = draw(st.integers(1, 5))
-    per_work = [draw(histories(f"01JWORK{i:019d}")) for i in range(count)]
+    per_work = [draw(histories(f"01JWORK{i:019d}", valid)) for i in range(count)]
     order = draw(st.permutations([i for i, h in enumerate(per_work) for _ in h]))
     positions = [0] * count
     log = []
@@ -99,11 +115,20 @@ def as_messages(log: list[ev.AnyEvent]) -> list[tuple[int, float, str, bytes]]:
     ]
 
 
+def expected(log: list[ev.AnyEvent]) -> tuple[dict[str, Work], list[int]]:
+    """Each work's state by ``evolve``, skipping the events it refuses; their sequences."""
+    states: dict[str, Work] = {}
+    refused = []
+    for seq, event in enumerate(log, 1):
+        try:
+            states[event.work_id] = evolve(states.get(event.work_id), ev.decode(ev.encode(event)))
+        except FoldError:
+            refused.append(seq)
+    return states, refused
+
+
 def expected_works(log: list[ev.AnyEvent]) -> dict[str, Work]:
-    by_work: dict[str, list[ev.AnyEvent]] = {}
-    for event in log:
-        by_work.setdefault(event.work_id, []).append(ev.decode(ev.encode(event)))
-    return {work_id: fold(events) for work_id, events in by_work.items()}
+    return expected(log)[0]
 
 
 def table(con, name: str, order: str) -> list[tuple]:
@@ -123,10 +148,23 @@ def test_the_projected_works_table_holds_the_same_works_as_evolve(log):
     con = database.connect(":memory:")
     Projector(con).apply(as_messages(log))
     assert works_in(con) == expected_works(log)
+    assert con.execute("SELECT count(*) FROM rejected").fetchall() == [(0,)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(logs(valid=False))
+def test_the_row_fold_refuses_exactly_the_events_evolve_refuses_and_folds_the_rest_alike(log):
+    con = database.connect(":memory:")
+    Projector(con).apply(as_messages(log))
+    works, refused = expected(log)
+    assert works_in(con) == works
+    assert [seq for (seq,) in con.execute("SELECT seq FROM rejected ORDER BY seq").fetchall()] == refused
+    folded = [seq for (seq,) in con.execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+    assert sorted(folded + refused) == list(range(1, len(log) + 1))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(logs(), st.data())
+@given(logs(valid=False), st.data())
 def test_projecting_with_restarts_at_random_points_gives_the_tables_of_one_replay(log, data):
     messages = as_messages(log)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(messages)), max_size=4)))
@@ -148,40 +186,50 @@ def test_projecting_with_restarts_at_random_points_gives_the_tables_of_one_repla
         Projector(once).apply(messages)
         assert table(con, "works", "id") == table(once, "works", "id")
         assert table(con, "events", "seq") == table(once, "events", "seq")
+        assert table(con, "rejected", "seq") == table(once, "rejected", "seq")
         assert con.execute("SELECT seq FROM checkpoint").fetchall() == [(len(messages),)]
         assert works_in(con) == expected_works(log)
         con.close()
 
 
-def test_an_event_of_a_work_whose_deposit_is_not_in_the_log_is_recorded_but_not_folded():
+def test_an_event_of_a_work_whose_deposit_is_not_in_the_log_is_rejected_not_folded():
     con = database.connect(":memory:")
     started = ev.Started(work_id="01JUNKNOWN", pipeline="alpha", time=1.0, attempt=1, queue_seq=1)
     projector = Projector(con)
     projector.apply([(7, 1.0, "wf.alpha.01JUNKNOWN.started", ev.encode(started))])
-    assert con.execute("SELECT seq, type FROM events").fetchall() == [(7, "started")]
+    assert con.execute("SELECT seq, reason FROM rejected").fetchall() == [
+        (7, "state: Started for a work that was never deposited")
+    ]
+    assert con.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM works").fetchall() == [(0,)]
     assert projector.unfoldable == 1
     assert projector.store.checkpoint() == 7
 
 
-def test_an_unreadable_message_is_skipped_and_the_checkpoint_moves_past_it():
+def test_an_unreadable_message_is_rejected_and_the_checkpoint_moves_past_it():
     con = database.connect(":memory:")
     projector = Projector(con)
     projector.apply([(1, 1.0, "wf.alpha.x.junk", b"not json")])
     assert projector.store.checkpoint() == 1
     assert con.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
+    [(seq, subject, reason, head, size)] = con.execute(
+        "SELECT seq, subject, reason, head, size FROM rejected"
+    ).fetchall()
+    assert (seq, subject, head, size) == (1, "wf.alpha.x.junk", b"not json", 8)
+    assert reason.startswith("event: JSON is malformed")
 
 
 def one_of_each_event(work_id: str = "01JW") -> list[ev.AnyEvent]:
     common = {"work_id": work_id, "pipeline": "alpha", "time": 1.0}
     work = Work(pipeline="alpha", id=work_id)
-    return [
+    return [  # in an order the state machine allows
         ev.Deposited(**common, work=work),
         ev.Started(**common, attempt=1, queue_seq=1),
         ev.Succeeded(**common, attempt=1, results={"x": 1}),
+        ev.Requeued(**common, work=work),
+        ev.Started(**common, attempt=1, queue_seq=1),
         ev.Failed(**common, attempt=1, reason="error", will_retry=True),
         ev.Cancelled(**common),
-        ev.Requeued(**common, work=work),
     ]
 
 
@@ -204,7 +252,7 @@ def test_every_event_type_has_a_light_form_with_its_tag_that_the_row_fold_knows(
 
 
 def test_the_light_form_keeps_the_heavy_fields_as_raw_json():
-    deposited, _, succeeded, failed, *_ = [projection.decode(ev.encode(e)) for e in one_of_each_event()]
+    deposited, _, succeeded, _, _, failed, _ = [projection.decode(ev.encode(e)) for e in one_of_each_event()]
     assert isinstance(deposited.work, msgspec.Raw)
     assert isinstance(succeeded.results, msgspec.Raw) and bytes(succeeded.results) == b'{"x":1}'
     assert bytes(succeeded.products) == b"null"

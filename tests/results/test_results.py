@@ -12,7 +12,8 @@ import workflow
 from conftest import eventually, finish, results_answering
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
 from workflow.results import database
-from workflow.results.projection import WORK_COLUMNS, row_to_work
+from workflow.results.columns import WORK_COLUMNS
+from workflow.results.projection import row_to_work
 from workflow.results.service import run_projector_service
 
 
@@ -107,14 +108,18 @@ async def test_the_live_tables_equal_the_fold_of_the_log(client, tmp_path, nats_
 
 
 async def test_an_export_writes_parquet_files_that_hold_the_tables(client, results_service, tmp_path):
+    from workflow.results.export import download
+
     await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
     await client.results.count(fresh=True)
-    files = await client.results.export(tmp_path / "export")
-    assert sorted(p.rsplit("/", 1)[1] for p in files) == ["checkpoint.parquet", "events.parquet", "works.parquet"]
+    _, files = await download(client.nc, tmp_path / "export")
+    assert sorted(p.name for p in files) == [
+        "checkpoint.parquet", "events.parquet", "rejected.parquet", "works.parquet"
+    ]
     con = database.connect(":memory:")
     assert con.execute(f"SELECT count(*) FROM '{tmp_path}/export/works.parquet'").fetchall() == [(3,)]
     with pytest.raises(ValidationError, match="already exist"):
-        await client.results.export(tmp_path / "export")
+        await download(client.nc, tmp_path / "export")
 
 
 async def test_the_projector_keeps_up_with_writes_while_it_runs(client, results_service):
@@ -125,3 +130,28 @@ async def test_the_projector_keeps_up_with_writes_while_it_runs(client, results_
 
 async def _count_is(client, expected: int) -> bool:
     return await client.results.count() == expected
+
+
+async def test_works_are_found_by_the_start_of_their_id(client, results_service):
+    ids = await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
+    assert await client.results.count(id_prefix=ids[1], fresh=True) == 1
+    assert [w.id for w in await client.results.query(id_prefix=ids[2][:-1] + ids[2][-1])] == [ids[2]]
+    assert await client.results.count(id_prefix=ids[0][:6]) == 3  # made within the same second
+    assert await client.results.count(id_prefix="ZZZZ") == 0
+    with pytest.raises(ValidationError, match="id_prefix"):
+        await client.results.count(id_prefix="01J%")
+
+
+async def test_throughput_counts_finished_works_per_minute(client, results_service):
+    ids = await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
+    await finish(client, ids[0], ok=True)
+    await finish(client, ids[1], ok=False)
+    now = time.time()
+    per_minute = await client.results.throughput(fresh=True)
+    assert len(per_minute) == 60 and per_minute[-1] == 2 and sum(per_minute) == 2
+    assert await client.results.throughput(minutes=5, pipeline="beta") == [0] * 5
+    assert (await client.results.throughput(minutes=5, pipeline=["alpha", "beta"]))[-1] == 2
+    assert sum(await client.results.throughput(minutes=10, until=now + 3600)) == 0  # an hour later: gone
+    assert (await client.results.throughput(minutes=2, until=now + 60))[0] == 2  # a minute later: one back
+    with pytest.raises(ValidationError, match="minutes"):
+        await client.results.throughput(minutes=0)

@@ -1,87 +1,230 @@
-"""The TUI driven by textual's pilot, against a real server, projector and results service."""
+"""The TUI driven by textual's pilot, against a real server, projector and results service.
+
+The app's safety-net timer is set to a minute, so whatever changes on screen here without
+a key press came through the live watch of the log.
+"""
 
 from __future__ import annotations
 
-from textual.widgets import DataTable
+from rich.console import Console
+from rich.text import Text
+from textual.widgets import DataTable, Input, Sparkline, Static
+from textual.widgets.data_table import ColumnKey
 
 from conftest import eventually
 from workflow import Work
 from workflow.tui import WorkflowApp
-from workflow.tui.app import STATUS_FILTERS
+from workflow.tui.dashboard import DashboardScreen
+from workflow.tui.detail import WorkScreen
+from workflow.tui.dialogs import ConfirmScreen, HelpScreen, PriorityScreen
+from workflow.tui.feed import EventsScreen
+from workflow.tui.works import WorksScreen
+
+SMALL, LARGE = (80, 24), (120, 32)
+
+
+def app_for(nats_url: str, **options) -> WorkflowApp:
+    return WorkflowApp({"url": nats_url}, refresh_seconds=60, **options)
 
 
 def rows(app: WorkflowApp, table_id: str) -> list[list[str]]:
-    table = app.query_one(table_id, DataTable)
+    table = app.screen.query_one(table_id, DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
-async def test_the_tui_shows_pipelines_works_and_the_history_of_the_highlighted_work(client, results_service, nats_url):
-    [done] = await client.deposit(Work(pipeline="alpha"))
-    work = await client.withdraw("alpha")
-    await client.succeed(work, {"sum": 3})
-    queued = await client.deposit([Work(pipeline="alpha"), Work(pipeline="beta", priority=5)])
-    await client.results.count(fresh=True)
-
-    app = WorkflowApp({"url": nats_url}, refresh_seconds=0.3)
-    async with app.run_test(size=(160, 50)) as pilot:
-        async def pipelines_shown():
-            await pilot.pause()
-            return rows(app, "#pipelines")
-
-        table = await eventually(pipelines_shown)
-        assert ["alpha", "2", "1", "0", "1", "0", "0"] in table and ["beta", "1", "1", "0", "0", "0", "0"] in table
-
-        async def alpha_works():
-            await pilot.pause()
-            return {row[0]: row[1] for row in rows(app, "#works")} if app.pipeline == "alpha" else None
-
-        assert await eventually(alpha_works) == {done: "success", queued[0]: "queued"}
-
-        app.query_one("#works", DataTable).focus()
-        target = app.query_one("#works", DataTable).get_row_index(done)
-        app.query_one("#works", DataTable).move_cursor(row=target)
-
-        async def history_shown():
-            await pilot.pause()
-            return [row[2] for row in rows(app, "#history")] if app.work_id == done else None
-
-        assert await eventually(history_shown) == ["Deposited", "Started", "Succeeded"]
+def text_of(app: WorkflowApp, static_id: str) -> str:
+    console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(app.screen.query_one(static_id, Static).content)
+    return console.export_text()
 
 
-async def test_the_tui_cancels_the_highlighted_work_and_filters_by_status(client, results_service, nats_url):
-    [work_id] = await client.deposit(Work(pipeline="alpha"))
-    await client.results.count(fresh=True)
-    app = WorkflowApp({"url": nats_url}, refresh_seconds=0.3)
-    async with app.run_test(size=(160, 50)) as pilot:
-        async def shown():
-            await pilot.pause()
-            return rows(app, "#works")
-
-        await eventually(shown)
-        app.query_one("#works", DataTable).focus()
-        await pilot.press("c")
-
-        async def cancelled():
-            return (await client.get(work_id)).status == "cancelled"
-
-        await eventually(cancelled)
-        for _ in range(STATUS_FILTERS.index("cancelled")):  # all → queued → … → cancelled
-            await pilot.press("s")
-        assert app.status_filter == "cancelled"
-
-        async def only_cancelled():
-            await pilot.pause()
-            table = rows(app, "#works")
-            return table if table and all(row[1] == "cancelled" for row in table) else None
-
-        assert [row[0] for row in await eventually(only_cancelled)] == [work_id]
-
-
-async def test_the_tui_exits_with_a_clear_message_when_no_server_answers():
-    app = WorkflowApp({"url": "nats://127.0.0.1:1"})
-    async with app.run_test() as pilot:
+async def until(pilot, check, timeout: float = 20.0):
+    async def probe():
         await pilot.pause()
-    assert app.return_code == 3
+        return check()
+
+    return await eventually(probe, timeout)
+
+
+async def test_the_dashboard_counts_change_live_when_works_finish(client, results_service, nats_url):
+    await client.deposit([Work(pipeline="alpha"), Work(pipeline="alpha"), Work(pipeline="beta", priority=5)])
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        assert isinstance(app.screen, DashboardScreen)
+        assert await until(pilot, lambda: ["alpha", "2", "2", "0", "0", "0", "0"] in rows(app, "#pipelines"))
+        assert await until(pilot, lambda: ["beta", "local", "5", "1", "0", "0"] in rows(app, "#buckets"))
+        assert "live" in app.sub_title
+
+        work = await client.withdraw("alpha")
+        assert await until(pilot, lambda: ["alpha", "2", "1", "1", "0", "0", "0"] in rows(app, "#pipelines"))
+        await client.succeed(work, {"sum": 3})
+        assert await until(pilot, lambda: ["alpha", "2", "1", "0", "1", "0", "0"] in rows(app, "#pipelines"))
+        sparkline = app.screen.query_one("#throughput", Sparkline)
+        assert await until(pilot, lambda: sparkline.data is not None and sum(sparkline.data) == 1)
+        assert ["alpha", "local", "3", "1", "0", "0"] in rows(app, "#buckets")
+
+
+async def test_search_narrows_the_works_and_enter_on_a_pipeline_opens_them(client, results_service, nats_url):
+    ids = await client.deposit(
+        [Work(pipeline="alpha", user="ann", tags=["x"], event=[123], site="chime")]
+        + [Work(pipeline="alpha", user="bob") for _ in range(3)] + [Work(pipeline="beta", user="ann")]
+    )
+    app = app_for(nats_url)
+    async with app.run_test(size=LARGE) as pilot:
+        assert await until(pilot, lambda: len(rows(app, "#pipelines")) == 2)
+        await pilot.press("enter")  # the first pipeline: alpha
+        assert isinstance(app.screen, WorksScreen)
+        assert await until(pilot, lambda: len(rows(app, "#works")) == 4)
+        await pilot.press("slash")
+        search = app.screen.query_one("#search", Input)
+        assert search.has_focus
+        search.value = ""
+        await pilot.press(*"user:ann tag:x event:123 site:chime", "enter")
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[0]])
+        assert app.screen.search.filters()["pipeline"] is None
+
+        search.focus()  # (the first search showed that `/` focuses it; do not race that again)
+        search.value = ""
+        await pilot.press(*f"user:ann id:{ids[4][:-2]}", "enter")
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[4]])
+
+
+async def test_paging_shows_the_next_page_and_sorting_reorders(client, results_service, nats_url):
+    await client.deposit([Work(pipeline="alpha", priority=1 + i % 5) for i in range(25)])
+    newest_first = [w.id for w in await client.results.query(limit=25, fresh=True)]
+    app = app_for(nats_url, page_size=10)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("w")
+        first = await until(pilot, lambda: [row[0] for row in rows(app, "#works")] or None)
+        assert first == newest_first[:10]
+        await pilot.press("n")
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == newest_first[10:20])
+        await pilot.press("n", "n")  # the last page holds the last five; no page after it
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == newest_first[20:])
+        assert "21-25 of 25" in text_of(app, "StatusLine")
+        await pilot.press("b", "b", "b")
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == first)
+
+        table = app.screen.query_one("#works", DataTable)
+        table.post_message(DataTable.HeaderSelected(table, ColumnKey("priority"), 3, Text("pri")))  # a click on "pri"
+        assert await until(pilot, lambda: [row[3] for row in rows(app, "#works")] == ["1"] * 5 + ["2"] * 5)
+        await pilot.press("O")
+        assert await until(pilot, lambda: [row[3] for row in rows(app, "#works")] == ["5"] * 5 + ["4"] * 5)
+
+
+async def test_the_detail_of_a_work_shows_its_parameters_results_and_history(client, results_service, nats_url):
+    [ok_id, bad_id] = await client.deposit([
+        Work(pipeline="alpha", parameters={"a": 1, "b": 2}, retries=0),
+        Work(pipeline="alpha", parameters={"depth": 7}, retries=0),
+    ])
+    ok = await client.withdraw("alpha")
+    await client.succeed(ok, {"sum": 3}, products=["out.h5"], plots=["snr.png"])
+    bad = await client.withdraw("alpha")
+    await client.fail(bad, "error", "ZeroDivisionError: division by zero",
+                      "Traceback (most recent call last):\n  File \"x.py\", line 1\nZeroDivisionError", retry=False)
+    app = app_for(nats_url)
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.press("w")
+        await until(pilot, lambda: len(rows(app, "#works")) == 2)
+        table = app.screen.query_one("#works", DataTable)
+        table.move_cursor(row=table.get_row_index(ok_id))
+        await pilot.press("enter")
+        assert isinstance(app.screen, WorkScreen)
+        assert await until(pilot, lambda: app.screen.work is not None)
+        assert '"sum": 3' in text_of(app, "#results") and '"b": 2' in text_of(app, "#parameters")
+        assert "out.h5" in text_of(app, "#products") and "snr.png" in text_of(app, "#plots")
+        timeline = text_of(app, "#timeline")
+        assert all(name in timeline for name in ("Deposited", "Started", "Succeeded"))
+        assert ok_id in text_of(app, "#fields") and "success" in text_of(app, "#fields")
+
+        await pilot.press("escape")
+        assert isinstance(app.screen, WorksScreen)
+        table.move_cursor(row=table.get_row_index(bad_id))
+        await pilot.press("enter")
+        assert await until(pilot, lambda: isinstance(app.screen, WorkScreen) and app.screen.work is not None)
+        timeline = text_of(app, "#timeline")
+        assert "Failed" in timeline and "ZeroDivisionError" in timeline and "Traceback" in timeline
+        assert '"depth": 7' in text_of(app, "#parameters")
+
+
+async def _choose(pilot, app, work_id: str) -> None:
+    table = app.screen.query_one("#works", DataTable)
+    table.focus()
+    table.move_cursor(row=table.get_row_index(work_id))
+    await pilot.pause()
+
+
+async def test_cancel_retry_and_priority_act_on_the_log_after_a_confirmation(client, results_service, nats_url):
+    to_cancel, to_move = await client.deposit([Work(pipeline="alpha"), Work(pipeline="alpha", priority=2)])
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("w")
+        await until(pilot, lambda: len(rows(app, "#works")) == 2)
+        status = {}
+
+        def statuses():
+            status.update({row[0]: row[1] for row in rows(app, "#works")})
+            return status
+
+        await _choose(pilot, app, to_cancel)
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # changed my mind: nothing happens
+        await pilot.press("c")
+        await pilot.press("y")
+        assert await until(pilot, lambda: statuses()[to_cancel] == "cancelled")
+        assert type((await client.history(to_cancel))[-1]).__name__ == "Cancelled"
+
+        await _choose(pilot, app, to_cancel)
+        await pilot.press("R", "y")
+        assert await until(pilot, lambda: statuses()[to_cancel] == "queued")
+        assert [type(e).__name__ for e in await client.history(to_cancel)] == ["Deposited", "Cancelled", "Requeued"]
+
+        await _choose(pilot, app, to_move)
+        await pilot.press("p")
+        assert isinstance(app.screen, PriorityScreen)
+        await pilot.press("backspace", "5", "enter", "y")
+        assert await until(pilot, lambda: [r[3] for r in rows(app, "#works") if r[0] == to_move] == ["5"])
+        assert (await client.get(to_move)).priority == 5
+        assert len(await client.history(to_move)) == 2
+
+        await _choose(pilot, app, to_move)
+        await pilot.press("R")  # a queued work is not retried: said, no dialog
+        await pilot.pause()
+        assert isinstance(app.screen, WorksScreen)
+
+
+async def test_the_event_feed_shows_new_events_as_they_happen(client, results_service, nats_url):
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: "live" in app.sub_title)
+        await pilot.press("e")
+        assert isinstance(app.screen, EventsScreen)
+        [a] = await client.deposit(Work(pipeline="alpha"))
+        [b] = await client.deposit(Work(pipeline="beta"))
+        assert await until(pilot, lambda: [row[2] for row in rows(app, "#events")] == [b, a])
+        await pilot.press("slash", *"beta", "enter")
+        assert await until(pilot, lambda: [row[1] for row in rows(app, "#events")] == ["beta"])
+        await pilot.press("enter")
+        assert await until(pilot, lambda: isinstance(app.screen, WorkScreen) and app.screen.work_id == b)
+
+
+async def test_help_lists_the_keys_of_the_view(client, results_service, nats_url):
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("w", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert {"Search", "Next page", "Cancel", "Retry", "Priority", "Quit"} <= {what for _, what in app.screen.keys}
+        await pilot.press("escape")
+        assert isinstance(app.screen, WorksScreen)
+
+
+async def test_an_unreachable_server_is_said_plainly_and_retried():
+    app = WorkflowApp({"url": "nats://127.0.0.1:1"}, retry_seconds=0.2)
+    async with app.run_test(size=SMALL) as pilot:
+        assert await until(pilot, lambda: "UNREACHABLE" in app.sub_title)
+        assert app.is_running
+        assert "not connected" in text_of(app, "StatusLine")
 
 
 def test_tui_web_serves_the_ui_to_a_browser(tmp_path):

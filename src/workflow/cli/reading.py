@@ -1,4 +1,4 @@
-"""Commands over the projection: ls, count, pipelines, replay, sql, export, projector.
+"""Commands over the projection: ls, count, pipelines, replay, sql, export, audit, projector.
 
 ``ls``, ``count`` and ``pipelines`` ask the results service (nobody opens the live
 database behind the projector's back). ``replay`` builds a database file of one's own
@@ -170,27 +170,65 @@ def _plain(value: Any) -> Any:
 
 @connection_options
 def export(
-    parquet: Annotated[Path, typer.Option(
-        "--parquet", help="Directory to write works/events/checkpoint.parquet into (new).")],
-    db: Annotated[Path | None, typer.Option("--db", help="Export this replayed file; default: the live projection, "
-                                                           "written by the projector on its own host.")] = None,
+    directory: Annotated[Path | None, typer.Argument(
+        metavar="DIR", help="Directory to write works/events/rejected/checkpoint.parquet into, "
+                            "on this machine (new files only).", show_default=False)] = None,
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="Same as DIR (the older spelling).")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Export this replayed file; default: the live "
+                                                           "projection, streamed from the results service.")] = None,
     *,
     connection: Connection,
 ) -> None:
-    """Write the projection's tables as Parquet (for archives and analysis)."""
+    """Write the projection's tables as Parquet files here (for archives and analysis)."""
+    target = directory or parquet
+    if target is None:
+        raise fail("give the directory to export into: workflow export DIR", 2)
     if db is not None:
         import duckdb
 
-        from workflow.results.service import export_parquet
+        from workflow.results.export import write_parquet
 
         try:
-            files = [str(path) for path in export_parquet(duckdb.connect(str(db), read_only=True), parquet.resolve())]
-        except (duckdb.Error, ValidationError) as error:
+            files = write_parquet(duckdb.connect(str(db), read_only=True), target.resolve())
+        except ValidationError as error:
+            raise fail(str(error), 2) from None
+        except duckdb.Error as error:
             raise fail(str(error).splitlines()[0], 1) from None
     else:
-        files = with_client(connection, lambda client: client.results.export(parquet))
+        from workflow.results.export import download
+
+        _, files = with_client(connection, lambda client: download(client.nc, target.resolve()))
     for path in files:
-        console.print(path, highlight=False)
+        console.print(str(path), highlight=False)
+
+
+@connection_options
+def audit(as_json: AsJson = False, *, connection: Connection) -> None:
+    """Check the log against the projection: rejected messages, overdue works, attempts
+    past retries, rows that differ from the fold of their events, sequence gaps.
+    Exit code 0 when clean, 1 when anything is found."""
+
+    async def ask(client: workflow.Client) -> dict[str, Any]:
+        from workflow.results.client import Results
+
+        results: Results = client.results
+        return await results.audit(fresh=True)
+
+    answer = with_client(connection, ask)
+    anomalies = answer["anomalies"]
+    if as_json:
+        print_json(answer)
+    elif not anomalies:
+        console.print(f"clean: no anomaly up to sequence {answer['seq']}", highlight=False)
+    else:
+        table = Table("kind", "seq", "work", "detail")
+        for found in anomalies:
+            table.add_row(found["kind"], str(found.get("seq") or ""), found.get("work_id") or "", found["detail"])
+        console.print(table)
+        more = f" (the first {len(anomalies)} shown)" if answer["total"] > len(anomalies) else ""
+        console.print(f"{answer['total']} anomalies up to sequence {answer['seq']}{more}", highlight=False)
+    if answer["total"]:
+        raise typer.Exit(1)
 
 
 @connection_options
@@ -220,5 +258,5 @@ def projector(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``workflow`` CLI."""
-    for command in (ls, count, pipelines, replay, sql, export, projector):
+    for command in (ls, count, pipelines, replay, sql, export, audit, projector):
         app.command()(command)

@@ -94,14 +94,14 @@ def tui(
         "--web", help="Serve the UI to browsers (textual-serve) instead of this terminal.")] = False,
     host: Annotated[str, typer.Option(help="With --web: address to listen on.")] = "localhost",
     port: Annotated[int, typer.Option(help="With --web: port to listen on.")] = 8000,
-    refresh: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    refresh: Annotated[float, typer.Option(
+        help="Seconds between safety-net reloads (the views follow the log live anyway).", min=0.2)] = 10.0,
     *,
     connection: Connection,
 ) -> None:
-    """The operator's view: pipelines and their counts, their works, each work's history.
-
-    Keys: arrows to move, s to filter by status, c to cancel the highlighted work, r to
-    refresh, q to quit. --web serves the same UI at http://HOST:PORT.
+    """The operator's view, live: dashboard (d), works (w: / search, n/b page, o sort,
+    enter detail), event feed (e); c cancel, R retry, p priority (each confirmed); ? help,
+    q quit. --web serves the same UI at http://HOST:PORT.
     """
     if web:
         from textual_serve.server import Server

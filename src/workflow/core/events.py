@@ -9,15 +9,23 @@ in ten years: new fields get defaults, fields are never renamed or removed.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from workflow.core.errors import PayloadTooLargeError
+from workflow.core.errors import PayloadTooLargeError, ValidationError
 from workflow.core.ids import new_id
 from workflow.core.work import Work
 
 SCHEMA_VERSION = 1
+#: A schema version: 1 up to ``SCHEMA_VERSION``. A greater one is refused by ``decode``
+#: (checked there, not here, so the message can say why).
+Version = Annotated[int, msgspec.Meta(ge=1)]
+#: An attempt number. Bounded so that every reader (DuckDB's INTEGER, Arrow's int32) can
+#: hold it: a hostile event must be refused at decoding, not crash a writer later.
+Attempt = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+#: A stream sequence (DuckDB's BIGINT).
+Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 #: Why an attempt failed.
 FailureReason = Literal[
@@ -39,7 +47,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=str
     time: float
     id: str = msgspec.field(default_factory=new_id)
     by: str | None = None
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 class Deposited(Event, frozen=True, kw_only=True):
@@ -58,15 +66,15 @@ class Requeued(Event, frozen=True, kw_only=True):
 class Started(Event, frozen=True, kw_only=True):
     """A worker began an attempt. ``queue_seq`` is the queue message it came from."""
 
-    attempt: int
-    queue_seq: int
+    attempt: Attempt
+    queue_seq: Sequence
     host: str | None = None
 
 
 class Succeeded(Event, frozen=True, kw_only=True):
     """An attempt finished well; its results are the work's results."""
 
-    attempt: int
+    attempt: Attempt
     results: dict[str, Any] | None = None
     products: list[str] | None = None
     plots: list[str] | None = None
@@ -76,10 +84,10 @@ class Failed(Event, frozen=True, kw_only=True):
     """An attempt failed. With ``will_retry`` the work goes back to its bucket after
     ``retry_in`` seconds; without, the work has failed for good."""
 
-    attempt: int
+    attempt: Attempt
     reason: FailureReason
     will_retry: bool
-    queue_seq: int | None = None
+    queue_seq: Sequence | None = None
     error: str | None = None
     traceback: str | None = None
     retry_in: float | None = None
@@ -95,7 +103,6 @@ class Cancelled(Event, frozen=True, kw_only=True):
 
 
 AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled
-EVENT_TYPES: tuple[type[Event], ...] = (Deposited, Requeued, Started, Succeeded, Failed, Cancelled)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -113,8 +120,28 @@ def encode(event: Event, limit: int | None = None) -> bytes:
 
 
 def decode(data: bytes) -> AnyEvent:
-    """The event encoded in ``data`` (any schema version this code knows)."""
-    return _decoder.decode(data)
+    """The event encoded in ``data`` (any schema version this code knows).
+
+    Anything else is a ValidationError, never another exception: the log is open to any
+    client allowed to publish, so its readers must be able to refuse what they meet. An
+    event of a newer schema version is refused too (``v``), not guessed at: a field this
+    code does not know may change what the event means.
+    """
+    try:
+        event = _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec lets invalid UTF-8 through as this
+        raise ValidationError("event", str(error)) from None
+    check_version(event.v)
+    return event
+
+
+def check_version(v: int) -> None:
+    """Refuse (ValidationError) a schema version newer than this code's."""
+    if v > SCHEMA_VERSION:
+        raise ValidationError(
+            "v", f"schema version {v} is newer than this code knows ({SCHEMA_VERSION}): refused, not guessed at; "
+                 "upgrade workflow to read it"
+        )
 
 
 def is_final(event: Event) -> bool:
@@ -122,8 +149,3 @@ def is_final(event: Event) -> bool:
     return isinstance(event, (Succeeded, Cancelled)) or (
         isinstance(event, Failed) and not event.will_retry
     )
-
-
-def queues_work(event: Event) -> bool:
-    """True for the events that put a work in a bucket (published on a queue subject)."""
-    return isinstance(event, (Deposited, Requeued))

@@ -2,6 +2,15 @@
 
 ``evolve(state, event)`` is pure (no I/O, no clock): the live client, the projector,
 a replay and an audit all compute the same state from the same events.
+
+It also holds the work's state machine, and refuses (FoldError) an event the machine
+does not allow, rather than trusting the writers' CAS alone: anyone allowed to publish
+on ``wf.>`` can append without the CAS headers. The rule (:func:`refusal`):
+
+- nothing before the deposit, and only one deposit;
+- an outcome (``Succeeded``, ``Failed``) only while an attempt runs;
+- after a final outcome or a cancel, nothing but a ``Requeued`` (retried by hand):
+  no second final outcome, no start of a finished work.
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ from workflow.core.events import (
     AnyEvent,
     Cancelled,
     Deposited,
+    Event,
     Failed,
     Requeued,
     Started,
     Succeeded,
 )
+from workflow.core.status import FINISHED
 from workflow.core.work import Work
 
 
@@ -27,14 +38,35 @@ class FoldError(ValueError):
     """Raised when an event cannot follow the state it is applied to (a corrupt log)."""
 
 
+def refusal(status: str | None, event: Event | type[Event]) -> str | None:
+    """Why the state machine refuses ``event`` for a work in ``status`` (None: no work
+    yet); None if it allows it. Shared by both folds (this one, and the projector's)."""
+    kind = event if isinstance(event, type) else type(event)
+    name = kind.__name__
+    if status is None:
+        return None if kind is Deposited else f"{name} for a work that was never deposited"
+    if kind is Deposited:
+        return "a second Deposited for a work that exists"
+    if kind is Requeued:
+        return None
+    if status in FINISHED:
+        return f"{name} after the work ended ({status}); only a Requeued may follow"
+    if kind in (Succeeded, Failed) and status != "running":
+        return f"{name} while no attempt runs ({status})"
+    return None
+
+
 def evolve(state: Work | None, event: AnyEvent) -> Work:
-    """The work after ``event``, given the work before it (None before the first)."""
+    """The work after ``event``, given the work before it (None before the first).
+
+    Raises FoldError for an event the work's state machine does not allow (see above).
+    """
+    refused = refusal(None if state is None else state.status, event)
+    if refused is not None:
+        raise FoldError(f"work {event.work_id}: {refused}")
     if isinstance(event, Deposited):
-        if state is not None:
-            raise FoldError(f"work {event.work_id} deposited twice")
         return msgspec.structs.replace(event.work, id=event.work_id, status="queued")
-    if state is None:
-        raise FoldError(f"{type(event).__name__} for work {event.work_id} before its deposit")
+    assert state is not None  # refusal() allows only a deposit without a state
     replace = msgspec.structs.replace
     match event:
         case Requeued():
@@ -82,8 +114,15 @@ def failure_results(
     return merged
 
 
-def fold(events: Iterable[AnyEvent], state: Work | None = None) -> Work | None:
-    """Apply ``events`` in order to ``state``."""
+def fold(events: Iterable[AnyEvent], state: Work | None = None, *, skip_refused: bool = False) -> Work | None:
+    """Apply ``events`` in order to ``state``.
+
+    ``skip_refused`` passes over events the state machine refuses, as the projector does
+    (it records them as rejected): a history that someone wrote into around the CAS still
+    reads as the projection shows it, instead of failing every reader.
+    """
     for event in events:
+        if skip_refused and refusal(None if state is None else state.status, event) is not None:
+            continue
         state = evolve(state, event)
     return state

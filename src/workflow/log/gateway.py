@@ -131,7 +131,7 @@ class LogGateway:
 
     async def get(self, work_id: str) -> Work:
         """The current state of a work, folded from its events in the log."""
-        state = fold(await self.history(work_id))
+        state = fold(await self.history(work_id), skip_refused=True)
         assert state is not None
         return state
 

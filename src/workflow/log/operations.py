@@ -71,7 +71,7 @@ class Operations:
         records = await self._log.history_records(work_id)
         if not records:
             raise NotFoundError(f"no work with id {work_id}")
-        state = fold(r.event for r in records)
+        state = fold((r.event for r in records), skip_refused=True)
         assert state is not None
         if state.status == "running":
             raise ConflictError(f"work {work_id} is running; cancel it before re-queueing")

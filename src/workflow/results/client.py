@@ -21,6 +21,7 @@ from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.client import Recorded
+from workflow.results import export
 from workflow.results.queries import ERROR_CODE_HEADER, ERROR_HEADER, SUBJECT
 
 if TYPE_CHECKING:
@@ -64,13 +65,14 @@ def _filters(
     event: int | list[int] | None = None,
     since: Moment = None,
     until: Moment = None,
+    id_prefix: str | None = None,
 ) -> dict[str, Any]:
     """The filters of ``Results.query`` and ``Results.count`` as the service reads them
     (``queries.Filters``): lists for "any of", times as unix seconds."""
     return {
         "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
         "tags": _listed(tags), "event": _listed(event),
-        "since": as_unix(since, "since"), "until": as_unix(until, "until"),
+        "since": as_unix(since, "since"), "until": as_unix(until, "until"), "id_prefix": id_prefix,
     }
 
 
@@ -128,6 +130,7 @@ class Results:
         order: str = "-creation",
         fields: list[str] | None = None,
         *,
+        id_prefix: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> list[Work] | list[dict[str, Any]]:
@@ -135,9 +138,10 @@ class Results:
         oldest first; any of ``queries.ORDERABLE``, ``-`` for descending).
 
         Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
-        all of them; ``event``: works naming any of them; ``since``/``until``: creation time.
+        all of them; ``event``: works naming any of them; ``since``/``until``: creation time;
+        ``id_prefix``: works whose id starts with it.
         """
-        body = _filters(pipeline, status, site, user, tags, event, since, until)
+        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix)
         body.update(limit=limit, offset=offset, order=order, fields=fields)
         works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
@@ -155,11 +159,12 @@ class Results:
         since: Moment = None,
         until: Moment = None,
         *,
+        id_prefix: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> int:
         """How many works match every filter (same filters as ``query``)."""
-        body = _filters(pipeline, status, site, user, tags, event, since, until)
+        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix)
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
@@ -176,6 +181,15 @@ class Results:
         answer = await self._call("history", {"id": work_id}, fresh, after)
         return [Recorded(e["seq"], e["subject"], ev.decode(msgspec.json.encode(e["event"]))) for e in answer["events"]]
 
+    async def throughput(
+        self, minutes: int = 60, pipeline: OneOrMore = None, until: Moment = None,
+        *, fresh: bool = False, after: int | None = None,
+    ) -> list[int]:
+        """How many works finished in each of the last ``minutes`` minutes (before ``until``,
+        default now), oldest first: the dashboard's sparkline."""
+        body = {"minutes": minutes, "pipeline": _listed(pipeline), "until": as_unix(until, "until")}
+        return cast(list[int], (await self._call("throughput", body, fresh, after))["per_minute"])
+
     async def position(self) -> int:
         """The last stream sequence the projection holds."""
         return cast(int, (await self._call("position", {}))["seq"])
@@ -190,7 +204,14 @@ class Results:
             await asyncio.sleep(0.05)
 
     async def export(self, directory: str | Path) -> list[str]:
-        """Write the tables as Parquet into ``directory`` on the projector's host."""
-        return cast(list[str], (await self._call("export", {"directory": str(Path(directory).resolve())}))["files"])
+        """Write the tables as Parquet into ``directory`` on this machine (new files only):
+        the service streams a snapshot; no path ever travels to the server."""
+        _, files = await export.download(self._client.nc, Path(directory))
+        return [str(path) for path in files]
+
+    async def audit(self, *, fresh: bool = True) -> dict[str, Any]:
+        """The log checked against the projection: ``{"seq", "total", "anomalies"}``
+        (see :mod:`workflow.results.audit`); ``total == 0`` when clean."""
+        return await self._call("audit", {}, fresh)
 
 

@@ -1,17 +1,22 @@
 """The DuckDB read model: tables, the checkpoint, and writing one batch atomically.
 
-Three tables:
+Four tables:
 
 - ``works``: one row per work, every ``Work`` field (dicts as JSON, lists as lists,
   times as unix seconds like ``Work``), plus ``seq`` and ``updated``: the stream
   sequence and time of the work's last event;
 - ``events``: every event, with its stream sequence, the server's time (``logged``),
   the writer's time, work id, pipeline, type, attempt, subject and the payload (its JSON text, as VARCHAR);
+- ``rejected``: every message of the log the projector refused (not an event, a newer
+  schema, not allowed by the work's state machine: ``workflow.results.projection``),
+  with its sequence, server time, subject, the reason, its first bytes and its size;
 - ``checkpoint``: one row, the last stream sequence folded into the tables above.
 
-A batch's events rows, its works rows and the new checkpoint are written in **one
-transaction**, so after a crash the database is at a batch boundary and the projector
-resumes at ``checkpoint + 1``: no event is applied twice, none is skipped.
+Every sequence the projection read is in exactly one of ``events`` and ``rejected``.
+A batch's events rows, its rejected rows, its works rows and the new checkpoint are
+written in **one transaction** (so a replay gives the same ``rejected`` table), so after
+a crash the database is at a batch boundary and the projector resumes at ``checkpoint + 1``:
+no event is applied twice, none is skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import msgspec
 import pyarrow as pa
 
 from workflow.core.work import Work
-from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, Batch, Row, loaded_row
+from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
+from workflow.results.projection import Batch, Row, loaded_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS works (
@@ -69,6 +75,14 @@ CREATE TABLE IF NOT EXISTS events (
     subject VARCHAR,
     payload VARCHAR -- the event's JSON text (VARCHAR: no validation on insert; read it with ::JSON)
 );
+CREATE TABLE IF NOT EXISTS rejected (
+    seq BIGINT NOT NULL,
+    logged DOUBLE,
+    subject VARCHAR,
+    reason VARCHAR NOT NULL,
+    head BLOB, -- the message's first bytes (any bytes: it may not be text)
+    size BIGINT
+);
 CREATE TABLE IF NOT EXISTS checkpoint (
     stream VARCHAR PRIMARY KEY,
     seq BIGINT NOT NULL,
@@ -76,13 +90,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 );
 """
 
-_QUOTED = {"group", "user"}
-COLUMN_LIST = ", ".join(f'"{c}"' if c in _QUOTED else c for c in WORK_COLUMNS)
-
-
-def quote(column: str) -> str:
-    """A column name as SQL (``group`` and ``user`` are keywords)."""
-    return f'"{column}"' if column in _QUOTED else column
+COLUMN_LIST = ", ".join(quote(c) for c in WORK_COLUMNS)
 
 
 _SCALAR_TYPES = {"timeout": "INTEGER", "retries": "INTEGER", "priority": "INTEGER", "archive": "BOOLEAN",
@@ -191,11 +199,14 @@ class ProjectionStore:
         other threads decode and read the log.
         """
         con = self.con
-        events, rows = batch.tables()
+        events, rows, rejected = batch.tables()
         con.register("batch_events", events)
         con.register("batch_rows", rows)
+        con.register("batch_rejected", rejected)
         con.register("replaced_ids", pa.table({"id": pa.array(batch.replaced, pa.string())}))
         statements = ["BEGIN TRANSACTION", f"INSERT INTO events {EVENTS_FROM_BATCH}"]
+        if batch.rejected:
+            statements.append("INSERT INTO rejected SELECT * FROM batch_rejected")
         if batch.replaced:
             # The range lets DuckDB skip row groups by their min/max id (ids are
             # time-sorted ULIDs, and the works a batch changes are mostly recent).
@@ -217,6 +228,7 @@ class ProjectionStore:
         finally:
             con.unregister("batch_events")
             con.unregister("batch_rows")
+            con.unregister("batch_rejected")
             con.unregister("replaced_ids")
 
 

@@ -3,39 +3,49 @@
 ``workflow.core.fold.evolve`` is the definition of a work's state. Replaying a million
 events through it is slow, though: decoding a ``Deposited`` builds and validates a whole
 ``Work``, and every step copies one. The projector instead decodes only the envelope of
-each event (the work it carries stays raw JSON, unvalidated: the log only holds events
-that were valid when written) and folds it into a small row: the work's last snapshot
-plus what later events changed. DuckDB then parses the JSON into columns, in C++, in
-bulk (``database.ProjectionStore.write``). ``tests/results/test_projection.py`` checks
-with hypothesis that the resulting ``works`` table and ``evolve`` agree on random sequences.
+each event (the work it carries is checked against Work's types but kept as raw JSON)
+and folds it into a small row: the work's last snapshot plus what later events changed.
+DuckDB then parses the JSON into columns, in C++, in bulk (``database.ProjectionStore.write``).
+``tests/results/test_projection.py`` checks with hypothesis that the resulting ``works``
+table and ``evolve`` agree on random sequences, valid or not.
+
+**Hostile input.** Anyone allowed to publish on ``wf.>`` can append anything, without
+the writers' CAS. ``read`` refuses (ValidationError) whatever the projector must not
+fold or could not write: bytes that are not UTF-8 JSON, an unknown type, a wrong field,
+a newer schema version, a work that is not a valid Work, an event on another work's
+subjects; ``apply`` refuses (None) an event the work's state machine does not allow
+(``workflow.core.fold.refusal``). The projector writes each refused message to the
+``rejected`` table instead, in the batch's transaction.
 
 Everything here is pure: bytes in, rows and Arrow tables out.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
 
 from workflow.core import events as ev
-from workflow.core.fold import failure_results
-from workflow.core.work import Work
-
-#: Work fields whose values are dicts or free-form lists: stored as JSON text.
-JSON_FIELDS = ("parameters", "results", "precursors", "config")
-WORK_FIELDS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(Work))
-#: Columns of ``works``: every Work field, then the sequence and time of its last event.
-WORK_COLUMNS: tuple[str, ...] = (*WORK_FIELDS, "seq", "updated")
+from workflow.core.errors import ValidationError
+from workflow.core.fold import failure_results, refusal
+from workflow.core.status import FINISHED
+from workflow.core.subjects import PREFIX
+from workflow.core.work import NAME_PATTERN, Work
+from workflow.results.columns import JSON_FIELDS, WORK_FIELDS
 
 #: A folded row: a tuple of ``ROW_COLUMNS`` (immutable: a batch being written shares it).
 Row = tuple[Any, ...]
 #: A decoded message: ``(seq, logged, subject, data, light event)``.
 Decoded = tuple[int, float, str, bytes, Any]
+#: A refused message: ``(seq, logged, subject, reason, data)``.
+Refused = tuple[int, float, str, str, bytes]
 _NULL = b"null"
 
 # -- light events ---------------------------------------------------------------------------
@@ -47,7 +57,7 @@ _NULL = b"null"
 
 #: Fields read below; any other field of an event is skipped by the decoder.
 _READ = frozenset(
-    {"work_id", "pipeline", "time", "work", "attempt", "will_retry", "reason", "error", "traceback",
+    {"work_id", "pipeline", "time", "v", "work", "attempt", "will_retry", "reason", "error", "traceback",
      "results", "products", "plots"}
 )
 #: Fields kept as raw JSON (DuckDB parses them) ...
@@ -86,14 +96,111 @@ Failed = LIGHT[ev.Failed]
 Cancelled = LIGHT[ev.Cancelled]
 #: A light event: one of ``LIGHT``'s values (built at import, so typed loosely).
 LightEvent = Any
+#: The core event type of each light one.
+CORE: dict[type[msgspec.Struct], type[ev.Event]] = {light: kind for kind, light in LIGHT.items()}
 _TAGS: dict[type[msgspec.Struct], str] = {light: str(light.__struct_config__.tag) for light in LIGHT.values()}
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(typing.Union[tuple(LIGHT.values())])  # noqa: UP007 (built at run time)
 _encoder = msgspec.json.Encoder()
 
 
+def _checked_type(info: msgspec.structs.FieldInfo) -> Any:
+    """A Work field's type for checking only: free-form values stay raw JSON (cheaper),
+    and numbers are bounded to what the ``works`` columns hold."""
+    if info.name in JSON_FIELDS:  # their shape; the values inside stay raw JSON (DuckDB parses them)
+        return list[msgspec.Raw] | None if info.name == "precursors" else dict[str, msgspec.Raw] | None
+    if info.name == "attempt":
+        return ev.Attempt
+    if info.name == "event":
+        return list[Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]] | None
+    if info.name in _NAMES:  # pattern checked in ``_check_name``: a regex per deposit costs ~1 µs
+        return Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    return info.type
+
+
+#: Fields whose values are names (``NAME_PATTERN``), and the names already found valid.
+_NAMES = ("pipeline", "site")
+_valid_names: set[str] = set()
+_NAME = re.compile(NAME_PATTERN)
+
+
+def _check_name(field: str, name: str) -> None:
+    """Refuse a pipeline or site name that is not one subject token (letters, digits, -).
+    Names are few, so each is checked once."""
+    if name in _valid_names:
+        return
+    if not _NAME.match(name):
+        raise ValidationError("work", f"Expected `str` matching regex {NAME_PATTERN!r} - at `$.{field}`")
+    if len(_valid_names) > 100_000:
+        _valid_names.clear()
+    _valid_names.add(name)
+
+
+#: Work's fields and types (and bounds), to check the work a deposit carries without
+#: building a Work (no ``__post_init__``: its site list is this host's configuration).
+_WorkCheck = msgspec.defstruct(
+    "WorkCheck",
+    [(info.name, _checked_type(info), None if info.default_factory is not msgspec.NODEFAULT else info.default)
+     for info in msgspec.structs.fields(Work)],
+    kw_only=True, gc=False,
+)
+_work_decoder = msgspec.json.Decoder(_WorkCheck)
+_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
 def decode(data: bytes) -> LightEvent:
-    """The light form of an event: the envelope parsed, the work kept as raw JSON."""
-    return _decoder.decode(data)
+    """The light form of an event: the envelope parsed, the work checked and kept as raw JSON.
+
+    Raises ValidationError (its message is the reason the projector records) for anything
+    that is not an event this code can fold and DuckDB can store; never another error.
+    """
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError as error:  # Arrow and DuckDB take only UTF-8
+            raise ValidationError("event", f"not UTF-8: {error}") from None
+    if data.find(b"\\") >= 0 and _SURROGATE.search(data):  # find: ~3x faster than the regex alone
+        _check_surrogates(data)
+    try:
+        event = _decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise ValidationError("event", str(error)) from None
+    ev.check_version(event.v)
+    kind = event.__class__
+    if kind is Deposited or kind is Requeued:
+        _check_work(event)
+    return event
+
+
+def read(subject: str, data: bytes) -> LightEvent:
+    """``decode``, and refuse an event published on another work's subjects (which would
+    escape that work's CAS: the server checks the subject, not the payload)."""
+    event = decode(data)
+    if not subject.startswith(f"{PREFIX}.{event.pipeline}.{event.work_id}."):
+        raise ValidationError(
+            "subject", f"an event of work {event.work_id} ({event.pipeline}) published on another work's subject"
+        )
+    return event
+
+
+def _check_work(event: LightEvent) -> None:
+    """The work a Deposited or Requeued carries: a valid Work of the event's pipeline."""
+    try:
+        work: Any = _work_decoder.decode(event.work)
+    except msgspec.DecodeError as error:
+        raise ValidationError("work", str(error)) from None
+    _check_name("pipeline", work.pipeline)
+    _check_name("site", work.site)
+    if work.pipeline != event.pipeline:
+        raise ValidationError("work", f"the work's pipeline {work.pipeline!r} is not the event's {event.pipeline!r}")
+
+
+def _check_surrogates(data: bytes) -> None:
+    """Refuse a lone UTF-16 surrogate escape (``\\ud800``): DuckDB's JSON parser refuses
+    it, which would fail the whole batch. Rare (our encoder never escapes), so slow is fine."""
+    try:
+        json.dumps(json.loads(data), ensure_ascii=False).encode()
+    except ValueError as error:  # UnicodeError and JSONDecodeError are ValueErrors
+        raise ValidationError("event", f"invalid string: {error}") from None
 
 
 def _text(raw: msgspec.Raw) -> bytes | None:
@@ -117,8 +224,10 @@ ROW_COLUMNS = (
 def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
     """The row after ``event`` (mirrors ``fold.evolve``); None if the event cannot apply.
 
-    An event whose work is unknown (its deposit aged out of the log before this
-    projection began) or a second deposit cannot be folded; the caller counts and logs it.
+    None where ``evolve`` raises FoldError (``fold.refusal`` says why): an event of an
+    unknown work (never deposited, or its deposit aged out of the log before this
+    projection began), a second deposit, an outcome while no attempt runs, anything but
+    a Requeued after the work ended. The caller records it as rejected.
     An event type this fold does not know is an error (TypeError), never skipped.
     """
     kind = event.__class__
@@ -128,18 +237,18 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
         return (event.work_id, bytes(event.work), "queued", None, None, False, None, False, None, False, None, None,
                 seq, event.time)
     if kind is Started:
-        if row is None:
+        if row is None or row[2] in FINISHED:
             return None
         return (row[0], row[1], "running", event.attempt, event.time, True, None, True, row[8], row[9], row[10],
                 row[11], seq, event.time)
     if kind is Succeeded:
-        if row is None:
+        if row is None or row[2] != "running":
             return None
         products, plots = _text(event.products), _text(event.plots)
         return (row[0], row[1], "success", event.attempt, row[4], row[5], event.time, True, _text(event.results), True,
                 row[10] if products is None else products, row[11] if plots is None else plots, seq, event.time)
     if kind is Failed:
-        if row is None:
+        if row is None or row[2] != "running":
             return None
         results = failure_results(event.results, event.reason, event.error, event.traceback)
         products, plots = _text(event.products), _text(event.plots)
@@ -147,7 +256,7 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
                 True, _encoder.encode(results), True, row[10] if products is None else products,
                 row[11] if plots is None else plots, seq, event.time)
     if kind is Cancelled:
-        if row is None:
+        if row is None or row[2] in FINISHED:
             return None
         return (row[0], row[1], "cancelled", row[3], row[4], row[5], event.time, True, row[8], row[9], row[10],
                 row[11], seq, event.time)
@@ -185,6 +294,14 @@ ROWS_SCHEMA = pa.schema(
     ]
 )
 assert tuple(ROWS_SCHEMA.names) == ROW_COLUMNS
+#: How much of a refused message the ``rejected`` table keeps (enough to recognise it).
+REJECTED_HEAD = 256
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()), ("logged", pa.float64()), ("subject", pa.string()), ("reason", pa.string()),
+        ("head", pa.binary()), ("size", pa.int64()),
+    ]
+)
 EVENTS_SCHEMA = pa.schema(
     [
         ("seq", pa.int64()), ("logged", pa.float64()), ("time", pa.float64()), ("work_id", pa.string()),
@@ -198,8 +315,10 @@ EVENTS_SCHEMA = pa.schema(
 class Batch:
     """Events of one transaction, folded: the raw events and the last row of each work.
 
-    ``events`` are ``(seq, logged, subject, data, event)`` tuples; ``rows`` maps a work id
-    to its state after the batch (only works the batch touched).
+    ``events`` are the ``(seq, logged, subject, data, event)`` tuples folded; ``rows`` maps
+    a work id to its state after the batch (only works the batch touched); ``rejected``
+    the messages refused, ``(seq, logged, subject, reason, data)``. Every message of the
+    batch is in exactly one of ``events`` and ``rejected``.
     """
 
     last_seq: int = 0
@@ -207,43 +326,61 @@ class Batch:
     rows: dict[str, Row] = field(default_factory=dict)
     #: Works that had a row before this batch: their old row is replaced.
     replaced: list[str] = field(default_factory=list)
-    unfoldable: list[int] = field(default_factory=list)
-    _tables: tuple[pa.Table, pa.Table] | None = field(default=None, repr=False)
+    rejected: list[Refused] = field(default_factory=list)
+    _tables: tuple[pa.Table, pa.Table, pa.Table] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.events) + len(self.rejected)
 
     def fold(self, decoded: list[Decoded], lookup: Callable[[str], Row | None]) -> None:
         """Record decoded ``(seq, logged, subject, data, event)`` events, in order.
 
         ``lookup(work_id)`` is a work's state before this batch (None: unknown), asked
-        only for works not already in ``rows``.
+        only for works not already in ``rows``. An event ``apply`` refuses goes to
+        ``rejected``, with the reason ``fold.refusal`` gives.
         """
-        self.events.extend(decoded)
         rows = self.rows
         replaced = self.replaced
-        unfoldable = self.unfoldable
-        for seq, _, _, _, event in decoded:
+        accepted = self.events.append
+        for message in decoded:
+            seq, _, _, _, event = message
             work_id = event.work_id
             state = rows.get(work_id)
             if state is None:
                 state = lookup(work_id)
-                if state is not None:
+                if state is not None:  # its old row is replaced (by itself, if this event is refused)
                     replaced.append(work_id)
+                    rows[work_id] = state
             after = apply(state, event, seq)
             if after is None:
-                unfoldable.append(seq)
+                self.refuse(message, state)
             else:
                 rows[work_id] = after
+                accepted(message)
         if decoded:
-            self.last_seq = decoded[-1][0]
+            self.last_seq = max(self.last_seq, decoded[-1][0])
 
-    def tables(self) -> tuple[pa.Table, pa.Table]:
-        """The events and rows tables (built once: the projector builds them on the thread
-        that folds, so that the writing thread only waits for DuckDB)."""
+    def refuse(self, message: Decoded, state: Row | None) -> None:
+        """Record a decoded event ``apply`` refused for a work in ``state``."""
+        seq, logged, subject, data, event = message
+        reason = refusal(None if state is None else state[2], CORE[event.__class__])
+        self.rejected.append((seq, logged, subject, f"state: {reason}", data))
+
+    def tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The events, rows and rejected tables (built once: the projector builds them on
+        the thread that folds, so that the writing thread only waits for DuckDB)."""
         if self._tables is None:
-            self._tables = self.events_table(), self.rows_table()
+            self._tables = self.events_table(), self.rows_table(), self.rejected_table()
         return self._tables
+
+    def rejected_table(self) -> pa.Table:
+        rejected = sorted(self.rejected)
+        return pa.Table.from_pydict(
+            {"seq": [r[0] for r in rejected], "logged": [r[1] for r in rejected], "subject": [r[2] for r in rejected],
+             "reason": [r[3] for r in rejected], "head": [r[4][:REJECTED_HEAD] for r in rejected],
+             "size": [len(r[4]) for r in rejected]},
+            schema=REJECTED_SCHEMA,
+        )
 
     def events_table(self) -> pa.Table:
         return pa.Table.from_batches(

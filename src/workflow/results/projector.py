@@ -7,7 +7,9 @@ folded (``workflow.results.projection``) and written with its checkpoint in one 
 transaction (``workflow.results.database``) on a worker thread, while the next batch arrives.
 A SIGKILL at any moment leaves the database at a batch boundary, and the restarted
 projector goes on from exactly there. Events at or below the checkpoint are ignored, so
-a redelivery can never be applied twice.
+a redelivery can never be applied twice. A message it cannot or must not fold (hostile,
+corrupt, from a newer version, not allowed by the work's state machine) never stops it:
+it goes to the ``rejected`` table, in its batch's transaction.
 
 The same class replays a log into a fresh file (``workflow replay``), optionally only
 up to a moment (``until``: the server's time at which each event was logged), which
@@ -35,7 +37,7 @@ from workflow.core.errors import WorkflowError
 from workflow.core.subjects import PREFIX, STREAM
 from workflow.log import jsapi
 from workflow.results import database, projection
-from workflow.results.projection import Batch, Decoded, Row
+from workflow.results.projection import Batch, Decoded, Refused, Row
 
 log = logging.getLogger("workflow.projector")
 
@@ -80,6 +82,7 @@ class Projector:
         self.cache_size = cache_size
         self.position = self.store.checkpoint()  # in the tables (committed)
         self.folded = self.position  # in memory, being written
+        #: Messages rejected since this projector started (the ``rejected`` table has all).
         self.unfoldable = 0
         self._cache: dict[str, Row] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -109,43 +112,53 @@ class Projector:
 
     # -- one batch: decode, fold (pure, in memory), write (one transaction) ---------------
 
-    def decode(self, messages: list[Message]) -> tuple[list[Decoded], int]:
-        """The new messages decoded, and the last sequence they cover (0: nothing new)."""
+    def decode(self, messages: list[Message]) -> tuple[list[Decoded], list[Refused], int]:
+        """The new messages decoded, those refused (with why), and the last sequence they
+        cover (0: nothing new)."""
         decoded = []
+        refused: list[Refused] = []
         last = 0
+        read = projection.read
         for seq, logged, subject, data in messages:
             if seq <= self.folded:
                 continue  # already applied (a redelivery after a consumer reset)
             last = seq
             try:
-                event = projection.decode(data)
-            except Exception as error:  # not an event of ours: never block the projection on it
-                log.error("skipping unreadable message %d on %s: %s", seq, subject, error)
+                event = read(subject, data)
+            except Exception as error:  # ValidationError; anything else too: never block the projection
+                refused.append((seq, logged, subject, str(error), data))
                 continue
             decoded.append((seq, logged, subject, data, event))
-        return decoded, last
+        return decoded, refused, last
 
     def missing(self, decoded: list[Decoded]) -> list[str]:
-        """Works the batch changes whose current row is not in memory (to load first)."""
-        cache = self._cache
-        return list(
-            {e.work_id for *_, e in decoded if not isinstance(e, projection.Deposited) and e.work_id not in cache}
-        )
+        """Works the batch changes whose current row is not in memory (to load first).
 
-    def fold(self, decoded: list[Decoded], last: int, known: dict[str, Row]) -> Batch | None:
-        """Fold decoded events onto the rows in memory (or ``known``, loaded from the database)."""
+        Deposits too: a deposit of a work that exists (a raw publish, without the CAS that
+        makes deposits unique) must meet its row to be refused. New ids cost little to
+        look up: they are time-sorted, so DuckDB skips every row group by its min/max id.
+        """
+        cache = self._cache
+        return list({e.work_id for *_, e in decoded if e.work_id not in cache})
+
+    def fold(
+        self, decoded: list[Decoded], last: int, known: dict[str, Row], refused: list[Refused] | None = None
+    ) -> Batch | None:
+        """Fold decoded events onto the rows in memory (or ``known``, loaded from the
+        database); ``refused`` messages (from ``decode``) join the batch's rejected ones."""
         if not last:
             return None
         cache = self._cache
-        batch = Batch()
+        batch = Batch(rejected=list(refused or ()))
         batch.fold(decoded, lambda work_id: cache.get(work_id) or known.get(work_id))
-        batch.last_seq = last  # also past unreadable messages at the end
+        batch.last_seq = last  # also past refused messages at the end
         self.folded = last
-        if batch.unfoldable:
-            self.unfoldable += len(batch.unfoldable)
+        if batch.rejected:
+            self.unfoldable += len(batch.rejected)
+            first = min(batch.rejected)
             log.warning(
-                "%d event(s) could not be folded (work unknown, e.g. its deposit aged out of the log): seq %s",
-                len(batch.unfoldable), batch.unfoldable[:10],
+                "%d message(s) rejected, not folded (see the rejected table; `workflow audit`): "
+                "first seq %d on %s: %s", len(batch.rejected), first[0], first[2], first[3],
             )
         for work_id, row in batch.rows.items():  # most recently changed last: evicted last
             cache.pop(work_id, None)
@@ -155,14 +168,16 @@ class Projector:
                 del cache[work_id]
         return batch
 
-    def _decode_missing(self, messages: list[Message]) -> tuple[list[Decoded], int, list[str]]:
+    def _decode_missing(self, messages: list[Message]) -> tuple[list[Decoded], list[Refused], int, list[str]]:
         """``decode``, and the works whose rows must be loaded (off the event loop's thread)."""
-        decoded, last = self.decode(messages)
-        return decoded, last, self.missing(decoded)
+        decoded, refused, last = self.decode(messages)
+        return decoded, refused, last, self.missing(decoded)
 
-    def _fold_tables(self, decoded: list[Decoded], last: int, known: dict[str, Row]) -> Batch | None:
+    def _fold_tables(
+        self, decoded: list[Decoded], last: int, known: dict[str, Row], refused: list[Refused]
+    ) -> Batch | None:
         """``fold``, and the batch's Arrow tables built (on this thread, not the writer's)."""
-        batch = self.fold(decoded, last, known)
+        batch = self.fold(decoded, last, known, refused)
         if batch is not None:
             batch.tables()
         return batch
@@ -174,9 +189,9 @@ class Projector:
 
     def apply(self, messages: list[Message]) -> int:
         """Decode, fold and write ``(seq, logged, subject, data)`` messages; events written."""
-        decoded, last = self.decode(messages)
+        decoded, refused, last = self.decode(messages)
         missing = self.missing(decoded)
-        batch = self.fold(decoded, last, self.store.load_rows(missing) if missing else {})
+        batch = self.fold(decoded, last, self.store.load_rows(missing) if missing else {}, refused)
         if batch is None:
             return 0
         self.write(batch)
@@ -267,7 +282,7 @@ class Projector:
 
     async def _prepare(self, messages: list[Message], pending: dict[str, Row]) -> Batch | None:
         """Decode and fold a batch (and build its tables), off the event loop's thread."""
-        decoded, last, missing = await asyncio.to_thread(self._decode_missing, messages)
+        decoded, refused, last, missing = await asyncio.to_thread(self._decode_missing, messages)
         known: dict[str, Row] = {}
         if missing:
             # Rows of the previous batch (maybe being written, not committed yet) come from
@@ -277,7 +292,7 @@ class Projector:
             wanted = [work_id for work_id in missing if work_id not in pending]
             if wanted:
                 known.update(await asyncio.to_thread(self.store.load_rows, wanted, committed=True))
-        return await asyncio.to_thread(self._fold_tables, decoded, last, known)
+        return await asyncio.to_thread(self._fold_tables, decoded, last, known, refused)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ import msgspec
 from workflow.core.errors import ValidationError
 from workflow.core.status import LOGGED, Status
 from workflow.core.work import Pipeline, Site
-from workflow.results.database import quote
-from workflow.results.projection import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS
+from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
 
 #: The service's name, subjects and error headers: the wire contract of both sides.
 SERVICE = "workflow-results"
@@ -33,6 +32,10 @@ ORDERABLE = (
 Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
 Offset = Annotated[int, msgspec.Meta(ge=0)]
 Wait = Annotated[float, msgspec.Meta(ge=0, le=60)]
+#: The start of a work id (ids are sortable, so a prefix is a span of time too).
+IdPrefix = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+#: How many minutes a throughput question may cover (one day).
+MAX_MINUTES = 1440
 
 
 class Consistency(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -54,6 +57,7 @@ class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
     event: list[int] | None = None  # works naming any of these telescope events
     since: float | None = None  # created at or after (unix seconds)
     until: float | None = None  # created before (unix seconds)
+    id_prefix: IdPrefix | None = None  # works whose id starts with this
 
 
 class Query(Filters, kw_only=True, forbid_unknown_fields=True):
@@ -67,8 +71,13 @@ class ById(Consistency, kw_only=True, forbid_unknown_fields=True):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class Export(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    directory: str
+class Throughput(Consistency, kw_only=True, forbid_unknown_fields=True):
+    """How many works finished (``stop``) in each of the ``minutes`` minutes before
+    ``until`` (unix seconds; the service's clock when not given), optionally of some pipelines."""
+
+    minutes: Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)] = 60
+    until: float | None = None
+    pipeline: list[Pipeline] | None = None
 
 
 def parse(data: bytes, kind: type[msgspec.Struct]) -> Any:
@@ -118,6 +127,9 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
     if filters.until is not None:
         clauses.append("creation < ?")
         params.append(filters.until)
+    if filters.id_prefix is not None:
+        clauses.append("starts_with(id, ?)")
+        params.append(filters.id_prefix)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -150,6 +162,27 @@ def query_sql(query: Query) -> tuple[str, list[Any]]:
 def count_sql(filters: Filters) -> tuple[str, list[Any]]:
     clause, params = where(filters)
     return f"SELECT count(*) FROM works{clause}", params
+
+
+def throughput_sql(request: Throughput, until: float) -> tuple[str, list[Any]]:
+    """Finished works per minute before ``until``: rows of (minute index from the oldest, count)."""
+    since = until - 60 * request.minutes
+    sql = ("SELECT CAST(floor((stop - ?) / 60) AS INTEGER) AS minute, count(*) FROM works "
+           "WHERE stop >= ? AND stop < ?")
+    params: list[Any] = [since, since, until]
+    if request.pipeline:
+        sql += f" AND pipeline IN ({', '.join('?' * len(request.pipeline))})"
+        params.extend(request.pipeline)
+    return sql + " GROUP BY minute", params
+
+
+def per_minute(rows: list[tuple[Any, ...]], minutes: int) -> list[int]:
+    """The rows of :func:`throughput_sql` as one count per minute, oldest first, zeros filled in."""
+    counts = [0] * minutes
+    for minute, count in rows:
+        if 0 <= minute < minutes:
+            counts[minute] += count
+    return counts
 
 
 #: Per pipeline: how many works, and how many in each status (``created`` never reaches the log).

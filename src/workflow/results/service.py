@@ -3,7 +3,7 @@
 DuckDB has one writer: the projector. Everyone else asks over NATS request/reply: a
 ``nats.micro`` service named ``workflow-results`` with endpoints under
 ``workflow.results.`` (``query``, ``count``, ``pipelines``, ``get``, ``history``,
-``position``, ``export``) in the queue group ``workflow-results``, so more projector
+``throughput``, ``position``, ``export``) in the queue group ``workflow-results``, so more projector
 processes (each with its own database) serve more readers. Requests are JSON
 parameters (:mod:`workflow.results.queries`), never SQL.
 
@@ -31,8 +31,10 @@ from nats.micro import add_service
 from nats.micro.request import Request, ServiceError
 
 from workflow.core.errors import NotFoundError, ValidationError
+from workflow.core.settings import lease_seconds
+from workflow.log import jsapi
 from workflow.log.client import Client
-from workflow.results import database, queries
+from workflow.results import audit, database, export, queries
 from workflow.results.metrics import timed
 from workflow.results.projector import Projector
 from workflow.results.queries import QUEUE_GROUP, SERVICE, SUBJECT, VERSION
@@ -53,6 +55,7 @@ class ResultsService:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._service: Any = None
+        self._exports = export.Exports()  # snapshots being downloaded; removed at stop
 
     async def start(self) -> None:
         self._service = await add_service(
@@ -62,7 +65,8 @@ class ResultsService:
         group = self._service.add_group(name=SUBJECT, queue_group=QUEUE_GROUP)
         for name, handler in {
             "query": self._query, "count": self._count, "pipelines": self._pipelines, "get": self._get,
-            "history": self._history, "position": self._position, "export": self._export,
+            "history": self._history, "throughput": self._throughput, "position": self._position,
+            "export": self._export, "audit": self._audit,
         }.items():
             await group.add_endpoint(name=name, handler=self._concurrent(timed(name, handler)))
 
@@ -73,6 +77,7 @@ class ResultsService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 5)
+        self._exports.close_all()
 
     def _concurrent(self, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         """Serve each request in its own task: a slow query never holds up the others."""
@@ -161,38 +166,50 @@ class ResultsService:
                   for s, subject, payload in rows]
         return b'{"seq":%d,"events":[' % seq + b",".join(events) + b"]}"
 
+    async def _throughput(self, data: bytes) -> bytes:
+        request = queries.parse(data, queries.Throughput)
+        seq = await self._consistent(request)
+        until = request.until if request.until is not None else time.time()
+        rows = await self._rows(*queries.throughput_sql(request, until))
+        counts = queries.per_minute(rows, request.minutes)
+        return msgspec.json.encode({"seq": seq, "until": until, "per_minute": counts})
+
     async def _position(self, data: bytes) -> bytes:
         return msgspec.json.encode({"seq": self.projector.position, "unfoldable": self.projector.unfoldable})
 
-    async def _export(self, data: bytes) -> bytes:
-        request = queries.parse(data, queries.Export)
-        directory = Path(request.directory)
-        if not directory.is_absolute():
-            raise ValidationError(
-                "directory", f"give an absolute path on the projector's host, not {request.directory!r}"
+    async def _audit(self, data: bytes) -> bytes:
+        """The anomalies of the log against the projection (:mod:`workflow.results.audit`),
+        the first ``MAX_ANOMALIES`` of them, and how many there are."""
+        request = queries.parse(data, queries.Consistency)
+        seq = await self._consistent(request)
+        first = await jsapi.first_sequence(self.nc)
+        cursor = self.con.cursor()
+        try:
+            found = await asyncio.to_thread(
+                audit.audit, cursor, now=time.time(), lease=lease_seconds(), first_seq=first
             )
-        written = await asyncio.to_thread(export_parquet, self.con.cursor(), directory)
-        return msgspec.json.encode({"seq": self.projector.position, "files": [str(p) for p in written]})
+        finally:
+            cursor.close()
+        return msgspec.json.encode({"seq": seq, "total": len(found), "anomalies": found[:audit.MAX_ANOMALIES]})
 
-
-def export_parquet(con: Any, directory: Path) -> list[Path]:
-    """Write ``works``, ``events`` and ``checkpoint`` as Parquet files in ``directory``.
-
-    Refuses to overwrite: an export is a record. Returns the files written.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    targets = [directory / f"{table}.parquet" for table in ("works", "events", "checkpoint")]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing:
-        raise ValidationError("directory", f"{', '.join(existing)} already exist; export into a new directory")
-    try:
-        for table, target in zip(("works", "events", "checkpoint"), targets, strict=True):
-            literal = str(target).replace("'", "''")
-            con.execute(f"COPY (SELECT * FROM {table} ORDER BY {'id' if table == 'works' else 'seq'}) "
-                        f"TO '{literal}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
-    finally:
-        con.close()
-    return targets
+    async def _export(self, data: bytes) -> bytes:
+        """Open an export, give a chunk of one of its files, or close it
+        (:mod:`workflow.results.export`). Never a path from the network: the files are
+        written on the asker's machine, by the asker."""
+        request = queries.parse(data, export.ExportRequest)
+        exports = self._exports
+        if request.id is None:
+            if request.table is not None or request.offset or request.close:
+                raise ValidationError("id", "give the id of an open export (or nothing, to open one)")
+            opened = await asyncio.to_thread(exports.open, self.con.cursor())
+            return msgspec.json.encode(opened)
+        if request.close:
+            exports.close(request.id)
+            return b"{}"
+        if request.table is None:
+            raise ValidationError("table", f"which file of the export: one of {', '.join(export.TABLES)}")
+        chunk = max(self.nc.max_payload - 65536, 65536)
+        return await asyncio.to_thread(exports.read, request.id, request.table, request.offset, chunk)
 
 
 async def run_projector_service(

@@ -1,0 +1,110 @@
+"""Modal dialogs: confirm an action, choose a priority, read the keys (help)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.validation import Integer
+from textual.widgets import Button, Input, Label, Static
+
+from workflow.tui.search import SYNTAX_HELP
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask yes or no; dismissed with True only on an explicit yes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button(f"{self.yes} (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class PriorityScreen(ModalScreen[int | None]):
+    """Choose a new priority (1-5, 5 first); None when abandoned."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "abandon", "Cancel")]
+
+    def __init__(self, work_id: str, current: int) -> None:
+        super().__init__()
+        self.work_id = work_id
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"New priority for {self.work_id} (now {self.current}; 1-5, 5 runs first):",
+                        classes="question")
+            yield Input(str(self.current), id="priority", type="integer", validators=[Integer(1, 5)])
+            with Horizontal(classes="buttons"):
+                yield Button("Set (enter)", variant="warning", id="set")
+                yield Button("Cancel (esc)", variant="primary", id="abandon")
+
+    def on_mount(self) -> None:
+        self.query_one("#priority", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._choose()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "set":
+            self._choose()
+        else:
+            self.dismiss(None)
+
+    def _choose(self) -> None:
+        field = self.query_one("#priority", Input)
+        result = field.validate(field.value)
+        if result is not None and not result.is_valid:
+            self.notify("a priority is a whole number from 1 to 5", severity="error")
+            return
+        self.dismiss(int(field.value))
+
+    def action_abandon(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key of the view underneath, and the search syntax."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        width = max((len(key) for key, _ in self.keys), default=0)
+        lines = [f"{key:>{width}}  {what}" for key, what in self.keys]
+        with VerticalScroll(classes="dialog help"):
+            yield Label("Keys", classes="question")
+            yield Static("\n".join(lines), id="keys")
+            yield Label("Search (/)", classes="question")
+            yield Static(SYNTAX_HELP, id="syntax")
+            yield Label("escape closes", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
