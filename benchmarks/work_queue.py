@@ -15,7 +15,11 @@ ratio is the number to read (the machine is shared and noisy; absolute rates are
 * latency: an idle worker, one work deposited at a time; deposit -> ``Started`` (the
   worker's clock and ours are the same machine's), p50 and p99.
 
-Usage: ``python benchmarks/work_queue.py [--works N] [--repeat R]``.
+``--baseline SRC`` also runs every mode with the workers importing ``workflow`` from
+another source tree (``SRC`` put first on ``PYTHONPATH``: e.g. a copy of ``src`` before a
+change), so a change is measured against what it replaces in one run, on one server.
+
+Usage: ``python benchmarks/work_queue.py [--works N] [--repeat R] [--baseline SRC]``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -114,7 +118,9 @@ def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[s
                 process.wait()
 
 
-async def until(check, what: str, timeout: float = 120.0, interval: float = 0.02) -> None:
+async def until(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 120.0, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -124,7 +130,7 @@ async def until(check, what: str, timeout: float = 120.0, interval: float = 0.02
 
 async def successes(client: workflow.Client, pipeline: str) -> int:
     try:
-        return (await client.results.pipelines()).get(pipeline, {}).get("success", 0)
+        return int((await client.results.pipelines()).get(pipeline, {}).get("success", 0))
     except WorkflowError:
         return -1  # the results service is not answering yet
 
@@ -149,17 +155,25 @@ def worker_command(pipeline: str, *options: str) -> list[str]:
             "--log-level", "warning", *options]
 
 
-async def run_rates(url: str, tmp: str, n: int, repeat: int, modes: dict[str, list[str]]) -> dict[str, float]:
-    """Works/s end to end for each mode: the best of ``repeat`` rounds, after a warm-up."""
+async def run_rates(
+    url: str, tmp: str, n: int, repeat: int, modes: dict[str, list[str]], baseline: str | None = None
+) -> dict[str, float]:
+    """Works/s end to end for each mode: the best of ``repeat`` rounds, after a warm-up;
+    with ``baseline``, each mode again with workers importing workflow from there."""
     env = {**os.environ, "WORKFLOW_NATS_URL": url}
-    rates = {}
+    base_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))}
+    runs = [(mode, options, env) for mode, options in modes.items()]
+    if baseline:
+        runs = [run for mode, options in modes.items()
+                for run in ((f"{mode} (baseline)", options, base_env), (mode, options, env))]
+    rates: dict[str, float] = {}
     projector = [sys.executable, "-c", PROJECTOR, url, str(Path(tmp) / "results.duckdb")]
     with processes([projector], env):
         async with workflow.connect(url) as client:
             await until(lambda: _answering(client), "the results service answering")
-        for mode, options in modes.items():
+        for mode, options, worker_env in runs:
             pipeline = f"run-{len(rates)}"
-            with processes([worker_command(pipeline, *options) for _ in range(WORKERS)], env):
+            with processes([worker_command(pipeline, *options) for _ in range(WORKERS)], worker_env):
                 await run_round(url, pipeline, 200)  # warm-up: workers connected, children warm
                 rates[mode] = max([await run_round(url, pipeline, n) for _ in range(repeat)])
     return rates
@@ -192,7 +206,7 @@ async def latency(url: str, samples: int) -> tuple[float, float]:
     return quantiles[49], quantiles[98]
 
 
-async def main(n: int, repeat: int, samples: int) -> None:
+async def main(n: int, repeat: int, samples: int, baseline: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(tmp, port=-1) as server:
         await prepare_log(server.url)
         works = [Work(pipeline="bench", parameters={"i": i, "a": 1, "b": 2}) for i in range(n)]
@@ -205,7 +219,7 @@ async def main(n: int, repeat: int, samples: int) -> None:
             "process (warm pool), --concurrency 1": [],
             "process (warm pool), --concurrency 2": ["--concurrency", "2"],
         }
-        rates = await run_rates(server.url, tmp, n, repeat, modes)
+        rates = await run_rates(server.url, tmp, n, repeat, modes, baseline)
 
     print(f"\n{n:,} works, {WORKERS} worker processes; ratio = workflow rate / raw JetStream rate, same run\n")
     print("| measurement | raw JetStream | workflow | ratio |")
@@ -223,5 +237,6 @@ if __name__ == "__main__":
     parser.add_argument("--works", type=int, default=6000, help="works per measurement (default 6000)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds per measurement; the best counts (default 2)")
     parser.add_argument("--samples", type=int, default=200, help="works timed for latency (default 200)")
+    parser.add_argument("--baseline", help="also run every mode with workflow imported from this source tree")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.works, arguments.repeat, arguments.samples))
+    asyncio.run(main(arguments.works, arguments.repeat, arguments.samples, arguments.baseline))

@@ -5,7 +5,6 @@ default stays human-readable."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import os
@@ -13,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from conftest import eventually
@@ -87,13 +85,8 @@ async def test_a_worker_with_log_format_json_writes_only_json_lines_that_name_it
         assert any(work_id == entry.get("work_id") or work_id in entry["message"] for entry in entries)
 
 
-def loop_names_works_in_fields() -> bool:
-    from workflow.worker import loop
-
-    return '"work_id"' in inspect.getsource(loop)
 
 
-@pytest.mark.skipif(not loop_names_works_in_fields(), reason="worker/loop.py does not pass extra={'work_id': …} yet")
 async def test_a_worker_json_log_carries_work_id_pipeline_and_attempt_as_fields(nats_url, client, tmp_path):
     lines, ids = await run_worker(nats_url, client, tmp_path, "--log-format", "json")
     entries = [json.loads(line) for line in lines]

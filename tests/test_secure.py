@@ -131,6 +131,13 @@ async def test_a_depositor_cannot_publish_an_outcome_event(secured):
             await client.append(forged, head.seq)
 
 
+def test_a_depositor_cannot_run_a_worker(secured):
+    deposit(secured)
+    result = cli("run", "secured", "--function", "workflow.examples.add", "--sleep", "1", "--lives", "1",
+                 env=role(secured, "depositor"), timeout=60)
+    assert_denied(result, "consumer.msg.next")  # (nats-py reports the subject lower-cased)
+
+
 def test_a_worker_cannot_deposit(secured):
     assert_denied(deposit(secured, "worker"), ".queued.")
 

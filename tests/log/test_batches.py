@@ -62,3 +62,26 @@ async def test_a_cancel_reaches_every_held_work_of_a_batch_as_an_event(client, n
     await asyncio.wait_for(cancelled.lost.wait(), timeout=10)
     assert cancelled.lost_reason == "cancelled"
     assert client.lease(ids[0]) is not None and client.lease(ids[2]) is not None
+
+
+async def test_a_fetched_delivery_is_not_started_until_claimed_and_one_given_back_is_delivered_again(client):
+    urgent, later = await client.deposit([Work(pipeline="b", priority=5), Work(pipeline="b", priority=2)])
+    fetched = await client.claims.fetch("b", 2)
+    assert [d.priority for d in fetched] == [5, 2]  # priority order across the fetch
+    assert (await client.get(urgent)).status == "queued"  # nothing recorded by a fetch
+    await client.claims.give_back(fetched[1])
+    work = await client.claims.claim(fetched[0])
+    assert work is not None and (work.id, work.status, work.attempt) == (urgent, "running", 1)
+    [again] = await client.claims.fetch("b", 2)  # the given-back one, at once, no attempt used
+    assert again.msg.metadata.num_delivered == 2
+    redelivered = await client.claims.claim(again)
+    assert redelivered is not None and (redelivered.id, redelivered.attempt) == (later, 1)
+
+
+async def test_a_delivery_whose_work_was_cancelled_before_its_claim_is_stale(client, nats_url):
+    [work_id] = await client.deposit(Work(pipeline="b"))
+    [delivered] = await client.claims.fetch("b", 1)
+    await client.cancel(work_id)
+    assert await client.claims.claim(delivered) is None  # the Started CAS is refused
+    assert (await client.get(work_id)).status == "cancelled"
+    assert await client.claims.fetch("b", 1) == []  # and the stale message was termed

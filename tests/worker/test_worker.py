@@ -69,3 +69,50 @@ async def test_a_worker_on_a_pipeline_that_never_had_work_here_says_so(client, n
     warnings = [r.getMessage() for r in caplog.records if "no work has ever been deposited" in r.getMessage()]
     assert any("'typo-pipeline'" in w and "Known pipelines: wk" in w for w in warnings)
     assert any("'wk'" in w and "it has work at: kko" in w for w in warnings)
+
+
+async def test_a_delivery_held_ready_behind_a_long_work_is_given_back_for_another_worker(client, nats_url):
+    long, short = await client.deposit([
+        Work(pipeline="wk", function="workflow.examples.sleep", parameters={"seconds": 6}, priority=5),
+        Work(pipeline="wk", function="workflow.examples.add", parameters={"a": 1, "b": 1}, priority=1),
+    ])
+    busy = worker(nats_url)  # one slot, and one delivery fetched ahead of it: the short work
+    running = asyncio.create_task(busy.run())
+    for _ in range(100):
+        if (await client.get(long)).status == "running":
+            break
+        await asyncio.sleep(0.05)
+    other = worker(nats_url, lives=1)
+    assert await asyncio.wait_for(other.run(), 5) == 0  # it got the short one, given back by the busy worker
+    assert (await client.get(short)).results == {"value": 2}
+    assert (await client.get(long)).status == "running"
+    busy.signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running, 15) == 0  # the long work finished, nothing else taken
+    assert (await client.get(long)).status == "success"
+
+
+async def test_concurrency_n_runs_n_process_children_at_once(client, nats_url):
+    ids = await client.deposit(
+        [Work(pipeline="wk", function="workflow.examples.sleep", parameters={"seconds": 1.5}) for _ in range(2)]
+    )
+    assert await worker(nats_url, isolation="process", concurrency=2, lives=2).run() == 0
+    works = [await client.get(work_id) for work_id in ids]
+    assert all(work.status == "success" for work in works)
+    assert max(work.start for work in works) < min(work.stop for work in works)  # they overlapped
+
+
+async def test_an_idle_worker_starts_works_deposited_one_by_one_at_once(client, nats_url):
+    # A bucket found empty is skipped only until work is queued in it, even when the queue
+    # event outruns the message into the bucket; with --sleep 300 a miss would hang here.
+    idle = worker(nats_url, function="workflow.examples.add")
+    running = asyncio.create_task(idle.run())
+    await asyncio.sleep(0.5)
+    for i in range(10):
+        [work_id] = await client.deposit(Work(pipeline="wk", parameters={"a": i, "b": 0}))
+        for _ in range(60):
+            if (await client.get(work_id)).status == "success":
+                break
+            await asyncio.sleep(0.05)
+        assert (await client.get(work_id)).results == {"value": i}
+    idle.signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) == 0

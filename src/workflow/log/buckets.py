@@ -8,6 +8,17 @@ Fetching is done with ``no_wait`` requests for a batch: a withdraw asks the buck
 priority order for as many messages as it can run and learns at once what each holds,
 without lingering pull requests that could capture a message for a client that has
 already moved on.
+
+Asking the buckets in priority order costs a round trip per bucket asked, and most are
+empty most of the time: a withdraw of priority-3 work used to ask priorities 5 and 4 first,
+every time. So a bucket whose pull came back short is remembered as *drained* and skipped
+until something is queued in it (the client hears every queue event of its pipelines, see
+:mod:`workflow.log.claims`: :meth:`Buckets.refilled`) or :data:`DRAINED_FOR` passes (a
+message comes back without a queue event when it is redelivered: a retry's backoff ends,
+a worker gave it back or died). Priority order holds for what is queued: a deposit of
+priority-5 work makes its bucket the first asked again. The queue event can outrun the
+message into the bucket (it is heard as the stream stores it), so a pull that comes back
+short within :data:`DRAINED_FOR` of a queue event does not mark the bucket drained.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from workflow.core.subjects import STREAM, BucketKey, bucket_from_filter
 from workflow.log import jsapi
 
 PRIORITIES = (5, 4, 3, 2, 1)
+#: How long a bucket that came back short is skipped unless a queue event names it (s).
+DRAINED_FOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class Buckets:
         self._inbox_sub: nats.aio.subscription.Subscription | None = None
         self._pull_lock = asyncio.Lock()
         self._pulls = 0
+        self._drained: dict[BucketKey, float] = {}  # when a pull last came back short
+        self._queued_at: dict[BucketKey, float] = {}  # when a queue event last named the bucket
 
     async def ensure(self, key: BucketKey) -> float:
         """Make sure the bucket's consumer exists; returns its AckWait (the lease) in s."""
@@ -150,6 +165,16 @@ class Buckets:
         """The bucket a consumer name belongs to, if this client knows it."""
         return self._by_consumer.get(consumer)
 
+    def drained(self, key: BucketKey) -> bool:
+        """True if the bucket came back short a moment ago and nothing was queued in it since."""
+        since = self._drained.get(key)
+        return since is not None and time.monotonic() - since < DRAINED_FOR
+
+    def refilled(self, key: BucketKey) -> None:
+        """Something was queued (or given back) in this bucket: ask it again."""
+        self._drained.pop(key, None)
+        self._queued_at[key] = time.monotonic()
+
     async def next_message(self, key: BucketKey) -> Msg | None:
         """The bucket's next message, or None at once if it has none ready."""
         messages = await self.fetch(key, 1)
@@ -177,6 +202,9 @@ class Buckets:
                     messages.append(msg)  # a pulled message (a late one of an earlier pull is ours too)
                 elif msg.subject == reply and self._ended(key, msg):
                     break
+            now = time.monotonic()
+            if len(messages) < batch and now - self._queued_at.get(key, -DRAINED_FOR) >= DRAINED_FOR:
+                self._drained[key] = now  # short, and not just after a queue event that may outrun its message
             return messages
 
     async def _pull_inbox(self) -> nats.aio.subscription.Subscription:

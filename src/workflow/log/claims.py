@@ -12,9 +12,16 @@ trips instead of 2n. Buckets are asked highest priority first, and a lower one o
 the higher ones came back short (empty), so a batch never takes priority-1 work while
 priority-5 work waits.
 
+The two steps are also offered apart, for a worker that overlaps them: :meth:`Claims.fetch`
+pulls deliveries (nothing is recorded yet; each is only held for its AckWait),
+:meth:`Claims.claim` turns one into a started work, and :meth:`Claims.give_back` returns
+one never started (a ``nak``: redelivered at once, nothing recorded, no attempt used).
+
 A cancel reaches a held work as an event: the client subscribes (core NATS) to
 ``wf.<pipeline>.*.cancelled`` of every pipeline it withdraws from, before its first pull,
-so the running work is stopped as soon as the cancel is in the log.
+so the running work is stopped as soon as the cancel is in the log. It hears the queue
+events of those pipelines too, so a bucket it found empty is asked again as soon as work
+is queued in it (see :mod:`workflow.log.buckets`, drained buckets).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import msgspec
 import nats.aio.subscription
@@ -33,17 +41,31 @@ from nats.aio.msg import Msg
 from workflow.core import events as ev
 from workflow.core.claim import Delivery, Head, RecordLost, Skip, Stale, Start, decide
 from workflow.core.errors import ConflictError
-from workflow.core.subjects import PREFIX, BucketKey
+from workflow.core.subjects import PREFIX, BucketKey, bucket_from_filter
 from workflow.core.work import Work, validate_field
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
 from workflow.log.leases import Lease, Leases
 
-__all__ = ["Claims", "Lease", "Leases"]
+__all__ = ["Claims", "Delivered", "Lease", "Leases"]
 
 log = logging.getLogger("workflow.client")
 
 Queued = ev.Deposited | ev.Requeued
+
+
+@dataclass(frozen=True, eq=False)
+class Delivered:
+    """A queue message a bucket handed over and nobody has started yet."""
+
+    key: BucketKey
+    msg: Msg
+    ack_wait: float  # the bucket's lease: redelivered to another worker unless started within it
+    fetched_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def priority(self) -> int:
+        return self.key.priority
 
 
 class Claims:
@@ -82,7 +104,26 @@ class Claims:
         self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
     ) -> list[Work]:
         """Up to ``limit`` works of these pipelines, each ``running`` under its own lease,
-        highest priority first; an empty list at once if the buckets hold none."""
+        highest priority first; an empty list at once if the buckets hold none.
+
+        A stale delivery does not shorten the batch: the buckets are asked again for its
+        place until they come back short.
+        """
+        works: list[Work] = []
+        while len(works) < limit:
+            wanted = limit - len(works)
+            batch = await self.fetch(pipeline, wanted, site=site, priority=priority)
+            started = await asyncio.gather(*(self.claim(delivered) for delivered in batch))
+            works.extend(work for work in started if work is not None)
+            if len(batch) < wanted:
+                break  # the buckets are empty
+        return works
+
+    async def fetch(
+        self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
+    ) -> list[Delivered]:
+        """Up to ``limit`` deliveries, highest priority first, none of them started yet:
+        one pull per bucket asked, a lower bucket only once the higher ones came back short."""
         pipelines = [pipeline] if isinstance(pipeline, str) else list(pipeline)
         for name in pipelines:
             validate_field("pipeline", name)
@@ -91,18 +132,24 @@ class Claims:
         if priority is not None:
             validate_field("priority", priority)
         await self._watch_cancels(pipelines)
-        works: list[Work] = []
+        fetched: list[Delivered] = []
         for key in self._in_order(await self._buckets.select(pipelines, site, priority)):
-            while len(works) < limit:
-                wanted = limit - len(works)
-                messages = await self._buckets.fetch(key, wanted)
-                started = await asyncio.gather(*(self._claim(key, msg) for msg in messages))
-                works.extend(work for work in started if work is not None)
-                if len(messages) < wanted:
-                    break  # the bucket is empty: on to the next one
-            if len(works) >= limit:
+            if self._buckets.drained(key):
+                continue  # came back short a moment ago, nothing queued in it since
+            wanted = limit - len(fetched)
+            messages = await self._buckets.fetch(key, wanted)
+            for msg in messages:
+                owner = self._buckets.key_of(msg.metadata.consumer) or key
+                fetched.append(Delivered(owner, msg, self._buckets.ack_wait(owner)))
+            if len(fetched) >= limit:
                 break
-        return works
+        return fetched
+
+    async def give_back(self, delivered: Delivered) -> None:
+        """Return a delivery that was never started: redelivered at once, nothing recorded."""
+        self._buckets.refilled(delivered.key)
+        with contextlib.suppress(Exception):
+            await delivered.msg.nak()
 
     def _in_order(self, keys: list[BucketKey]) -> list[BucketKey]:
         """Highest priority first; equal priorities in a rotating order, so no bucket
@@ -119,13 +166,22 @@ class Claims:
         return ordered
 
     async def _watch_cancels(self, pipelines: list[str]) -> None:
-        """Subscribe to the cancels of these pipelines (once each), before any pull, so
-        a cancel of a work started here is never missed."""
+        """Subscribe to the cancels and queue events of these pipelines (once each), before
+        any pull, so a cancel of a work started here is never missed, and a bucket found
+        empty is asked again as soon as work is queued in it."""
         for pipeline in pipelines:
             if pipeline not in self._watched:
                 self._watched[pipeline] = await self._log.nc.subscribe(
                     f"{PREFIX}.{pipeline}.*.cancelled", cb=self._on_cancel
                 )
+                await self._log.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.*.*", cb=self._on_queued)
+
+    async def _on_queued(self, msg: Msg) -> None:
+        """Work was queued: its bucket is no longer drained."""
+        parts = msg.subject.split(".")
+        key = bucket_from_filter(".".join([*parts[:2], "*", *parts[3:]]))
+        if key is not None:
+            self._buckets.refilled(key)
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A work was cancelled: if it is held here, stop it and term its message."""
@@ -135,8 +191,11 @@ class Claims:
             with contextlib.suppress(Exception):
                 await lease.msg.term()
 
-    async def _claim(self, key: BucketKey, msg: Msg) -> Work | None:
-        """Turn a delivered queue message into a started work, or discard it as stale."""
+    async def claim(self, delivered: Delivered) -> Work | None:
+        """Turn a delivered queue message into a started work (its ``Started`` published
+        with the CAS the pure :func:`~workflow.core.claim.decide` asks for), or discard it
+        as stale; None unless started."""
+        key, msg = delivered.key, delivered.msg
         try:
             queued = ev.decode(msg.data)
         except Exception:
@@ -145,7 +204,6 @@ class Claims:
             await msg.term()  # not a queue event: nothing could ever start from it
             return None
         meta = msg.metadata
-        key = self._buckets.key_of(meta.consumer) or key
         delivery = Delivery(meta.num_delivered, meta.sequence.stream, queued.work.attempt, queued.work.retries)
         head = None
         if delivery.needs_head:

@@ -26,7 +26,7 @@ import nats.errors
 
 from workflow.core import events as ev
 from workflow.core import session
-from workflow.core.errors import ConnectionFailedError, WorkflowError
+from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, WorkflowError
 from workflow.core.ids import worker_name
 from workflow.core.retry import retry_delay
 from workflow.core.settings import lease_seconds, nats_servers, nats_url
@@ -81,6 +81,7 @@ class Client:
         self._options = nats_options
         self._lease_seconds = lease if lease is not None else lease_seconds()
         self._parts: _Connected | None = None
+        self._refusals = RefusalWatch(self.url, self._options.get("user"))
         self._token: contextvars.Token[session.Session | None] | None = None
 
     # -- connection -------------------------------------------------------------------
@@ -90,6 +91,12 @@ class Client:
         if self._parts is None:
             raise WorkflowError("client is not connected: use `async with workflow.connect() as client:`")
         return self._parts
+
+    @property
+    def refusal(self) -> PermissionDeniedError | None:
+        """The last operation the NATS server refused this client, if any (see
+        :mod:`workflow.log.permissions`): why a pull it may not make brought nothing."""
+        return self._refusals.last_refusal
 
     @property
     def is_open(self) -> bool:
@@ -114,7 +121,7 @@ class Client:
         return self
 
     async def _connect(self) -> nats.aio.client.Client:
-        refusals = RefusalWatch(self.url, self._options.get("user"))
+        refusals = self._refusals
 
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)

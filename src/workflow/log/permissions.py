@@ -27,6 +27,9 @@ class RefusalWatch:
         self.user = user
         self.nc: nats.aio.client.Client | None = None
         self.login_refused: PermissionDeniedError | None = None
+        #: The last operation the server refused: a refused pull has no request to fail,
+        #: so whoever pulls asks here why nothing came.
+        self.last_refusal: PermissionDeniedError | None = None
 
     async def __call__(self, error: Exception) -> None:
         text = str(error)
@@ -45,6 +48,7 @@ class RefusalWatch:
         refused = PermissionDeniedError(
             f"permission denied: NATS user {self.user or '(anonymous)'!s} may not {verb} to {match.group(2)}"
         )
+        self.last_refusal = refused
         if verb == "publish" and self.nc is not None:
             self._fail_requests(self.nc, refused)
 

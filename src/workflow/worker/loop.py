@@ -2,8 +2,18 @@
 
 A worker takes works from its buckets (highest priority first) while it has free slots
 (``concurrency``), runs each in its isolation (see :mod:`workflow.worker.isolation`), and records
-how each attempt ended as one event. It sleeps only when its buckets are empty, and wakes
-early when a work is deposited in one of them.
+how each attempt ended as one event (see :mod:`workflow.worker.attempts`). It sleeps only
+when its buckets are empty, and wakes early when a work is deposited in one of them.
+
+How the loop keeps its slots busy (DESIGN.md, "The fast path"): the *intake*
+(:mod:`workflow.worker.intake`, driven by :meth:`Worker._take`) only fetches, one pull per
+batch, and while works are short keeps a few deliveries ready beyond the free slots
+(nothing is recorded for them yet). Whenever a slot frees, the highest-priority ready
+delivery is *dispatched* at once to its own task, which publishes its ``Started`` (the
+claim's CAS), runs it, and records it. So the one round trip on a slot's critical path is
+its own ``Started``; fetching, and recording the previous outcome, overlap the running.
+Where the loop changes state: :meth:`Worker._dispatch` takes a slot, :meth:`Worker._free_slot`
+frees it, :meth:`Worker._attempt` brackets one attempt (its start, and its outcome at the end).
 
 What it promises, and how:
 
@@ -45,75 +55,26 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-from workflow.core.errors import ConflictError, PayloadTooLargeError, ValidationError
+from workflow.core.errors import ConflictError
 from workflow.core.subjects import PREFIX
-from workflow.core.work import Work, validate_field
+from workflow.core.work import Work
+from workflow.log.claims import Delivered
 from workflow.log.client import Client
-from workflow.worker.isolation import (
-    ISOLATIONS,
-    CommandExecution,
-    Execution,
-    Isolation,
-    MainThreadIsolation,
-    make_isolation,
-)
-from workflow.worker.runner import CommandCall, FunctionCall, Outcome, work_environment
+from workflow.worker import metrics
+from workflow.worker.attempts import Attempts, log_fields
+from workflow.worker.config import WorkerConfig
+from workflow.worker.intake import Intake
+from workflow.worker.isolation import Isolation, MainThreadIsolation, make_isolation
+from workflow.worker.runner import CommandCall, FunctionCall, Outcome
+from workflow.worker.signals import Shutdown, forwarded_to, run_beside_the_main_thread
+
+__all__ = ["Worker", "WorkerConfig", "run_worker"]
 
 log = logging.getLogger("workflow.worker")
-
-#: Pauses (s) before asking empty buckets again after a wake-up (see ``Worker._withdraw``).
-REWAKE_DELAYS = (0.002, 0.01, 0.05)
-
-
-@dataclass
-class WorkerConfig:
-    """What ``workflow run`` was asked to do (validated by :meth:`check`)."""
-
-    pipelines: list[str]
-    site: str = "local"
-    function: str | None = None
-    command: list[str] | None = None
-    lives: int = -1
-    sleep: float = 30.0
-    concurrency: int = 1
-    isolation: str = "process"
-    max_works_per_child: int | None = None  # process isolation: recycle a child after this many works
-    connect: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> WorkerConfig:
-        if not self.pipelines:
-            raise ValidationError("pipeline", "name at least one pipeline (bucket) to work on")
-        for name in self.pipelines:
-            validate_field("pipeline", name)
-        validate_field("site", self.site)
-        if self.function is not None and self.command is not None:
-            raise ValidationError("function", "run a function or a command, not both")
-        if self.function is not None:
-            validate_field("function", self.function)
-        if self.command is not None and not self.command:
-            raise ValidationError("command", "expected a non-empty command line")
-        if self.lives == 0 or self.lives < -1:
-            raise ValidationError("lives", f"expected a number of works >= 1, or -1 for no limit; got {self.lives}")
-        if not 1 <= self.sleep <= 300:
-            raise ValidationError("sleep", f"expected 1 to 300 seconds, got {self.sleep}")
-        if self.concurrency < 1:
-            raise ValidationError("concurrency", f"expected at least 1, got {self.concurrency}")
-        if self.isolation not in ISOLATIONS:
-            raise ValidationError("isolation", f"expected one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
-        if self.max_works_per_child is not None and self.max_works_per_child < 1:
-            raise ValidationError(
-                "max_works_per_child", f"expected at least 1 (or no limit), got {self.max_works_per_child}"
-            )
-        if self.isolation == "none" and self.concurrency != 1:
-            raise ValidationError("concurrency", "isolation none runs works in the main thread: one at a time")
-        return self
 
 
 class Worker:
@@ -122,85 +83,62 @@ class Worker:
     def __init__(self, config: WorkerConfig, isolation: Isolation | None = None) -> None:
         self.config = config.check()
         self.isolation = isolation or make_isolation(config.isolation, config.concurrency, config.max_works_per_child)
-        # The events bind to the event loop on first use (asyncio, Python 3.10+), so they
-        # can be made here; only the loop itself is known once :meth:`run` starts.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = asyncio.Event()  # first signal: take no more works
-        self._abort = asyncio.Event()  # second signal: give the running works back now
-        self._wake = asyncio.Event()  # a deposit in one of our buckets, or a retry due
-        self._signals: list[int] = []  # signals that came before the loop ran
-        self._rewakes = 0  # empty withdraws since the last wake-up
-        self._running: set[str] = set()  # works whose call occupies a slot (not yet ended)
-        self._slot_freed = asyncio.Event()
-        self.exit_code = 0
+        self.shutdown = Shutdown()
+        self.attempts = Attempts(self.config, self.isolation, self.shutdown.abort, self._retry_due)
+        self.intake = Intake(self.config, self.shutdown.stop)
+        self._busy = 0  # slots taken: works being claimed or whose call runs
+        self._claiming = 0  # of those, dispatched deliveries whose Started is not settled yet
+        self._taken = 0  # works started (what ``lives`` counts)
+        self._client: Client | None = None
+        self._active: set[asyncio.Task[None]] = set()  # one task per dispatched delivery, until recorded
 
-    # -- signals (any thread) ---------------------------------------------------------
+    @property
+    def exit_code(self) -> int:
+        return self.shutdown.exit_code
 
     def signal(self, signum: int) -> None:
-        """Called from a signal handler: first stop gracefully, then at once."""
-        loop = self._loop
-        if loop is None:
-            self._signals.append(signum)
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_signal, signum)
+        """Called from a signal handler (any thread): first stop gracefully, then at once."""
+        self.shutdown.signal(signum)
 
-    def _on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if not self._stop.is_set():
-            log.info("%s: finishing the running works, taking no more (signal again to stop at once)", name)
-            self._stop.set()
-        elif not self._abort.is_set():
-            log.warning("%s again: stopping the running works now and giving them back", name)
-            self.exit_code = 128 + signum
-            self._abort.set()
+    def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
+        """What to run for ``work`` (see :meth:`Attempts.plan`)."""
+        return self.attempts.plan(work)
 
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> int:
         """Work until done; returns the process exit code."""
-        self._loop = loop = asyncio.get_running_loop()
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        handled: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
-        if in_main_thread:
-            for signum in handled:  # wakes the loop at once (wakeup fd)
-                loop.add_signal_handler(signum, self._on_signal, signum)
-        else:  # the main thread runs the works (isolation none) and must get the signals
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        for early in self._signals:
-            self._on_signal(early)
-        try:
+        async with self.shutdown.handling():
             return await self._work()
-        finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
 
     async def _work(self) -> int:
         """Connect, take works until stopped or out of lives, then let the running ones end.
 
-        The isolation is closed (its forkserver and children stopped) however this ends.
+        Ready deliveries that were never started are given back; the isolation is closed
+        (its forkserver and children stopped) however this ends.
         """
         async with Client(**self.config.connect) as client:
+            self._client = client
             await self.isolation.open()
             await self._listen(client)
-            active: set[asyncio.Task[None]] = set()
             try:
-                taken = await self._take(client, active)
-                if active:
-                    log.info("waiting for %d running work(s) to finish", len(active))
-                    await asyncio.gather(*active, return_exceptions=True)
+                await self._take(client)
+                await self.intake.give_back_all(client)
+                if self._active:
+                    log.info("waiting for %d running work(s) to finish", len(self._active))
+                    await asyncio.gather(*self._active, return_exceptions=True)
             finally:
-                for task in active:
+                for task in self._active:
                     task.cancel()
                 await self.isolation.close()
-        log.info("worker stopped (%d work(s) taken)", taken)
+        log.info("worker stopped (%d work(s) taken)", self._taken)
         return self.exit_code
 
     async def _listen(self, client: Client) -> None:
         """Subscribe to deposits in our buckets (they end a sleep) and say who we are."""
         config = self.config
         for pipeline in config.pipelines:
-            await client.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.{config.site}.*", cb=self._woken)
+            await client.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.{config.site}.*", cb=self.intake.woken)
         log.info(
             "worker %s on %s at site %s: %s isolation, concurrency %d, lives %s",
             client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
@@ -208,63 +146,46 @@ class Worker:
         )
         await self._warn_about_unknown_pipelines(client)
 
-    async def _take(self, client: Client, active: set[asyncio.Task[None]]) -> int:
-        """Start works while there are free slots and lives; returns how many were taken.
+    async def _take(self, client: Client) -> None:
+        """Keep deliveries ready for the slots until stopped or out of lives.
 
-        One withdraw claims as many works as there are free slots (a batch: one pull, the
-        ``Started`` events published together). Each work runs in its own task, added to
-        ``active`` until it is recorded, so a slow work never holds up the next withdraw.
-        A slot is free as soon as its call ends: the outcome is recorded while the next
-        work is withdrawn and started, so the bookkeeping overlaps the running.
+        The intake only fetches (one pull per batch) and never waits for a work:
+        :meth:`_dispatch` hands a delivery to a free slot as soon as both are there.
         """
+        while not self.shutdown.stop.is_set() and not self._out_of_lives():
+            wanted = self.intake.room(self._busy)
+            if self.config.lives >= 0:
+                wanted = min(wanted, self.config.lives - self._taken - self._claiming - len(self.intake))
+            if wanted <= 0:  # slots and ready deliveries are full: wait for one to move
+                await self.intake.wait_for_room()
+            elif await self.intake.fetch(client, wanted):
+                self._dispatch()
+            await self.intake.expire(client)
+
+    def _out_of_lives(self) -> bool:
+        return 0 <= self.config.lives <= self._taken
+
+    def _dispatch(self) -> None:
+        """Start ready deliveries on free slots, highest priority first (none after a stop)."""
         config = self.config
-        taken = 0
-        while not self._stop.is_set() and (config.lives < 0 or taken < config.lives):
-            free = config.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await _first_of(self._stop.wait(), self._slot_freed.wait())
-                continue
-            if config.lives >= 0:
-                free = min(free, config.lives - taken)
-            for work in await self._withdraw(client, free):
-                taken += 1
-                self._running.add(work.id or "")
-                task = asyncio.create_task(self._perform(client, work), name=f"work-{work.id}")
-                active.add(task)
-                task.add_done_callback(active.discard)
-        return taken
+        while self.intake and self._busy < config.concurrency and not self.shutdown.stop.is_set():
+            if 0 <= config.lives <= self._taken + self._claiming:
+                return
+            delivered = self.intake.pop()
+            self._busy += 1  # a slot is taken
+            metrics.slots(busy=self._busy, free=config.concurrency - self._busy)
+            self._claiming += 1
+            task = asyncio.create_task(self._perform(delivered), name=f"delivery-{delivered.msg.reply}")
+            self._active.add(task)
+            task.add_done_callback(self._active.discard)
 
-    async def _withdraw(self, client: Client, free: int) -> list[Work]:
-        """Up to ``free`` works, or none once it is time to try again.
-
-        A conflict (another worker took it) tries again at once; an error (NATS away or
-        refusing) after a second; empty buckets after a sleep that a deposit, a retry
-        coming due, or a signal ends early. A wake-up can outrun the deposit it announces
-        into the bucket (the subscriber hears the publish as the stream stores it), so
-        empty buckets just after a wake-up are asked again a few times, briefly, before
-        the long sleep.
-        """
-        woken = self._wake.is_set()
-        self._wake.clear()
-        try:
-            works = await client.withdraw_many(self.config.pipelines, free, site=self.config.site)
-        except ConflictError:
-            return []
-        except Exception as error:
-            log.warning("withdraw failed (%s: %s); trying again shortly", type(error).__name__, error)
-            await _first_of(self._stop.wait(), timeout=1.0)
-            return []
-        if works:
-            self._rewakes = 0
-        elif woken and self._rewakes < len(REWAKE_DELAYS):
-            await _first_of(self._stop.wait(), timeout=REWAKE_DELAYS[self._rewakes])
-            self._rewakes += 1
-            self._wake.set()
-        else:
-            self._rewakes = 0
-            await _first_of(self._stop.wait(), self._wake.wait(), timeout=self.config.sleep)
-        return works
+    def _free_slot(self, ran_for: float | None = None) -> None:
+        """A call has ended after ``ran_for`` s (None: nothing ran): its slot takes the next
+        ready delivery."""
+        self._busy -= 1  # a slot is free
+        metrics.slots(busy=self._busy, free=self.config.concurrency - self._busy)
+        self.intake.moved(ran_for)
+        self._dispatch()
 
     async def _warn_about_unknown_pipelines(self, client: Client) -> None:
         """Say so when a pipeline has never had work at this site: most often a typo."""
@@ -285,164 +206,78 @@ class Worker:
                     ", ".join(known) or "none yet",
                 )
 
-    async def _woken(self, _msg: Any) -> None:
-        self._wake.set()
+    def _retry_due(self, seconds: float) -> None:
+        """A failed work comes back in ``seconds``: wake then, in case the buckets look empty."""
+        asyncio.get_running_loop().call_later(seconds + 0.05, self.intake.wake)
 
     # -- one work ---------------------------------------------------------------------
 
-    async def _perform(self, client: Client, work: Work) -> None:
-        """Run one attempt and record it; one log line at its start and one at its end."""
-        began = time.monotonic()
-        log.info("start %s pipeline=%s attempt=%d", work.id, work.pipeline, work.attempt)
+    async def _perform(self, delivered: Delivered) -> None:
+        """One dispatched delivery, in its own task: claim it, then run and record its attempt."""
+        assert self._client is not None
+        work = await self._claim(self._client, delivered)
+        if work is None:  # stale, or started elsewhere: nothing ran
+            self._free_slot()
+        else:
+            await self._attempt(self._client, work)
+
+    async def _claim(self, client: Client, delivered: Delivered) -> Work | None:
+        """Publish the delivery's ``Started`` (the CAS :mod:`workflow.core.claim` decides);
+        the started work, or None. Each slot does its own, so a batch's starts overlap."""
+        try:
+            work = await client.claims.claim(delivered)
+        except Exception as error:  # NATS away: the message is delivered again after its lease
+            log.warning("could not claim a delivery (%s: %s)", type(error).__name__, error)
+            work = None
+        self._claiming -= 1
+        if work is not None:
+            self._taken += 1
+        return work
+
+    async def _attempt(self, client: Client, work: Work) -> None:
+        """Run one attempt and record it; one log line at its start and one at its end.
+
+        The slot is freed as soon as the call ends (``call_ended``), before the outcome is
+        recorded, so the next work runs while this one is written.
+        """
+        began = time.monotonic()  # the attempt starts
+        fields = log_fields(work)
+        log.info("start %s pipeline=%s attempt=%d", work.id, work.pipeline, work.attempt, extra=fields)
+        slot = _Slot(lambda: self._free_slot(time.monotonic() - began))
         outcome = "unknown"
         try:
-            outcome = await self._attempt(client, work, began)
+            outcome = await self.attempts.run(client, work, began, slot.free)
         except ConflictError as error:
             outcome = "conflict"
-            log.warning("%s: not recorded, the work was cancelled or handed on meanwhile (%s)", work.id, error)
+            log.warning("%s: not recorded, the work was cancelled or handed on meanwhile (%s)", work.id, error,
+                        extra=fields)
         except Exception:
             outcome = "unrecorded"
-            log.exception("could not record the outcome of %s", work.id)
+            log.exception("could not record the outcome of %s", work.id, extra=fields)
             if client.lease(work) is not None:  # never keep heartbeating a work we gave up on
                 with contextlib.suppress(Exception):
                     await client.release(work, reason="the worker could not record its outcome")
         finally:
-            self._free_slot(work)
-            log.info(
+            slot.free()
+            seconds = time.monotonic() - began
+            metrics.observe_attempt(work.pipeline, outcome, seconds)
+            log.info(  # the attempt ends
                 "finish %s pipeline=%s attempt=%d outcome=%s duration=%.3fs",
-                work.id, work.pipeline, work.attempt, outcome, time.monotonic() - began,
+                work.id, work.pipeline, work.attempt, outcome, seconds,
+                extra={**fields, "outcome": outcome, "seconds": round(seconds, 6)},
             )
 
-    def _free_slot(self, work: Work) -> None:
-        """The work's call has ended (or never ran): its slot may take the next work."""
-        self._running.discard(work.id or "")
-        self._slot_freed.set()
 
-    def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
-        """What to run for ``work``: the worker's --function/--command, else the work's own."""
-        config = self.config
-        parameters = work.parameters or {}
-        function = config.function or (None if config.command else work.function)
-        if function is not None:
-            return FunctionCall(function=function, parameters=parameters, path=work.path)
-        argv = config.command or work.command
-        if argv is not None:
-            env = work_environment(work.id or "", work.pipeline, work.attempt, work.parameters)
-            return CommandCall(argv=list(argv), path=work.path, env=env)
-        return Outcome(
-            status="unrunnable",
-            error="the work names no function or command, and this worker was started without --function or --command",
-        )
+class _Slot:
+    """A taken slot, freed once: when its call ends, or at the latest when its attempt does."""
 
-    async def _attempt(self, client: Client, work: Work, began: float) -> str:
-        """Start what :meth:`plan` says, see it through, record how it ended."""
-        plan = self.plan(work)
-        if isinstance(plan, Outcome):
-            return await self._record(client, work, plan)
-        execution = await self._start(work, plan)
-        if isinstance(execution, Outcome):
-            return await self._record(client, work, execution)
-        return await self._supervise(client, work, plan, execution, began)
+    def __init__(self, free: Callable[[], None]) -> None:
+        self._free: Callable[[], None] | None = free
 
-    async def _start(self, work: Work, plan: FunctionCall | CommandCall) -> Execution | Outcome:
-        """The running call, or the Outcome that says why nothing runs.
-
-        When the isolation itself fails (e.g. no forkserver) the attempt fails as an
-        ordinary error, so it is retried later rather than lost.
-        """
-        try:
-            if isinstance(plan, FunctionCall):
-                return await self.isolation.start(plan)
-            return await CommandExecution.start(plan)
-        except Exception as error:
-            log.exception("could not start %s", work.id)
-            return Outcome(
-                status="failed", error=f"the worker could not start the work: {type(error).__name__}: {error}"
-            )
-
-    async def _supervise(
-        self, client: Client, work: Work, plan: FunctionCall | CommandCall, execution: Execution, began: float
-    ) -> str:
-        """Wait for the first of: the outcome, the lease lost, a second signal, the timeout.
-
-        Anything but the outcome stops the execution. A lost lease (cancelled, or handed
-        to another worker) records nothing: the work is no longer ours to record. A
-        second signal gives the work back; a timeout fails it for good.
-        """
-        lease = client.lease(work)
-        lost = asyncio.ensure_future(lease.lost.wait() if lease is not None else asyncio.sleep(0))
-        abort = asyncio.ensure_future(self._abort.wait())
-        finished = asyncio.ensure_future(execution.outcome())
-        remaining = work.timeout - (time.monotonic() - began)
-        done, _ = await asyncio.wait(
-            {finished, lost, abort}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
-        )
-        lost.cancel()
-        abort.cancel()
-        if finished in done:
-            self._free_slot(work)
-            return await self._record(client, work, finished.result())
-        finished.cancel()
-        await execution.stop()
-        if lost in done:
-            reason = lease.lost_reason if lease is not None else "lease lost"
-            log.warning("%s: stopped, %s; nothing recorded", work.id, reason)
-            return "cancelled" if reason == "cancelled" else "abandoned"
-        if abort in done:
-            await client.release(work, reason="the worker was told to stop at once (second signal)")
-            return "given back"
-        await client.fail(
-            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}", retry=False,
-        )
-        return "timeout"
-
-    def _stopped_how(self, plan: FunctionCall | CommandCall) -> str:
-        """What stopping a timed-out call did, for the Failed event's error."""
-        if isinstance(plan, CommandCall):
-            return "the command's process group was killed"
-        return {
-            "process": "its process group was killed",
-            "thread": "its thread could not be killed and was abandoned",
-            "none": "it was interrupted",
-        }.get(self.isolation.name, "it was stopped")
-
-    async def _record(self, client: Client, work: Work, outcome: Outcome) -> str:
-        """Record an Outcome: Succeeded, or Failed with the right reason and retry."""
-        if outcome.status == "succeeded":
-            try:
-                await client.succeed(work, outcome.results, outcome.products, outcome.plots)
-                return "success"
-            except PayloadTooLargeError as error:
-                await client.fail(
-                    work, "too-large",
-                    f"{error}. The results were not recorded; write large data to files and "
-                    "return their paths as products.",
-                    retry=False,
-                )
-                return "too-large"
-        if outcome.status == "unrunnable":
-            await client.fail(work, "unrunnable", outcome.error, retry=False)
-            return "unrunnable"
-        try:
-            event = await client.fail(work, "error", outcome.error, outcome.traceback, results=outcome.results)
-        except PayloadTooLargeError as error:
-            error_text = f"{outcome.error} (results not recorded: {error})"
-            event = await client.fail(work, "error", error_text, outcome.traceback)
-        if event.will_retry and event.retry_in is not None and self._loop is not None:
-            self._loop.call_later(event.retry_in + 0.05, self._wake.set)
-            return "failed, will retry"
-        return "failed"
-
-
-async def _first_of(*waitables: Any, timeout: float | None = None) -> None:
-    """Wait until the first of these finishes (or ``timeout``); cancels the coroutines."""
-    futures = [asyncio.ensure_future(w) for w in waitables]
-    try:
-        await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future, original in zip(futures, waitables, strict=True):
-            if future is not original:
-                future.cancel()
+    def free(self) -> None:
+        if self._free is not None:
+            free, self._free = self._free, None
+            free()
 
 
 def run_worker(config: WorkerConfig) -> int:
@@ -454,36 +289,8 @@ def run_worker(config: WorkerConfig) -> int:
     if os.getcwd() not in sys.path:  # `--function mymodule.f` finds mymodule.py here, as python would
         sys.path.insert(0, os.getcwd())
     worker = Worker(config)
-    previous = {
-        s: signal.signal(s, lambda signum, _frame: worker.signal(signum)) for s in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
+    with forwarded_to(worker.shutdown):
         if isinstance(worker.isolation, MainThreadIsolation):
-            return _run_beside_the_main_thread(worker, worker.isolation)
+            isolation = worker.isolation
+            return run_beside_the_main_thread(lambda: asyncio.run(worker.run()), lambda t: isolation.serve(until=t))
         return asyncio.run(worker.run())
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _run_beside_the_main_thread(worker: Worker, isolation: MainThreadIsolation) -> int:
-    """Run the worker's event loop in a thread while this (main) thread runs the works.
-
-    The loop thread's exit code is returned, and its exception re-raised, here.
-    """
-    codes: list[int] = []
-    errors: list[BaseException] = []
-
-    def loop_thread() -> None:
-        try:
-            codes.append(asyncio.run(worker.run()))
-        except BaseException as error:  # re-raised in the main thread
-            errors.append(error)
-
-    thread = threading.Thread(target=loop_thread, name="workflow-loop")
-    thread.start()
-    isolation.serve(until=thread)
-    thread.join()
-    if errors:
-        raise errors[0]
-    return codes[0]

@@ -1,0 +1,174 @@
+"""One attempt of a claimed work: what to run, running it, and recording how it ended.
+
+The loop (:mod:`workflow.worker.loop`) decides *when* a work runs; this module decides
+*what* an attempt is and writes its one outcome event. Kept apart so the rules about
+outcomes (which failure is retried, which is final, what is recorded when nothing may be)
+read in one place, without the claiming and slot bookkeeping around them.
+
+- A call that returns is recorded as its Outcome says (``Succeeded``, or ``Failed``
+  retried with backoff while ``retries`` last).
+- A timeout stops the call (process isolation kills the child's process group) and is
+  final: a work that hung once is not retried into hanging again.
+- A lost lease (cancelled, handed on) stops the call and records nothing: the work is no
+  longer this worker's to record.
+- A second signal stops the call and gives the work back (``Failed(interrupted)``,
+  redelivered at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workflow.core.errors import PayloadTooLargeError
+from workflow.core.work import Work
+from workflow.log.client import Client
+from workflow.worker.config import WorkerConfig
+from workflow.worker.isolation import CommandExecution, Execution, Isolation
+from workflow.worker.runner import CommandCall, FunctionCall, Outcome, work_environment
+
+log = logging.getLogger("workflow.worker")
+
+
+def log_fields(work: Work) -> dict[str, Any]:
+    """What a log line about ``work`` carries as fields (``--log-format json``)."""
+    return {"work_id": work.id, "pipeline": work.pipeline, "attempt": work.attempt}
+
+
+class Attempts:
+    """Runs claimed works in the worker's isolation and records each attempt.
+
+    ``abort`` is the second-signal event; ``retry_due(seconds)`` is told when a failed
+    work will be delivered again, so a sleeping worker wakes for it.
+    """
+
+    def __init__(
+        self, config: WorkerConfig, isolation: Isolation, abort: asyncio.Event, retry_due: Callable[[float], None]
+    ) -> None:
+        self.config = config
+        self.isolation = isolation
+        self._abort = abort
+        self._retry_due = retry_due
+
+    def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
+        """What to run for ``work``: the worker's --function/--command, else the work's own."""
+        config = self.config
+        parameters = work.parameters or {}
+        function = config.function or (None if config.command else work.function)
+        if function is not None:
+            return FunctionCall(function=function, parameters=parameters, path=work.path)
+        argv = config.command or work.command
+        if argv is not None:
+            env = work_environment(work.id or "", work.pipeline, work.attempt, work.parameters)
+            return CommandCall(argv=list(argv), path=work.path, env=env)
+        return Outcome(
+            status="unrunnable",
+            error="the work names no function or command, and this worker was started without --function or --command",
+        )
+
+    async def run(self, client: Client, work: Work, began: float, call_ended: Callable[[], None]) -> str:
+        """Start what :meth:`plan` says, see it through, record how it ended; the outcome's
+        name. ``call_ended`` is called as soon as the call no longer occupies its slot,
+        before the outcome is recorded, so the next work starts while this one is written."""
+        plan = self.plan(work)
+        if isinstance(plan, Outcome):
+            call_ended()
+            return await self.record(client, work, plan)
+        execution = await self._start(work, plan)
+        if isinstance(execution, Outcome):
+            call_ended()
+            return await self.record(client, work, execution)
+        return await self._supervise(client, work, plan, execution, began, call_ended)
+
+    async def _start(self, work: Work, plan: FunctionCall | CommandCall) -> Execution | Outcome:
+        """The running call, or the Outcome that says why nothing runs.
+
+        When the isolation itself fails (e.g. no forkserver) the attempt fails as an
+        ordinary error, so it is retried later rather than lost.
+        """
+        try:
+            if isinstance(plan, FunctionCall):
+                return await self.isolation.start(plan)
+            return await CommandExecution.start(plan)
+        except Exception as error:
+            log.exception("could not start %s", work.id, extra=log_fields(work))
+            return Outcome(
+                status="failed", error=f"the worker could not start the work: {type(error).__name__}: {error}"
+            )
+
+    async def _supervise(
+        self, client: Client, work: Work, plan: FunctionCall | CommandCall, execution: Execution, began: float,
+        call_ended: Callable[[], None],
+    ) -> str:
+        """Wait for the first of: the outcome, the lease lost, a second signal, the timeout.
+
+        Anything but the outcome stops the execution (see the module docstring for what
+        each records).
+        """
+        lease = client.lease(work)
+        lost = asyncio.ensure_future(lease.lost.wait() if lease is not None else asyncio.sleep(0))
+        abort = asyncio.ensure_future(self._abort.wait())
+        finished = asyncio.ensure_future(execution.outcome())
+        remaining = work.timeout - (time.monotonic() - began)
+        done, _ = await asyncio.wait(
+            {finished, lost, abort}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
+        )
+        lost.cancel()
+        abort.cancel()
+        if finished in done:
+            call_ended()
+            return await self.record(client, work, finished.result())
+        finished.cancel()
+        await execution.stop()
+        call_ended()
+        if lost in done:
+            reason = lease.lost_reason if lease is not None else "lease lost"
+            log.warning("%s: stopped, %s; nothing recorded", work.id, reason, extra=log_fields(work))
+            return "cancelled" if reason == "cancelled" else "abandoned"
+        if abort in done:
+            await client.release(work, reason="the worker was told to stop at once (second signal)")
+            return "given back"
+        await client.fail(
+            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}", retry=False,
+        )
+        return "timeout"
+
+    def _stopped_how(self, plan: FunctionCall | CommandCall) -> str:
+        """What stopping a timed-out call did, for the Failed event's error."""
+        if isinstance(plan, CommandCall):
+            return "the command's process group was killed"
+        return {
+            "process": "its process group was killed",
+            "thread": "its thread could not be killed and was abandoned",
+            "none": "it was interrupted",
+        }.get(self.isolation.name, "it was stopped")
+
+    async def record(self, client: Client, work: Work, outcome: Outcome) -> str:
+        """Record an Outcome: Succeeded, or Failed with the right reason and retry."""
+        if outcome.status == "succeeded":
+            try:
+                await client.succeed(work, outcome.results, outcome.products, outcome.plots)
+                return "success"
+            except PayloadTooLargeError as error:
+                await client.fail(
+                    work, "too-large",
+                    f"{error}. The results were not recorded; write large data to files and "
+                    "return their paths as products.",
+                    retry=False,
+                )
+                return "too-large"
+        if outcome.status == "unrunnable":
+            await client.fail(work, "unrunnable", outcome.error, retry=False)
+            return "unrunnable"
+        try:
+            event = await client.fail(work, "error", outcome.error, outcome.traceback, results=outcome.results)
+        except PayloadTooLargeError as error:
+            error_text = f"{outcome.error} (results not recorded: {error})"
+            event = await client.fail(work, "error", error_text, outcome.traceback)
+        if event.will_retry and event.retry_in is not None:
+            self._retry_due(event.retry_in)
+            return "failed, will retry"
+        return "failed"
