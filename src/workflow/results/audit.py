@@ -10,7 +10,12 @@
   ``retries + 1``;
 - ``refold``: a work whose projected row differs from the fold (``core.fold``) of its
   events, or whose events do not fold at all;
-- ``gap``: stream sequences (from the log's first) in neither ``events`` nor ``rejected``.
+- ``gap``: stream sequences (from the log's first) in neither ``events`` nor ``rejected``;
+- ``aged-out``: the first sequences of the log left it (retention) before this projection
+  saw them: whatever they said is unknown here;
+- ``stranded``: an unfinished work whose queue message (its last ``Deposited`` or
+  ``Requeued``) aged out of the log: no bucket holds it any more, so no worker will run
+  it until someone re-queues it (``workflow requeue ID``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import msgspec
 from workflow.core import events as ev
 from workflow.core.errors import WorkflowError
 from workflow.core.fold import fold
+from workflow.core.status import FINISHED
 from workflow.core.work import Work
 from workflow.results.columns import WORK_COLUMNS, quote
 from workflow.results.projection import row_to_work
@@ -46,6 +52,13 @@ SELECT seq + 1, next - 1 FROM (
     WHERE seq >= ? - 1
 ) WHERE next > seq + 1 ORDER BY 1
 """
+_STRANDED = f"""
+SELECT w.id, q.seq, w.status FROM works w
+JOIN (SELECT work_id, max(seq) AS seq FROM events WHERE type IN ('deposited', 'requeued') GROUP BY work_id) q
+  ON q.work_id = w.id
+WHERE w.status NOT IN ({", ".join(f"'{s}'" for s in sorted(FINISHED))}) AND q.seq < ?
+ORDER BY w.id
+"""
 _OVERDUE = "SELECT id, start, timeout FROM works WHERE status = 'running' AND start + timeout + ? < ? ORDER BY id"
 
 
@@ -66,7 +79,24 @@ def audit(con: Any, *, now: float, lease: float, first_seq: int) -> list[Anomaly
                            "SELECT seq FROM rejected)").fetchall()
     if checkpoint > max(top, first_seq - 1):
         found.append(Anomaly(kind="gap", seq=top + 1, detail=f"sequences {top + 1}..{checkpoint} are missing"))
+    found.extend(_retention(con, first_seq))
     found.extend(_refold(con))
+    return found
+
+
+def _retention(con: Any, first_seq: int) -> list[Anomaly]:
+    """What retention took before it was safe: events never projected, and unfinished
+    works whose queue message is gone (the log is the buckets too)."""
+    found = []
+    [(lowest,)] = con.execute("SELECT min(seq) FROM (SELECT seq FROM events UNION ALL SELECT seq FROM rejected)"
+                              ).fetchall()
+    if lowest is not None and lowest > 1:
+        found.append(Anomaly(kind="aged-out", seq=1, detail=f"sequences 1..{lowest - 1} left the log before this "
+                             "projection saw them"))
+    for work_id, seq, status in con.execute(_STRANDED, [first_seq]).fetchall():
+        found.append(Anomaly(kind="stranded", work_id=work_id, seq=seq,
+                             detail=f"{status}, but its queue message (sequence {seq}) aged out of the log "
+                             f"(it now starts at {first_seq}): no worker will take it; requeue it"))
     return found
 
 

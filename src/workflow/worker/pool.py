@@ -178,6 +178,7 @@ def _child_main(calls: Connection, outcomes: Connection) -> None:  # pragma: no 
     calls_fd, outcomes_fd = calls.fileno(), outcomes.fileno()
     os.setsid()  # its own process group: killed as one, deaf to the terminal's Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver ignores it (see forkserver_preload)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any Python process
     parent = os.getppid()
     die_with_parent()
     if os.getppid() != parent:  # the forkserver died before we asked
@@ -257,6 +258,34 @@ class Child:
         return code
 
 
+#: What a supervisor sends a worker's whole process group to stop it.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _with_stop_signals_blocked(start: Callable[[], T]) -> T:
+    """``start()`` (which may spawn the forkserver) with SIGTERM and SIGINT blocked in
+    this thread, so a spawned forkserver starts with them blocked.
+
+    The forkserver shares the worker's process group and ignores both, but only once its
+    preload has run; a group signal before that (while it imports workflow) would kill it,
+    and the worker could start no work (it died with ``EOFError``). Blocked from birth,
+    a signal waits, and the preload discards it by ignoring it before unblocking
+    (multiprocessing's resource tracker is started the same way). Call it off the main
+    thread: the worker's own handlers still run there.
+
+    The resource tracker is made sure of first: starting it *unblocks* both signals in
+    the calling thread when it is done, which would undo ours.
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _preparation_data_without_main(
     name: str, _original: Callable[[str], dict[str, Any]] = multiprocessing.spawn.get_preparation_data
 ) -> dict[str, Any]:
@@ -296,7 +325,7 @@ class ProcessIsolation:
         multiprocessing.spawn.get_preparation_data = _preparation_data_without_main
         from multiprocessing import forkserver
 
-        await asyncio.to_thread(forkserver.ensure_running)
+        await asyncio.to_thread(_with_stop_signals_blocked, forkserver.ensure_running)
         self._idle += await asyncio.gather(*(self._spawn() for _ in range(self._size)))
 
     async def _spawn(self) -> Child:
@@ -305,8 +334,8 @@ class ProcessIsolation:
         process = self._context.Process(
             target=_child_main, args=(calls_reader, outcomes_writer), name=f"{CHILD_PREFIX}pool-child"
         )
-        try:
-            await asyncio.to_thread(process.start)
+        try:  # process.start starts the forkserver again if it died: the same protection
+            await asyncio.to_thread(_with_stop_signals_blocked, process.start)
         finally:  # the child has its ends now; ours would hide its death from us
             calls_reader.close()
             outcomes_writer.close()
