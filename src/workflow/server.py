@@ -219,12 +219,15 @@ def _start_services(
     url: str, data_dir: Path, stop: asyncio.Event, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
     *, connect: dict[str, Any] | None = None,
 ) -> list[asyncio.Task[None]]:
-    """The projector and results service (and the metrics), as tasks that end when ``stop`` is set."""
+    """The projector and results service, the resolver (and the metrics), as tasks that end
+    when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
+    from workflow.log.resolver import run_resolver
     from workflow.results.service import run_projector_service
 
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
-    tasks = [asyncio.create_task(projector, name="projector")]
+    resolver = run_resolver(url, stop, **(connect or {}))  # releases works that wait
+    tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver")]
     if metrics_port is not None:
         from workflow.results.metrics import run_metrics
 

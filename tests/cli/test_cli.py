@@ -86,3 +86,16 @@ def test_streams_apply_without_a_server_exits_3_in_one_line_instead_of_retrying_
     result = workflow_cli("streams", "apply", url="nats://127.0.0.1:1")
     assert result.returncode == 3 and result.stderr.startswith("error: cannot reach NATS at nats://127.0.0.1:1")
     assert "Traceback" not in result.stderr
+
+
+async def test_deposit_after_and_delay_make_works_that_wait_and_show_says_on_what(nats_url):
+    [first] = json.loads(workflow_cli("deposit", "p", "--json", url=nats_url).stdout)
+    result = workflow_cli("deposit", "p", "--after", first, "--delay", "1h", "--json", url=nats_url)
+    assert result.returncode == 0, result.stderr
+    [then] = json.loads(result.stdout)
+    shown = workflow_cli("show", then, url=nats_url).stdout
+    assert "waiting" in shown and f"after {first}" in shown and "not before" in shown
+    assert "waiting for" in workflow_cli("history", then, url=nats_url).stdout
+    unknown = workflow_cli("deposit", "p", "--after", "01JNOSUCH", url=nats_url)
+    assert unknown.returncode == 2 and "01JNOSUCH" in unknown.stderr
+    assert workflow_cli("deposit", "p", "--delay", "soon", url=nats_url).returncode == 2

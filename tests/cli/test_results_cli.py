@@ -41,7 +41,7 @@ async def test_ls_count_and_pipelines_answer_from_the_results_service(client, re
     assert out.strip() == "4"
     code, out, _ = await cli("pipelines", "--json", "--nats", nats_url)
     assert json.loads(out)["alpha"] == {
-        "total": 3, "queued": 2, "running": 0, "success": 0, "failure": 0, "cancelled": 1,
+        "total": 3, "waiting": 0, "queued": 2, "running": 0, "success": 0, "failure": 0, "cancelled": 1,
     }
     code, out, _ = await cli("pipelines", "--nats", nats_url)
     assert code == 0 and "alpha" in out and "beta" in out

@@ -55,8 +55,10 @@ def histories(draw, work_id: str, valid: bool = True) -> list[ev.AnyEvent]:
     now = work.creation
     common = {"work_id": work_id, "pipeline": work.pipeline}
     deposited = msgspec.structs.replace(work, id=work_id, status="queued")
-    events: list[ev.AnyEvent] = [ev.Deposited(**common, time=now, work=deposited)]
-    status = "queued"
+    waits = draw(st.none() | st.builds(ev.Waits, precursors=st.lists(names, max_size=2),
+                                       not_before=st.none() | st.floats(1.6e9, 1.8e9)))
+    events: list[ev.AnyEvent] = [ev.Deposited(**common, time=now, work=deposited, waits=waits)]
+    status = "queued" if waits is None else "waiting"
     attempt = 0
     for step in draw(steps):
         refused = refusal(status, STEP_TYPES[step])
@@ -68,7 +70,7 @@ def histories(draw, work_id: str, valid: bool = True) -> list[ev.AnyEvent]:
             status = {"started": "running", "succeeded": "success", "failed": "failure",
                       "cancelled": "cancelled"}.get(step, "queued")
         if step == "deposited":
-            events.append(ev.Deposited(**common, time=now, work=deposited))
+            events.append(ev.Deposited(**common, time=now, work=deposited, waits=waits))
         elif step == "started":
             attempt += 1
             events.append(ev.Started(**common, time=now, attempt=attempt, queue_seq=1, host="h"))

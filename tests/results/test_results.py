@@ -43,8 +43,8 @@ async def test_the_results_service_answers_every_filter(client, results_service)
     assert await results.count(pipeline="alpha", status="cancelled") == 1
 
     assert await results.pipelines() == {
-        "alpha": {"total": 4, "queued": 1, "running": 0, "success": 1, "failure": 1, "cancelled": 1},
-        "beta": {"total": 1, "queued": 1, "running": 0, "success": 0, "failure": 0, "cancelled": 0},
+        "alpha": {"total": 4, "waiting": 0, "queued": 1, "running": 0, "success": 1, "failure": 1, "cancelled": 1},
+        "beta": {"total": 1, "waiting": 0, "queued": 1, "running": 0, "success": 0, "failure": 0, "cancelled": 0},
     }
     works = await results.query(pipeline="alpha", order="priority")
     assert [w.priority for w in works] == [2, 3, 4, 5]

@@ -23,6 +23,8 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 
+from workflow.core.status import LOGGED
+
 R = TypeVar("R")
 CONNECTION_PANEL = "NATS connection"
 
@@ -103,7 +105,7 @@ class WorkFilters:
 
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")] = None
     status: Annotated[str | None, typer.Option(
-        "--status", "-s", help="Only this status (queued, running, success, failure, cancelled).")] = None
+        "--status", "-s", help=f"Only this status ({', '.join(LOGGED)}).")] = None
     site: Annotated[str | None, typer.Option("--site", help="Only this site.")] = None
     user: Annotated[str | None, typer.Option("--user", help="Only works of this user.")] = None
     tag: Annotated[list[str] | None, typer.Option(

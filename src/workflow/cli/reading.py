@@ -27,7 +27,7 @@ from workflow.cli.options import (
     work_filters,
 )
 from workflow.cli.output import console, fail, print_json, run, setup_logging, with_client
-from workflow.core.display import when
+from workflow.core.display import waits_of, when
 from workflow.core.errors import ValidationError
 from workflow.core.status import LOGGED
 from workflow.core.work import Work
@@ -55,8 +55,9 @@ def ls(
     table = Table(Column("id", no_wrap=True), "pipeline", "status", "site", "prio", "attempt", "created (UTC)",
                   "stopped (UTC)", "user")
     for work in works:
+        status = f"waiting ({waits_of(work)})" if work.status == "waiting" else work.status
         table.add_row(
-            work.id, work.pipeline, work.status, work.site, str(work.priority), str(work.attempt),
+            work.id, work.pipeline, status, work.site, str(work.priority), str(work.attempt),
             when(work.creation), when(work.stop), work.user or "",
         )
     console.print(table)

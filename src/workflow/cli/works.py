@@ -13,7 +13,7 @@ from rich.table import Table
 import workflow
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
 from workflow.cli.output import console, fail, print_json, reported, with_client
-from workflow.core.display import describe, when
+from workflow.core.display import describe, waits_of, when
 
 WorkId = Annotated[str, typer.Argument(metavar="ID", help="The work's id.")]
 Reason = Annotated[str | None, typer.Option(help="Why (recorded in the history).")]
@@ -45,6 +45,8 @@ class WorkFields:
     event: Annotated[list[int] | None, typer.Option(
         "--event", "-e", help="Telescope event number, repeatable.")] = None
     user: Annotated[str | None, typer.Option("--user", help="Who asked (the work's user, not a NATS login).")] = None
+    after: Annotated[list[str] | None, typer.Option(
+        "--after", help="Wait until this work succeeded (a work id, repeatable: all of them).")] = None
 
     def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
         """A new Work with these fields (ValidationError naming the first bad one)."""
@@ -52,7 +54,7 @@ class WorkFields:
             pipeline=pipeline, parameters=parameters, priority=self.priority, site=self.site,
             function=self.function, command=shlex.split(self.command) if self.command else None,
             timeout=self.timeout, retries=self.retries, tags=self.tag or None, event=self.event or None,
-            user=self.user,
+            user=self.user, precursors=self.after or None,
         )
 
 
@@ -65,17 +67,21 @@ def deposit(
     *,
     fields: WorkFields,
     count: Annotated[int, typer.Option(help="Deposit this many identical works.", min=1)] = 1,
+    delay: Annotated[str | None, typer.Option(
+        "--delay", help="Enter the bucket only after this long: 30s, 5m, 2h.")] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Enter the bucket only at this ISO time, e.g. 2026-12-01T02:00:00Z.")] = None,
     as_json: AsJson = False,
     connection: Connection,
 ) -> None:
-    """Deposit work into its bucket; prints the new ids.
+    """Deposit work into its bucket (or make it wait: --after, --delay, --at); prints the new ids.
 
     Example: workflow deposit sample-pipeline --param a=1 --param b=2 --priority 5
     """
     parameters = dict(parse_param(p) for p in param or []) or None
     with reported():
         works = [fields.work(pipeline, parameters) for _ in range(count)]
-    ids = with_client(connection, lambda client: client.deposit(works))
+    ids = with_client(connection, lambda client: client.deposit(works, delay=delay, at=at))
     if as_json:
         print_json(ids)
     else:
@@ -126,6 +132,8 @@ def show(work_id: WorkId, as_json: AsJson = False, *, connection: Connection) ->
         print_json(work.payload)
         return
     table = Table(show_header=False, box=None)
+    if work.status == "waiting":
+        table.add_row("waits", waits_of(work))
     for key, value in work.payload.items():
         if key in ("creation", "start", "stop"):
             value = when(value)

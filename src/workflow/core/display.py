@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from workflow.core import events as ev
+from workflow.core.work import Work
 
 
 def when(timestamp: float | None) -> str:
@@ -15,11 +16,37 @@ def when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def waits_of(work: Work) -> str:
+    """What a waiting work waits for, for ``show``, ``ls`` and the TUI (empty if it does not
+    wait): its precursors and the time it may start (a waiting work's ``start``)."""
+    if work.status != "waiting":
+        return ""
+    parts = []
+    if work.precursors:
+        first = str(work.precursors[0])
+        parts.append(f"after {first}" + (f" and {len(work.precursors) - 1} more" if len(work.precursors) > 1 else ""))
+    if work.start is not None:
+        parts.append(f"not before {when(work.start)}")
+    return "; ".join(parts) or "to be released"
+
+
+def waiting(waits: ev.Waits | None) -> str:
+    """What a waiting deposit waits for, as the end of a sentence (empty if nothing)."""
+    if waits is None:
+        return ""
+    parts = []
+    if waits.precursors:
+        parts.append("for " + ", ".join(waits.precursors) + " to succeed")
+    if waits.not_before is not None:
+        parts.append(f"until {when(waits.not_before)}")
+    return "; waiting " + " and ".join(parts)
+
+
 def describe(event: ev.AnyEvent) -> str:
     """One line saying what an event means, for ``workflow history``."""
     match event:
-        case ev.Deposited(work=work):
-            return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}"
+        case ev.Deposited(work=work, waits=waits):
+            return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}" + waiting(waits)
         case ev.Requeued(work=work, reason=reason):
             return f"requeued at priority {work.priority}, site {work.site}" + (f": {reason}" if reason else "")
         case ev.Started(attempt=attempt, host=host):

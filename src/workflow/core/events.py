@@ -50,10 +50,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=str
     v: Version = SCHEMA_VERSION
 
 
+class Waits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a work waits for before it enters its bucket: every precursor (a work id) to
+    succeed, and the time ``not_before`` (unix seconds) to pass. Either may be empty."""
+
+    precursors: list[str] = msgspec.field(default_factory=list)
+    not_before: float | None = None
+
+
 class Deposited(Event, frozen=True, kw_only=True):
-    """A work entered the system; it carries the whole work and puts it in its bucket."""
+    """A work entered the system; it carries the whole work and puts it in its bucket.
+
+    With ``waits``, it is published off the queue subjects instead (no bucket sees it), and
+    the work is ``waiting`` until the resolver releases it with a ``Requeued`` or cancels it.
+    """
 
     work: Work
+    waits: Waits | None = None
 
 
 class Requeued(Event, frozen=True, kw_only=True):

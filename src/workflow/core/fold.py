@@ -9,6 +9,7 @@ on ``wf.>`` can append without the CAS headers. The rule (:func:`refusal`):
 
 - nothing before the deposit, and only one deposit;
 - an outcome (``Succeeded``, ``Failed``) only while an attempt runs;
+- no start of a ``waiting`` work (it is in no bucket: a start could only be forged);
 - after a final outcome or a cancel, nothing but a ``Requeued`` (retried by hand):
   no second final outcome, no start of a finished work.
 """
@@ -53,6 +54,8 @@ def refusal(status: str | None, event: Event | type[Event]) -> str | None:
         return f"{name} after the work ended ({status}); only a Requeued may follow"
     if kind in (Succeeded, Failed) and status != "running":
         return f"{name} while no attempt runs ({status})"
+    if kind is Started and status == "waiting":
+        return "Started while the work waits (it is in no bucket yet)"
     return None
 
 
@@ -65,6 +68,10 @@ def evolve(state: Work | None, event: AnyEvent) -> Work:
     if refused is not None:
         raise FoldError(f"work {event.work_id}: {refused}")
     if isinstance(event, Deposited):
+        if event.waits is not None:  # a waiting work's ``start`` is the earliest it may start
+            return msgspec.structs.replace(
+                event.work, id=event.work_id, status="waiting", start=event.waits.not_before, stop=None
+            )
         return msgspec.structs.replace(event.work, id=event.work_id, status="queued")
     assert state is not None  # refusal() allows only a deposit without a state
     replace = msgspec.structs.replace

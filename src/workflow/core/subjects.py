@@ -3,6 +3,8 @@
 Every event of a work is published under ``wf.<pipeline>.<work_id>.``; the event that
 puts a work in a bucket goes to ``wf.<pipeline>.<work_id>.queued.<site>.<priority>``,
 so a bucket is simply a consumer filtered on ``wf.<pipeline>.*.queued.<site>.<priority>``.
+A deposit that waits (precursors, a delay) goes to ``wf.<pipeline>.<work_id>.waiting``
+instead: no bucket sees it until the resolver's ``Requeued`` puts it on a queue subject.
 Pipelines and sites are validated to letters, digits and ``-``: always one subject token.
 """
 
@@ -36,6 +38,8 @@ class BucketKey(NamedTuple):
 def event_subject(event: Event) -> str:
     """The subject an event is published on."""
     base = f"{PREFIX}.{event.pipeline}.{event.work_id}"
+    if isinstance(event, Deposited) and event.waits is not None:  # in no bucket until released
+        return f"{base}.waiting"
     if isinstance(event, (Deposited, Requeued)):  # the events that put a work in a bucket
         return f"{base}.queued.{event.work.site}.{event.work.priority}"
     return f"{base}.{type(event).__name__.lower()}"

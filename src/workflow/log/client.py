@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 import nats
@@ -30,6 +32,7 @@ from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, W
 from workflow.core.ids import worker_name
 from workflow.core.retry import retry_delay
 from workflow.core.settings import lease_seconds, nats_servers, nats_url
+from workflow.core.waits import not_before
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets, BucketStats
@@ -203,10 +206,22 @@ class Client:
 
     # -- deposit, withdraw, leases ----------------------------------------------------
 
-    async def deposit(self, works: Work | Iterable[Work]) -> list[str]:
-        """Put works in their buckets; returns their ids (re-depositing one is a no-op)."""
+    async def deposit(
+        self,
+        works: Work | Iterable[Work],
+        *,
+        delay: float | str | timedelta | None = None,
+        at: float | str | datetime | None = None,
+    ) -> list[str]:
+        """Put works in their buckets; returns their ids (re-depositing one is a no-op).
+
+        A work with ``precursors`` (work ids) waits until every one of them succeeded;
+        ``delay`` (seconds, a timedelta, ``"30s"``/``"5m"``/``"2h"``) or ``at`` (unix
+        seconds, a datetime, ISO-8601 text) hold every work of the call back until then.
+        """
         parts = self._connected
-        return await deposit(parts.gateway, parts.buckets, works)
+        due = not_before(delay, at, time.time())
+        return await deposit(parts.gateway, parts.buckets, works, not_before=due)
 
     async def withdraw(
         self,

@@ -168,7 +168,7 @@ class Results:
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
-        """Per pipeline: total, queued, running, success, failure, cancelled."""
+        """Per pipeline: the total, and the number of works in each status of ``status.LOGGED``."""
         return cast(dict[str, dict[str, int]], (await self._call("pipelines", {}, fresh, after))["pipelines"])
 
     async def get(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> Work:

@@ -120,12 +120,12 @@ class EventCounts:
         if len(tokens) not in (4, 6) or tokens[0] != PREFIX:
             return
         event, reason = tokens[3], ""
-        if event == "queued" or event == "failed":
+        if event == "queued" or event == "waiting" or event == "failed":
             try:
                 envelope = _envelope.decode(data)
             except msgspec.DecodeError:
                 return
-            if event == "queued":
+            if event != "failed":  # a deposit or re-queue (a waiting deposit is a deposit)
                 event = envelope.type
             else:
                 reason = envelope.reason if envelope.reason is not None and envelope.reason in REASONS else "other"

@@ -58,7 +58,7 @@ _NULL = b"null"
 #: Fields read below; any other field of an event is skipped by the decoder.
 _READ = frozenset(
     {"work_id", "pipeline", "time", "v", "work", "attempt", "will_retry", "reason", "error", "traceback",
-     "results", "products", "plots"}
+     "results", "products", "plots", "waits"}
 )
 #: Fields kept as raw JSON (DuckDB parses them) ...
 _RAW = frozenset({"work", "results", "products", "plots"})
@@ -234,10 +234,13 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
     if kind is Deposited:
         if row is not None:
             return None
+        if event.waits is not None:  # in no bucket yet; ``start`` is the earliest it may start
+            return (event.work_id, bytes(event.work), "waiting", None, event.waits.not_before, True, None, True, None,
+                    False, None, None, seq, event.time)
         return (event.work_id, bytes(event.work), "queued", None, None, False, None, False, None, False, None, None,
                 seq, event.time)
     if kind is Started:
-        if row is None or row[2] in FINISHED:
+        if row is None or row[2] in FINISHED or row[2] == "waiting":
             return None
         return (row[0], row[1], "running", event.attempt, event.time, True, None, True, row[8], row[9], row[10],
                 row[11], seq, event.time)

@@ -21,7 +21,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from workflow.core import events as ev
-from workflow.core.display import describe, when
+from workflow.core.display import describe, waits_of, when
 from workflow.core.fold import fold
 from workflow.core.work import Work
 from workflow.log.client import Recorded
@@ -111,7 +111,8 @@ class WorkScreen(WorkActionsScreen):
         self.query_one("#products", Static).update(listed(work.products))
         self.query_one("#plots", Static).update(listed(work.plots))
         self.query_one("#timeline", Static).update(timeline(records))
-        self.show_status(f"{work.id} · {work.pipeline} · {work.status} · {len(records)} events")
+        waits = f" ({waits_of(work)})" if work.status == "waiting" else ""
+        self.show_status(f"{work.id} · {work.pipeline} · {work.status}{waits} · {len(records)} events")
 
     def on_log_changed(self, message: LogChanged) -> None:
         if any(item.work_id == self.work_id for item in message.batch):

@@ -1,0 +1,210 @@
+"""Works that wait: which waiting works wait for what, and what to do when that changes.
+
+A work deposited with ``waits`` (precursors, a ``not_before`` time) is in no bucket. The
+resolver (:mod:`workflow.log.resolver`) reads the log in order and feeds each event to a
+:class:`Registry`, which answers what to write: a :class:`Release` (a ``Requeued`` that
+puts the work in its bucket) once every precursor succeeded and its time has come, or a
+:class:`Cancel` once a precursor failed for good or was cancelled. Kept pure (no I/O, the
+clock passed in) so every case is tested without a server; the resolver does the writes,
+each with the CAS against the waiting work's head, so two resolvers act exactly once.
+
+While the resolver catches up with the log (``live`` False), the registry only builds
+its state: acting on a history that later events already resolved would only produce
+refused writes. :meth:`Registry.go_live` then says what is due, all at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from workflow.core.errors import ValidationError
+from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Requeued, Succeeded, is_final
+from workflow.core.work import Work
+
+
+@dataclass
+class Waiting:
+    """One waiting work: its deposited snapshot, its head (for the CAS), what it waits for."""
+
+    work_id: str
+    work: Work
+    seq: int  # the last stream sequence seen on the work's subjects: the CAS of the release
+    pending: set[str]  # precursors not known to have succeeded
+    not_before: float | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """Put the work in its bucket (a ``Requeued`` with ``reason``)."""
+
+    waiting: Waiting
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel the work (a ``Cancelled`` with ``reason``, naming the precursor)."""
+
+    waiting: Waiting
+    reason: str
+
+
+Action = Release | Cancel
+
+
+def precursor_outcome(event: AnyEvent | None) -> str | None:
+    """What a precursor's (head or new) event means to the works waiting for it:
+    ``succeeded``, ``failed`` or ``was cancelled``; None while it may still succeed."""
+    if isinstance(event, Succeeded):
+        return "succeeded"
+    if isinstance(event, Cancelled):
+        return "was cancelled"
+    if isinstance(event, Failed) and is_final(event):
+        return "failed"
+    return None
+
+
+@dataclass
+class Registry:
+    """The waiting works one resolver knows of, the precursors they wait for, its timers."""
+
+    live: bool = False
+    works: dict[str, Waiting] = field(default_factory=dict)
+    _watchers: dict[str, set[str]] = field(default_factory=dict)  # precursor id -> waiting work ids
+    _timers: list[tuple[float, str]] = field(default_factory=list)  # (not_before, work id), a heap
+
+    def observe(self, seq: int, work_id: str, event: AnyEvent | None, now: float) -> list[Action]:
+        """One message of the log, in stream order (``event`` None: not a valid event).
+
+        Returns what to write now (nothing while catching up)."""
+        waiting = self.works.get(work_id)
+        if waiting is not None:
+            waiting.seq = seq  # any message on its subjects moves the head the CAS names
+            if isinstance(event, (Requeued, Cancelled)):  # released, or cancelled, by anyone
+                self._forget(work_id)
+        if isinstance(event, Deposited) and event.waits is not None and work_id not in self.works:
+            self.works[work_id] = Waiting(
+                work_id, event.work, seq, set(event.waits.precursors) - {work_id}, event.waits.not_before
+            )
+            for precursor in self.works[work_id].pending:
+                self._watchers.setdefault(precursor, set()).add(work_id)
+            return []  # the resolver reads its precursors' heads, then calls ``check``
+        outcome = precursor_outcome(event)
+        return [] if outcome is None else self.precursor(work_id, outcome, now)
+
+    def precursor(self, precursor: str, outcome: str, now: float) -> list[Action]:
+        """``precursor`` succeeded, failed or was cancelled: what follows for its waiters."""
+        actions: list[Action] = []
+        for work_id in sorted(self._watchers.get(precursor, ())):
+            waiting = self.works[work_id]
+            if outcome == "succeeded":
+                waiting.pending.discard(precursor)
+                self._watchers[precursor].discard(work_id)
+                actions += self.check(work_id, now)
+            elif self.live:
+                self._forget(work_id)
+                actions.append(Cancel(waiting, f"precursor {precursor} {outcome}"))
+        if not self._watchers.get(precursor):
+            self._watchers.pop(precursor, None)
+        return actions
+
+    def check(self, work_id: str, now: float) -> list[Action]:
+        """Release the work if nothing is left to wait for, else set its timer (live only)."""
+        waiting = self.works.get(work_id)
+        if waiting is None or waiting.pending or not self.live:
+            return []
+        if waiting.not_before is not None and waiting.not_before > now:
+            heapq.heappush(self._timers, (waiting.not_before, work_id))
+            return []
+        self._forget(work_id)
+        return [Release(waiting, _release_reason(waiting))]
+
+    def concerns(self, work_id: str) -> bool:
+        """Whether an event of ``work_id`` can matter (a waiting work, or one waited for):
+        the resolver decodes no other event but a waiting deposit."""
+        return work_id in self.works or work_id in self._watchers
+
+    def pending_precursors(self) -> set[str]:
+        """Every precursor some waiting work still waits for (their heads are read on going live)."""
+        return set(self._watchers)
+
+    def go_live(self, now: float) -> list[Action]:
+        """The log is read up to now: from here on, say what to do; first, everything due."""
+        self.live = True
+        return [action for work_id in sorted(self.works) for action in self.check(work_id, now)]
+
+    def next_due(self) -> float | None:
+        """When the earliest timer fires (None: no timer)."""
+        return self._timers[0][0] if self._timers else None
+
+    def due(self, now: float) -> list[Action]:
+        """The releases whose time has come."""
+        actions: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, work_id = heapq.heappop(self._timers)
+            waiting = self.works.get(work_id)
+            if waiting is not None and not waiting.pending:  # else released or cancelled meanwhile
+                self._forget(work_id)
+                actions.append(Release(waiting, _release_reason(waiting)))
+        return actions
+
+    def _forget(self, work_id: str) -> None:
+        waiting = self.works.pop(work_id, None)
+        if waiting is None:
+            return
+        for precursor in waiting.pending:
+            watchers = self._watchers.get(precursor)
+            if watchers is not None:
+                watchers.discard(work_id)
+                if not watchers:
+                    del self._watchers[precursor]
+
+
+def _release_reason(waiting: Waiting) -> str:
+    precursors = waiting.work.precursors or []
+    parts = []
+    if precursors:
+        parts.append("precursors succeeded" if len(precursors) > 3 else
+                     f"{', '.join(map(str, precursors))} succeeded")
+    if waiting.not_before is not None:
+        parts.append("its time came")
+    return "released: " + " and ".join(parts or ["nothing to wait for"])
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def not_before(delay: float | str | timedelta | None, at: float | str | datetime | None, now: float) -> float | None:
+    """The earliest time a work may enter its bucket, from a ``delay`` (seconds, a
+    timedelta, or ``30s``/``5m``/``2h``) or an ``at`` time (unix seconds, a datetime, or
+    ISO-8601 text; naive means UTC). None for neither. ValidationError for both or a bad one."""
+    if delay is not None and at is not None:
+        raise ValidationError("delay", "give a delay or a time (at), not both")
+    if delay is not None:
+        return now + _seconds(delay)
+    if at is None or isinstance(at, (int, float)):
+        return at
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError("at", f"expected an ISO-8601 time like 2026-12-01T02:00:00Z, got {at!r}") from None
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _seconds(delay: float | str | timedelta) -> float:
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, str):
+        text = delay.strip().lower()
+        try:
+            seconds = float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS else float(text)
+        except ValueError:
+            raise ValidationError("delay", f"expected a duration like 30s, 5m or 2h, got {delay!r}") from None
+    else:
+        seconds = float(delay)
+    if not seconds >= 0:
+        raise ValidationError("delay", f"expected a duration of zero or more, got {delay!r}")
+    return seconds

@@ -1,0 +1,197 @@
+"""The resolver: releases waiting works when their precursors succeeded and their time came.
+
+A waiting work's ``Deposited`` is on ``wf.<pipeline>.<id>.waiting``, in no bucket. The
+resolver (run by ``workflow server``; any number may run) reads the whole log in order
+with an ordered consumer and keeps in memory, in a :class:`~workflow.core.waits.Registry`,
+which waiting works wait for what, with one timer heap for ``not_before``. What the
+registry decides, it writes with the CAS against the waiting work's head:
+
+- a ``Requeued`` (on the queue subject: the work enters its bucket, and a worker claims
+  it as any re-queued work) once every precursor succeeded and its time has come;
+- a ``Cancelled(reason="precursor X failed")`` once a precursor failed for good or was
+  cancelled.
+
+A second resolver's write is refused by the CAS (ConflictError): it re-reads the work,
+finds it no longer waiting, and moves on, so each release happens exactly once. Nothing is
+kept on disk: on start the resolver reads the log from its first event, reads the heads of
+the precursors still pending, and releases at once every work whose time passed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from nats.js.api import DeliverPolicy
+
+from workflow.core import events as ev
+from workflow.core.errors import ConflictError, ValidationError, WorkflowError
+from workflow.core.fold import fold
+from workflow.core.settings import lease_seconds
+from workflow.core.subjects import PREFIX, STREAM, BucketKey
+from workflow.core.waits import Action, Cancel, Registry, Waiting, precursor_outcome
+from workflow.log import jsapi
+from workflow.log.buckets import Buckets
+from workflow.log.client import Client
+
+log = logging.getLogger("workflow.resolver")
+
+#: Precursor heads read at once when going live.
+_LOOKUPS = 256
+#: Writes a resolver tries for one work whose head keeps moving under it (forged messages).
+_TRIES = 3
+
+
+class Resolver:
+    """One resolver over one client's connection (see the module's docstring)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._buckets = Buckets(client.nc, lease_seconds())
+        self.registry = Registry()
+        self._inbox: asyncio.Queue[tuple[int, str, bytes, int]] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self.live = asyncio.Event()  # set once the log is read up to where it was at the start
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the log and act until ``stop`` is set."""
+        last = await jsapi.last_sequence(self._client.nc)
+
+        async def on_message(msg: Any) -> None:
+            meta = msg.metadata
+            self._inbox.put_nowait((meta.sequence.stream, msg.subject, msg.data, meta.num_pending))
+
+        subscription = await self._client.nc.jetstream().subscribe(
+            f"{PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=on_message,
+        )
+        tasks = [asyncio.create_task(self._read(last)), asyncio.create_task(self._timers())]
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                error = task.exception() if task.done() else None
+                if error is not None:
+                    raise error
+        finally:
+            stopped.cancel()
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _read(self, last: int) -> None:
+        """Feed the log to the registry in order; go live once caught up."""
+        if last == 0:
+            await self._go_live()
+        while True:
+            seq, subject, data, pending = await self._inbox.get()
+            tokens = subject.split(".")
+            # only a waiting deposit, or an event of a work waiting or waited for, is decoded
+            if len(tokens) >= 4 and (tokens[3] == "waiting" or self.registry.concerns(tokens[2])):
+                await self._observe(seq, tokens[2], data)
+            if self._caught_up(seq, last, pending):
+                await self._go_live()
+            self._wake.set()
+
+    async def _observe(self, seq: int, work_id: str, data: bytes) -> None:
+        try:
+            event: ev.AnyEvent | None = ev.decode(data)
+        except ValidationError:
+            event = None  # not an event, but still a message on that work's subjects
+        actions = self.registry.observe(seq, work_id, event, time.time())
+        if self.live.is_set() and isinstance(event, ev.Deposited) and event.waits is not None:
+            actions += await self._read_heads(event.waits.precursors)
+            actions += self.registry.check(work_id, time.time())
+        await self._act_all(actions)
+
+    def _caught_up(self, seq: int, last: int, pending: int) -> bool:
+        """True at the message that brings the resolver up to where the log was at its start."""
+        return not self.live.is_set() and (seq >= last or pending == 0)
+
+    async def _go_live(self) -> None:
+        """Caught up: read the heads of the precursors still pending (they may have ended
+        before the works waiting for them were deposited), then do everything due."""
+        precursors = sorted(self.registry.pending_precursors())
+        actions: list[Action] = []
+        for start in range(0, len(precursors), _LOOKUPS):
+            actions += await self._read_heads(precursors[start : start + _LOOKUPS])
+        actions += self.registry.go_live(time.time())
+        self.live.set()
+        log.info("resolver live: %d works waiting", len(self.registry.works))
+        await self._act_all(actions)
+
+    async def _read_heads(self, precursors: list[str]) -> list[Action]:
+        """What the precursors' current heads say (one that does not exist yet is pending:
+        it was deposited in the same batch, and its events are still to come)."""
+        heads = await asyncio.gather(*(self._client.head(p) for p in precursors))
+        actions: list[Action] = []
+        for precursor, head in zip(precursors, heads, strict=True):
+            outcome = precursor_outcome(None if head is None else head.event)
+            if outcome is not None:
+                actions += self.registry.precursor(precursor, outcome, time.time())
+        return actions
+
+    async def _timers(self) -> None:
+        """Release delayed works when their time comes: one sleep until the earliest timer."""
+        await self.live.wait()
+        while True:
+            due = self.registry.next_due()
+            self._wake.clear()
+            timeout = None if due is None else max(0.0, due - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._act_all(self.registry.due(time.time()))
+
+    async def _act_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            try:
+                await self._act(action)
+            except WorkflowError as error:  # rebuilt from the log at the next start
+                log.error("could not resolve work %s: %s", action.waiting.work_id, error)
+
+    async def _act(self, action: Action) -> None:
+        """Write the action with the CAS; if refused, write it again only if the work still waits."""
+        waiting = action.waiting
+        expected: int | None = waiting.seq
+        for _ in range(_TRIES):
+            assert expected is not None
+            event = await self._event(action)
+            try:
+                await self._client.append_durably(event, expected, patience=60)
+                log.info("work %s: %s", waiting.work_id, action.reason)
+                return
+            except ConflictError:
+                expected = await self._still_waiting(waiting)
+                if expected is None:
+                    return
+        log.error("work %s kept changing; not resolved", waiting.work_id)
+
+    async def _event(self, action: Action) -> ev.AnyEvent:
+        waiting = action.waiting
+        common: dict[str, Any] = {"work_id": waiting.work_id, "pipeline": waiting.work.pipeline, "time": time.time(),
+                                  "by": self._client.name}
+        if isinstance(action, Cancel):
+            return ev.Cancelled(**common, reason=action.reason)
+        work = msgspec.structs.replace(waiting.work, status="queued")
+        await self._buckets.ensure(BucketKey(work.pipeline, work.site, work.priority))
+        return ev.Requeued(**common, work=work, reason=action.reason)
+
+    async def _still_waiting(self, waiting: Waiting) -> int | None:
+        """The work's head sequence if it still waits (its head was a forged message), else
+        None: another resolver or an operator released or cancelled it."""
+        records = await self._client.history_records(waiting.work_id, waiting.work.pipeline)
+        state = fold((r.event for r in records), skip_refused=True)
+        if state is None or state.status != "waiting":
+            log.debug("work %s no longer waits (%s)", waiting.work_id, None if state is None else state.status)
+            return None
+        return records[-1].seq
+
+
+async def run_resolver(url: str, stop: asyncio.Event, **connect_options: Any) -> None:
+    """Run a resolver until ``stop`` is set (``workflow server`` runs one)."""
+    async with Client(url, name=connect_options.pop("name", "workflow-resolver"), **connect_options) as client:
+        await Resolver(client).run(stop)
