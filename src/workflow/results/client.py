@@ -17,12 +17,12 @@ import msgspec
 import nats.errors
 
 from workflow.core import events as ev
-from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.core.errors import ValidationError, WorkflowError
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.client import Recorded
 from workflow.results import export
-from workflow.results.queries import ERROR_CODE_HEADER, ERROR_HEADER, SUBJECT
+from workflow.results.queries import SUBJECT, raise_for_error
 
 if TYPE_CHECKING:
     from workflow.log.client import Client
@@ -103,16 +103,7 @@ class Results:
             ) from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise WorkflowError(f"the results service did not answer {endpoint} within {self.timeout:g}s") from None
-        headers = reply.headers or {}
-        code = headers.get(ERROR_CODE_HEADER)
-        if code is not None:
-            message = headers.get(ERROR_HEADER, "")
-            if code == "400":
-                field, _, rest = message.partition(": ")
-                raise ValidationError(field, rest or message)
-            if code == "404":
-                raise NotFoundError(message)
-            raise WorkflowError(f"results service: {message} (code {code})")
+        raise_for_error(reply.headers)
         return msgspec.json.decode(reply.data, type=dict[str, Any])
 
     async def query(

@@ -28,7 +28,7 @@ import msgspec
 import nats.errors
 
 from workflow.core.errors import ValidationError, WorkflowError
-from workflow.results.queries import ERROR_CODE_HEADER, ERROR_HEADER, SUBJECT
+from workflow.results.queries import SUBJECT, raise_for_error
 
 TABLES = ("works", "events", "rejected", "checkpoint")
 Table = Literal["works", "events", "rejected", "checkpoint"]
@@ -154,14 +154,7 @@ async def _ask(nc: Any, body: dict[str, Any], timeout: float) -> bytes:
         reply = await nc.request(f"{SUBJECT}.export", msgspec.json.encode(body), timeout=timeout)
     except nats.errors.NoRespondersError:
         raise WorkflowError("no results service answers (it runs in `workflow server`)") from None
-    headers = reply.headers or {}
-    code = headers.get(ERROR_CODE_HEADER)
-    if code is not None:
-        message = headers.get(ERROR_HEADER, "")
-        if code == "400":
-            field, _, rest = message.partition(": ")
-            raise ValidationError(field, rest or message)
-        raise WorkflowError(f"results service: {message} (code {code})")
+    raise_for_error(reply.headers)
     data: bytes = reply.data
     return data
 

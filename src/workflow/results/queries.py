@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from workflow.core.errors import ValidationError
+from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
 from workflow.core.status import LOGGED, Status
 from workflow.core.work import Pipeline, Site
 from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
@@ -195,3 +195,19 @@ PIPELINES_SQL = (
 GET_SQL = f"SELECT {select_list(None)} FROM works WHERE id = ?"
 HISTORY_SQL = "SELECT seq, subject, payload FROM events WHERE work_id = ? ORDER BY seq"
 assert set(JSON_FIELDS) <= set(WORK_FIELDS)
+
+
+def raise_for_error(headers: dict[str, str] | None) -> None:
+    """The service's error answer (its headers) as our error: 400 a ValidationError naming
+    the field, 404 a NotFoundError, anything else a WorkflowError. Both the queries' client
+    and the export's use it, so an error reads the same whichever asked."""
+    code = (headers or {}).get(ERROR_CODE_HEADER)
+    if code is None:
+        return
+    message = (headers or {}).get(ERROR_HEADER, "")
+    if code == "400":
+        field, _, rest = message.partition(": ")
+        raise ValidationError(field, rest or message)
+    if code == "404":
+        raise NotFoundError(message)
+    raise WorkflowError(f"results service: {message} (code {code})")
