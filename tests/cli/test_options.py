@@ -20,6 +20,7 @@ from workflow.cli.system import tui_argv
 EVERY_CONNECTION_OPTION = Connection(
     url="nats://nats.example:4222", user="ops", password="s3cret", token="tok", creds=Path("/etc/nats/ops.creds"),
     nkey=Path("/etc/nats/ops.nk"), tls_ca=Path("/etc/nats/ca.pem"),
+    tls_cert=Path("/etc/nats/ops.crt"), tls_key=Path("/etc/nats/ops.key"),
 )
 
 
@@ -82,7 +83,8 @@ TALKING_TO_NATS = [
 def test_every_command_talking_to_nats_takes_every_connection_option_with_its_environment_variable(path, command):
     declared = {param.opts[0]: param for param in options(command)}
     expected = {"--nats": "URL", "--nats-user": "USER", "--nats-password": "PASSWORD", "--nats-token": "TOKEN",
-                "--nats-creds": "CREDS", "--nats-nkey": "NKEY", "--nats-tls-ca": "TLS_CA"}
+                "--nats-creds": "CREDS", "--nats-nkey": "NKEY", "--nats-tls-ca": "TLS_CA",
+                "--nats-tls-cert": "TLS_CERT", "--nats-tls-key": "TLS_KEY"}
     assert {name: declared[name].envvar for name in expected} == {
         name: f"WORKFLOW_NATS_{suffix}" for name, suffix in expected.items()
     }
@@ -102,6 +104,7 @@ def test_tui_web_argv_carries_every_connection_option_but_the_secrets_which_go_i
     assert pairs == {
         "--refresh": "5.0", "--nats": "nats://nats.example:4222", "--nats-user": "ops",
         "--nats-creds": "/etc/nats/ops.creds", "--nats-nkey": "/etc/nats/ops.nk", "--nats-tls-ca": "/etc/nats/ca.pem",
+        "--nats-tls-cert": "/etc/nats/ops.crt", "--nats-tls-key": "/etc/nats/ops.key",
     }
     assert "s3cret" not in argv and "tok" not in argv
     assert EVERY_CONNECTION_OPTION.secret_environment() == {
@@ -110,7 +113,7 @@ def test_tui_web_argv_carries_every_connection_option_but_the_secrets_which_go_i
 
 
 def test_tui_web_argv_and_environment_are_read_back_by_tui_as_the_same_connection(monkeypatch):
-    for name in ("URL", "USER", "PASSWORD", "TOKEN", "CREDS", "NKEY", "TLS_CA"):
+    for name in ("URL", "USER", "PASSWORD", "TOKEN", "CREDS", "NKEY", "TLS_CA", "TLS_CERT", "TLS_KEY"):
         monkeypatch.delenv(f"WORKFLOW_NATS_{name}", raising=False)
     for name, value in EVERY_CONNECTION_OPTION.secret_environment().items():
         monkeypatch.setenv(name, value)

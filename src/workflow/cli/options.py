@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import ssl
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import typer
 
 from workflow.core.status import LOGGED
+from workflow.log.tls import tls_context
 
 R = TypeVar("R")
 CONNECTION_PANEL = "NATS connection"
@@ -60,6 +60,12 @@ class Connection:
     tls_ca: Annotated[Path | None, typer.Option(
         "--nats-tls-ca", envvar="WORKFLOW_NATS_TLS_CA", rich_help_panel=CONNECTION_PANEL,
         help="CA bundle to verify the server.")] = None
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--nats-tls-cert", envvar="WORKFLOW_NATS_TLS_CERT", rich_help_panel=CONNECTION_PANEL,
+        help="Client certificate (PEM), for a server that verifies clients.")] = None
+    tls_key: Annotated[Path | None, typer.Option(
+        "--nats-tls-key", envvar="WORKFLOW_NATS_TLS_KEY", rich_help_panel=CONNECTION_PANEL,
+        help="Private key of --nats-tls-cert (PEM).")] = None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``workflow.connect`` (``url`` first, None for the default)."""
@@ -74,8 +80,8 @@ class Connection:
             options["user_credentials"] = str(self.creds)
         if self.nkey:
             options["nkeys_seed"] = str(self.nkey)
-        if self.tls_ca:
-            options["tls"] = ssl.create_default_context(cafile=str(self.tls_ca))
+        if self.tls_ca or self.tls_cert or self.tls_key:
+            options["tls"] = tls_context(self.tls_ca, self.tls_cert, self.tls_key)
         return options
 
     #: Fields handed to a child process through its environment, never its command line

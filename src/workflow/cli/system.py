@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from workflow.cli.options import Connection, LogLevel, connection_options
-from workflow.cli.output import LogFormat, console, fail, run, setup_logging
+from workflow.cli.output import LogFormat, console, fail, reported, run, setup_logging
 from workflow.core.errors import ConnectionFailedError
 
 
@@ -58,7 +58,8 @@ def streams_apply(
     from workflow.core.settings import nats_servers, nats_url
     from workflow.log.streams import apply_streams
 
-    options = connection.options()
+    with reported():  # unreadable TLS files: one line, not a traceback
+        options = connection.options()
     url = nats_url(options.pop("url"))
 
     async def quiet(error: Exception) -> None:  # the failure is reported once, below

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -125,9 +126,12 @@ class Client:
 
     async def _connect(self) -> nats.aio.client.Client:
         refusals = self._refusals
+        tls_failures: list[ssl.SSLError] = []
 
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)
+            if isinstance(error, ssl.SSLError):
+                tls_failures.append(error)  # the cause behind nats-py's "no servers available"
             await refusals(error)  # a refused login or publish: say so, instead of timing out
 
         try:
@@ -138,6 +142,12 @@ class Client:
         except (TimeoutError, OSError, nats.errors.Error) as error:
             if refusals.login_refused is not None:
                 raise refusals.login_refused from None
+            if tls_failures:
+                raise ConnectionFailedError(
+                    f"TLS handshake with NATS at {self.url} failed ({tls_failures[-1].reason or tls_failures[-1]}); "
+                    "check --nats-tls-ca, and give --nats-tls-cert and --nats-tls-key if the server "
+                    "verifies clients."
+                ) from None
             raise ConnectionFailedError(
                 f"cannot reach NATS at {self.url} ({type(error).__name__}: {error}). "
                 "Start one with `workflow server`, or point to yours with --nats URL "
