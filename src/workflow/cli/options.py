@@ -30,6 +30,9 @@ CONNECTION_PANEL = "NATS connection"
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+MetricsPort = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).")]
+MetricsHost = Annotated[str, typer.Option("--metrics-host", help="With --metrics-port: the address to listen on.")]
 Fresh = Annotated[bool, typer.Option(
     "--fresh/--no-fresh",
     help="Wait until the projection holds every event logged so far, so you see your own writes; "

@@ -22,11 +22,13 @@ from workflow.cli.options import (
     Connection,
     Fresh,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     WorkFilters,
     connection_options,
     work_filters,
 )
-from workflow.cli.output import console, fail, print_json, run, setup_logging, with_client
+from workflow.cli.output import LogFormat, console, fail, print_json, run, setup_logging, with_client
 from workflow.core.display import waits_of, when
 from workflow.core.errors import ValidationError
 from workflow.core.status import LOGGED
@@ -236,6 +238,9 @@ def audit(as_json: AsJson = False, *, connection: Connection) -> None:
 def projector(
     db: Annotated[Path, typer.Option("--db", help="The DuckDB file the projector owns (created if missing).")],
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
     *,
     connection: Connection,
 ) -> None:
@@ -243,7 +248,7 @@ def projector(
     from workflow.core.settings import nats_url
     from workflow.results.service import run_projector_service
 
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     options = connection.options()
     url = nats_url(options.pop("url"))
 
@@ -252,7 +257,17 @@ def projector(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_projector_service(url, db, stop, **options)
+        if metrics_port is None:
+            await run_projector_service(url, db, stop, **options)
+            return
+        from workflow.results.metrics import run_metrics
+
+        metrics = asyncio.create_task(run_metrics(url, metrics_port, stop, host=metrics_host, **options))
+        try:
+            await run_projector_service(url, db, stop, **options)
+        finally:
+            stop.set()
+            await metrics
 
     run(go())
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from workflow.cli.options import Connection, LogLevel, connection_options
+from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, reported, setup_logging
 
 
@@ -29,10 +29,8 @@ def run(
     max_works_per_child: Annotated[int | None, typer.Option(
         "--max-works-per-child", help="Process isolation: replace a child process after this many works "
         "[default: reuse it until it times out, is cancelled or dies].")] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).")] = None,
-    metrics_host: Annotated[str, typer.Option(
-        "--metrics-host", help="With --metrics-port: the address to listen on.")] = "0.0.0.0",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
     *,

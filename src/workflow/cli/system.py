@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from workflow.cli.options import Connection, LogLevel, connection_options
+from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, console, fail, reported, run, setup_logging
 from workflow.core.errors import ConnectionFailedError
 
@@ -27,10 +27,8 @@ def server(
         help="The embedded nats-server's config [default: the repository's nats.conf]; with one from "
              "`workflow secure init DIR`, this process logs in as the server role (DIR/server.env, "
              "or WORKFLOW_NATS_USER and WORKFLOW_NATS_PASSWORD).")] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).")] = None,
-    metrics_host: Annotated[str, typer.Option(
-        "--metrics-host", help="With --metrics-port: the address to listen on.")] = "0.0.0.0",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
