@@ -14,10 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from deployed import until
 
 import workflow
 from workflow import Work
@@ -71,18 +71,6 @@ def start_worker(nats_url: str, tmp_path: Path):
             process.wait()
 
 
-async def until(check, timeout: float = 30.0, interval: float = 0.05):
-    """Call ``check()`` (awaiting it if async) until truthy (returned), else fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 async def exit_code(process: subprocess.Popen[bytes], timeout: float = 30) -> int:

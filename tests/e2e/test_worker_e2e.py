@@ -11,10 +11,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from deployed import until
 
 import workflow
 from workflow import Work
@@ -67,18 +67,6 @@ async def wait_exit(process: subprocess.Popen, timeout: float = 30) -> int:
     return await asyncio.to_thread(process.wait, timeout)
 
 
-async def until(check, timeout: float = 30.0, interval: float = 0.1):
-    """Call ``check()`` (awaiting it if async) until truthy (returned), else fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 def status_is(client: workflow.Client, work_id: str, *statuses: str):
