@@ -49,7 +49,9 @@ WORKERS = 2
 PROJECTOR = (
     "import asyncio, sys\n"
     "from workflow.results.service import run_projector_service\n"
-    "asyncio.run(run_projector_service(sys.argv[1], sys.argv[2], asyncio.Event()))\n"
+    "try:\n    from workflow.log.eventloop import run\n"  # uvloop, as `workflow server` runs it
+    "except ImportError:\n    run = asyncio.run\n"  # a --baseline tree from before it
+    "run(run_projector_service(sys.argv[1], sys.argv[2], asyncio.Event()))\n"
 )
 
 

@@ -31,6 +31,7 @@ from workflow.core.errors import (
     ValidationError,
     WorkflowError,
 )
+from workflow.log import eventloop
 
 if TYPE_CHECKING:
     from workflow.cli.options import Connection
@@ -94,7 +95,7 @@ def reported() -> Iterator[None]:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine, with failures reported as :data:`EXIT_CODES` says."""
     with reported():
-        return asyncio.run(coro)
+        return eventloop.run(coro)
 
 
 def with_client(connection: Connection, action: Callable[[workflow.Client], Awaitable[T]]) -> T:

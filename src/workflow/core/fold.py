@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from workflow.core.events import (
     AnyEvent,
     Cancelled,
@@ -32,7 +30,7 @@ from workflow.core.events import (
     Succeeded,
 )
 from workflow.core.status import FINISHED
-from workflow.core.work import Work
+from workflow.core.work import Work, amend
 
 
 class FoldError(ValueError):
@@ -69,12 +67,12 @@ def evolve(state: Work | None, event: AnyEvent) -> Work:
         raise FoldError(f"work {event.work_id}: {refused}")
     if isinstance(event, Deposited):
         if event.waits is not None:  # a waiting work's ``start`` is the earliest it may start
-            return msgspec.structs.replace(
+            return amend(
                 event.work, id=event.work_id, status="waiting", start=event.waits.not_before, stop=None
             )
-        return msgspec.structs.replace(event.work, id=event.work_id, status="queued")
+        return amend(event.work, id=event.work_id, status="queued")
     assert state is not None  # refusal() allows only a deposit without a state
-    replace = msgspec.structs.replace
+    replace = amend  # values from validated events: no second check (see amend)
     match event:
         case Requeued():
             return replace(event.work, id=event.work_id, status="queued", start=None, stop=None)

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import NamedTuple, TypedDict
 
+import msgspec
 import nats.aio.client
 import nats.errors
 import nats.js
@@ -150,7 +151,7 @@ class LogGateway:
             "Nats-Expected-Last-Subject-Sequence-Subject": work_filter(event.work_id, event.pipeline),
         }
         try:
-            ack = await self.js.publish(event_subject(event), data, headers=headers)
+            seq = await self._publish(event_subject(event), data, headers)
         except nats.js.errors.APIError as error:
             if error.err_code != jsapi.WRONG_LAST_SEQUENCE:
                 raise WorkflowError(f"the log refused {type(event).__name__}: {error.description}") from None
@@ -162,6 +163,19 @@ class LogGateway:
                 f"(now: {type(head.event).__name__ if head else 'nothing'}); "
                 f"{type(event).__name__} was not recorded"
             ) from None
+        return seq
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """``js.publish`` with the acknowledgement decoded by msgspec: the same request and
+        the same errors, at a fraction of the cost (its ``json.loads`` and ``PubAck``
+        dataclass were a visible part of each work's time in the worker's loop)."""
+        try:
+            reply = await self.nc.request(subject, data, timeout=5, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.NoStreamResponseError from None
+        ack = _ACK.decode(reply.data)
+        if ack.error is not None:
+            nats.js.errors.APIError.from_error(msgspec.structs.asdict(ack.error))  # raises the named error
         return ack.seq
 
     async def append_durably(self, event: ev.AnyEvent, expected_seq: int, *, patience: float = 3600.0) -> int:
@@ -184,6 +198,22 @@ class LogGateway:
                             type(error).__name__, kind, event.work_id, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int | None = None
+    description: str | None = None
+
+
+class _PubAck(msgspec.Struct):
+    """The stream's answer to a publish: the sequence stored, or why not."""
+
+    seq: int = 0
+    error: _ApiError | None = None
+
+
+_ACK = msgspec.json.Decoder(_PubAck)
 
 
 def _recorded(reply: Msg) -> Recorded | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import msgspec
+
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.fold import evolve
@@ -32,8 +34,8 @@ OUTCOME_FIELDS = ("status", "attempt", "results", "products", "plots", "stop")
 
 def mirror(state: Work, onto: Work) -> None:
     """Show the recorded outcome on the caller's Work object: the one place it is copied."""
-    for name in OUTCOME_FIELDS:
-        setattr(onto, name, getattr(state, name))
+    for name in OUTCOME_FIELDS:  # values of the fold's state: checked already, not again
+        msgspec.Struct.__setattr__(onto, name, getattr(state, name))
 
 
 class Outcomes:

@@ -15,6 +15,7 @@ outcome from :data:`OUTCOMES`, never a work id.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -83,13 +84,22 @@ def outcome_label(outcome: str) -> str:
 
 def observe_attempt(pipeline: str, outcome: str, seconds: float) -> None:
     """Count one finished attempt of ``pipeline`` that took ``seconds``."""
-    ATTEMPT_SECONDS.labels(pipeline=pipeline, outcome=outcome_label(outcome)).observe(max(seconds, 0.0))
+    _attempt_histogram(pipeline, outcome_label(outcome)).observe(max(seconds, 0.0))
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: pipelines x outcomes, and a cap for safety
+def _attempt_histogram(pipeline: str, outcome: str) -> Any:
+    return ATTEMPT_SECONDS.labels(pipeline=pipeline, outcome=outcome)
+
+
+_BUSY = SLOTS.labels(state="busy")  # bound once: .labels() on every change was a hot spot
+_FREE = SLOTS.labels(state="free")
 
 
 def slots(busy: int, free: int) -> None:
     """Say how many of the worker's slots run a work now, and how many are free."""
-    SLOTS.labels(state="busy").set(busy)
-    SLOTS.labels(state="free").set(max(free, 0))
+    _BUSY.set(busy)
+    _FREE.set(max(free, 0))
 
 
 def serve(port: int, host: str = "0.0.0.0") -> Any:
