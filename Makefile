@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint chromium docs bench bench-peers install clean
+.PHONY: demo test test-under-load lint chromium docs bench bench-peers install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ chromium:
 
 test: lint chromium
 	$(BIN)/python -m pytest
+
+# The suite 3 times in a row with every core taken by a busy loop (benchmarks/under_load.py).
+test-under-load: $(STAMP) chromium
+	$(BIN)/python benchmarks/under_load.py --runs 3
 
 # The documentation site (docs/, mkdocs.yml) into site/; broken links and references fail.
 docs: $(STAMP)
