@@ -83,6 +83,17 @@ async def test_search_narrows_the_works_and_enter_on_a_pipeline_opens_them(clien
         assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[0]])
         assert app.screen.search.filters()["pipeline"] is None
 
+        # A second search in the same view, by id prefix. Ids made in the same millisecond
+        # differ only in their last characters (monotonic ULIDs), so the prefix is the
+        # shortest one no other work shares (a fixed cut once matched two works: the
+        # "sometimes no row" of an earlier version of this test).
+        prefix = next(ids[4][:n] for n in range(1, 27) if not any(i.startswith(ids[4][:n]) for i in ids[:4]))
+        await pilot.press("slash")  # from the table (a submitted search hands focus back to it)
+        assert await until(pilot, lambda: search.has_focus)  # typed into the table, `e` would open the feed
+        search.value = ""
+        await pilot.press(*f"user:ann id:{prefix}", "enter")
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[4]])
+
 
 async def test_paging_shows_the_next_page_and_sorting_reorders(client, results_service, nats_url):
     await client.deposit([Work(pipeline="alpha", priority=1 + i % 5) for i in range(25)])
