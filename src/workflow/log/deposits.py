@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.ids import new_id
@@ -50,9 +52,12 @@ async def deposit(
     for work in batch:
         if not isinstance(work, Work):
             raise ValidationError("work", f"expected a Work, got {type(work).__name__}")
+        # Shown on the caller's Work; set without the attribute check (an id just made and
+        # a status literal are valid, and the check cost a tenth of a deposit).
         if work.id is None:
-            work.id = new_id()
-        work.status = "queued"
+            msgspec.Struct.__setattr__(work, "id", new_id())
+        msgspec.Struct.__setattr__(work, "status", "queued")
+        assert work.id is not None
         ids.append(work.id)
     now = time.time()
     waits = await _waits(gateway, batch, None if not_before is None or not_before <= now else not_before)
