@@ -44,7 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
 
-# workflow side by side with Dramatiq, Celery and RQ: redis-server from Debian, the peers into .venv.
+# workflow side by side with Dramatiq, Celery, RQ (on redis-server from Debian) and taskiq-nats (on the
+# embedded nats-server), the peers into .venv.
 # Extra flags: make bench-peers PEERS_ARGS="--works 2000 --repeat 3 --json peers.json"
 bench-peers: $(STAMP)
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)

@@ -1,24 +1,31 @@
-"""Benchmark: workflow against Dramatiq, Celery and RQ, and the raw servers under them, in one run.
+"""Benchmark: workflow against Dramatiq, Celery, RQ and taskiq, and the raw servers under them, in one run.
 
-Every system runs N no-op ``add(a, b)`` tasks with 2 worker processes started by its own CLI
-and stores every result. A row's rate is end to end: from the first enqueue until the last
-result is stored, as seen by polling the system's result store (with a deadline). The workers
+Every system runs N no-op ``add(a, b)`` tasks with 2 worker processes started by its own CLI.
+A row's rate is end to end: from the first enqueue until the last task is done, as seen by
+polling the system's result store (with a deadline); the table says what each system records.
+Dramatiq, Celery, RQ and workflow store every result. taskiq (taskiq-nats, the closest peer:
+a JetStream pull consumer) records nothing by default; its first row has no result backend and
+counts completions on a core NATS subject each task announces its id on (``peers_taskiq.py``),
+its second stores every result in taskiq-nats's NATS object-store result backend. The workers
 are started, seen ready and warmed up (a small batch run to the end) before the clock starts.
 
-Each peer gets a fresh redis-server of its own making (random port, temp dir, no persistence)
-and workflow a fresh nats-server (``workflow.server.EmbeddedNats``, random port, temp dir).
-The raw baselines are measured in the same run on the same kind of server:
+Dramatiq, Celery and RQ get a fresh redis-server of the benchmark's making (random port, temp
+dir, no persistence); workflow and taskiq a fresh nats-server each (``workflow.server.EmbeddedNats``,
+the project's nats.conf, random port, temp dir). The raw baselines are measured in the same run
+on the same kind of server:
 
 * raw redis: pipelined LPUSH of N payloads, then batched RPOP + a pipelined SET per message
   (the "store the result" write): ceiling = 1 / (1/push_rate + 1/pop_and_store_rate).
 * raw NATS JetStream: batched ``js.publish`` of N payloads, then batched fetch + ack. A
   workflow work's lifecycle is 3 publishes (deposited, started, succeeded) + 1 fetch + 1 ack:
-  ceiling = 1 / (3/publish_rate + 1/fetch_ack_rate).
+  ceiling = 1 / (3/publish_rate + 1/fetch_ack_rate). A taskiq task's is 1 publish + fetch + ack
+  without results, 4 JetStream requests + fetch + ack with the object store (the enqueue, and
+  the put's info lookup, chunk and meta publishes), each request costed as a publish.
 
-The machine is shared and noisy, so read the ratios (to Dramatiq, to the raw ceiling under each
-system), not the absolute rates. Usage::
+The machine is shared and noisy, so read the ratios (to the best peer that stores every result,
+to the raw ceiling under each system), not the absolute rates. Usage::
 
-    python benchmarks/peers.py [--works 6000] [--only dramatiq,celery,rq,workflow] [--repeat K] [--json PATH]
+    python benchmarks/peers.py [--works 6000] [--only dramatiq,celery,rq,taskiq,workflow] [--repeat K] [--json PATH]
 
 Needs ``redis-server`` on PATH and ``pip install -r benchmarks/requirements-peers.txt``
 (``make bench-peers`` does both).
@@ -48,8 +55,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent  # the venv's scripts: dramatiq, celery, rq
-SYSTEMS = ("dramatiq", "celery", "rq", "workflow")
+BIN = Path(sys.executable).parent  # the venv's scripts: dramatiq, celery, rq, taskiq
+SYSTEMS = ("dramatiq", "celery", "rq", "taskiq", "workflow")
+ON_REDIS = ("dramatiq", "celery", "rq")  # the others run on a nats-server
 WORKERS = 2  # worker processes for every system
 POLL = 0.01  # seconds between two looks at a result store that is not done yet
 CHUNK = 512  # batch size of the raw baselines and of the result-store probes
@@ -66,6 +74,7 @@ class Row:
     seconds: float  # first enqueue -> last result stored
     enqueue_seconds: float  # first enqueue -> last enqueue returned (workers running meanwhile)
     error: str | None = None
+    note: str | None = None  # what else was learned (printed under the table)
 
     @property
     def rate(self) -> float:
@@ -470,6 +479,126 @@ async def workflow_round(url: str, count: int, workers: Workers) -> tuple[float,
         return seconds, enqueued - start
 
 
+# -- taskiq ---------------------------------------------------------------------------
+
+TASKIQ_MODES = (  # (mode, store results in the NATS object store)
+    ("pull batch 1, no result backend", False),
+    ("pull batch 1, NATS object-store results", True),
+)
+
+
+def run_taskiq(tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
+    """taskiq + taskiq-nats on a fresh nats-server per mode (the same ``EmbeddedNats`` as
+    workflow's), one ``taskiq worker peers_taskiq:broker --workers 2`` (2 worker processes
+    under a supervisor, like Dramatiq's), log level WARNING (taskiq's INFO logs every task).
+
+    Broker: ``PullBasedJetStreamBroker`` with taskiq-nats's defaults (one JetStream stream, one
+    durable pull consumer shared by the workers, fetch batch 1, ack after the result is saved,
+    up to 100 concurrent tasks per process). Two modes: no result backend (taskiq's default),
+    and ``NATSObjectStoreResultBackend`` (each result a NATS object).
+
+    Enqueue: ``await add.kiq(i, 1)`` per task (taskiq has no bulk kick; each is one JetStream
+    publish awaited for its ack). Done: every task's id seen on ``peers_taskiq.DONE_SUBJECT``,
+    announced by the worker after the task ran and its result (if any) was saved. Ready: both
+    worker processes hold a pull request on the consumer (its ``num_waiting``).
+
+    With results, the N results are then read back the way a taskiq user would
+    (``task.get_result()``), outside the clock, and what happened goes into the row's note."""
+    rows = []
+    for number, (mode, results) in enumerate(TASKIQ_MODES):
+        with nats_server(tmp, f"nats-taskiq-{number}") as (url, _):
+            env = {"PEERS_NATS_URL": url, "PEERS_TASKIQ_RESULTS": "1" if results else "",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+            with Workers(tmp, f"taskiq-{number}", env) as workers:
+                workers.start([script("taskiq"), "worker", "peers_taskiq:broker", "--workers", str(WORKERS),
+                               "--log-level", "WARNING"])
+                wait_until(lambda: asyncio.run(taskiq_waiting(url)) >= WORKERS,
+                           "taskiq workers pulling", workers)
+                asyncio.run(taskiq_round(url, results, warmup, workers))
+                notes: list[str] = []
+                row = timed_rounds("taskiq", mode, n, repeat,
+                                   lambda: asyncio.run(taskiq_round(url, results, n, workers, notes)))  # noqa: B023
+                row.note = notes[-1] if notes else None
+                rows.append(row)
+    return rows
+
+
+async def taskiq_waiting(url: str) -> int:
+    """Pull requests waiting on taskiq-nats's durable consumer (0 until a worker created it)."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info("taskiq_jetstream", "taskiq_durable")
+        return info.num_waiting or 0
+    except Exception:  # no stream or consumer yet: no worker is up
+        return 0
+    finally:
+        await nc.close()
+
+
+async def taskiq_round(
+    url: str, results: bool, count: int, workers: Workers, notes: list[str] | None = None
+) -> tuple[float, float]:
+    """Kick ``count`` tasks and wait until each one's id was announced done. With ``notes``
+    and results, then read every result back (not timed) and append what happened."""
+    import nats
+
+    from peers_taskiq import DONE_SUBJECT, make_broker
+
+    broker, add = make_broker(url, results)
+    await broker.startup()
+    counter = await nats.connect(url)
+    done: set[str] = set()
+
+    async def seen(message: Any) -> None:
+        done.add(message.data.decode())
+
+    await counter.subscribe(DONE_SUBJECT, cb=seen, pending_msgs_limit=4 * count + 65536)
+    await counter.flush()  # subscribed before the first task can end
+    try:
+        start = time.perf_counter()
+        tasks = [await add.kiq(i, 1) for i in range(count)]
+        enqueued = time.perf_counter()
+        ids = {task.task_id for task in tasks}
+        deadline = start + deadline_for(count)
+        while len(done) < count or not done.issuperset(ids):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{len(ids - done)} of {count} tasks not seen done by the deadline")
+            workers.check_alive()
+            await asyncio.sleep(POLL)
+        seconds = time.perf_counter() - start
+        if results and notes is not None:
+            notes.append(await taskiq_read_back(tasks))
+    finally:
+        await counter.close()
+        await broker.shutdown()
+    return seconds, enqueued - start
+
+
+async def taskiq_read_back(tasks: list[Any]) -> str:
+    """Read every stored result with ``task.get_result()``, one after the other. Each is an
+    object-store get: an info lookup and an ordered consumer of its own, which nats-py leaves
+    to the server to remove once idle (some 5 s later); nats-server 2.15 caps a stream that sets
+    no ``max_consumers`` at 1,000 consumers (``jetstream.limits.default_max_consumers``), so a
+    fast reader hits "maximum consumers limit reached". Returns a sentence of what happened."""
+    start, wrong, failure = time.perf_counter(), 0, None
+    for i, task in enumerate(tasks):
+        try:
+            result = await task.get_result()
+        except Exception as error:  # the sentence says which and where (taskiq wraps the cause)
+            cause = error.__cause__ or error
+            failure = (f"read {i:,} of {len(tasks):,} results back with get_result(), then "
+                       f"{type(error).__name__} caused by {type(cause).__name__}: {cause}")
+            break
+        wrong += result.return_value != i + 1
+    seconds = time.perf_counter() - start
+    if failure:
+        return f"taskiq object store: {failure}".splitlines()[0]
+    return (f"taskiq object store: all {len(tasks):,} results read back with get_result() in {seconds:.1f}s "
+            f"({len(tasks) / seconds:,.0f}/s), {wrong} wrong")
+
+
 # -- raw baselines --------------------------------------------------------------------
 
 
@@ -562,7 +691,7 @@ def raw_nats(tmp: Path, n: int, repeat: int) -> dict[str, float]:
 def versions() -> dict[str, str]:
     """What was measured: the packages' and redis-server's versions, for the JSON."""
     found = {}
-    for package in ("workflow", "dramatiq", "celery", "kombu", "rq", "redis", "nats-py"):
+    for package in ("workflow", "dramatiq", "celery", "kombu", "rq", "redis", "taskiq", "taskiq-nats", "nats-py"):
         with contextlib.suppress(Exception):
             found[package] = version(package)
     with contextlib.suppress(Exception):
@@ -571,51 +700,91 @@ def versions() -> dict[str, str]:
     return found
 
 
-def report(rows: list[Row], raw: dict[str, dict[str, float]], n: int, repeat: int, json_path: str | None) -> None:
-    """Print the table (ratios to Dramatiq and to the raw ceiling under each system, both
-    measured in this run) and write it as JSON to ``json_path`` when given."""
-    dramatiq = next((row.rate for row in rows if row.system == "dramatiq" and not row.error), None)
+RECORDS = {  # what each system keeps of a finished task, for the table
+    "dramatiq": "each result (a Redis key)",
+    "celery": "each result and state (a Redis key)",
+    "rq": "each job's hash: status, result",
+    "workflow": "every lifecycle event (deposited, started, succeeded), per-work CAS",
+}
 
-    def ceiling_of(row: Row) -> float | None:
-        return raw.get("nats" if row.system == "workflow" else "redis", {}).get("ceiling")
+
+def stores_results(row: Row) -> bool:
+    """Whether the row's system stored every result (taskiq only with a result backend)."""
+    return row.system != "taskiq" or "results" in row.mode
+
+
+def records_of(row: Row) -> str:
+    if row.system == "taskiq":
+        return ("each result (a NATS object: chunk + meta message)" if stores_results(row)
+                else "nothing (the JetStream ack; done counted on a core NATS subject)")
+    return RECORDS.get(row.system, "-")
+
+
+def nats_ceiling(raw: dict[str, float], requests: int) -> float:
+    """The JetStream lifecycle ceiling of ``requests`` publishes (or API requests) + fetch + ack."""
+    return 1 / (requests / raw["publish_rate"] + 1 / raw["fetch_ack_rate"])
+
+
+def ceiling_of(row: Row, raw: dict[str, dict[str, float]]) -> tuple[str, float | None]:
+    """The raw server under the row's system and the lifecycle ceiling it allows (None if unmeasured)."""
+    if row.system in ON_REDIS:
+        return "raw redis", raw.get("redis", {}).get("ceiling")
+    requests = 3 if row.system == "workflow" else 4 if stores_results(row) else 1
+    label = f"raw JetStream, {requests} publish{'es' if requests > 1 else ''} + fetch + ack"
+    return label, nats_ceiling(raw["nats"], requests) if "nats" in raw else None
+
+
+def report(rows: list[Row], raw: dict[str, dict[str, float]], n: int, repeat: int, json_path: str | None) -> None:
+    """Print the table (ratios to the best peer that stores every result and to the raw ceiling
+    under each system, all measured in this run) and write it as JSON to ``json_path`` when given."""
+    peers = [row for row in rows if row.system != "workflow" and stores_results(row) and not row.error]
+    best_peer = max(peers, key=lambda row: row.rate, default=None)
+    best_rate = best_peer.rate if best_peer else None
 
     table = []
     for row in rows:
-        ceiling = ceiling_of(row)
+        label, ceiling = ceiling_of(row, raw)
         table.append({
-            **asdict(row), "rate": row.rate, "enqueue_rate": row.enqueue_rate,
-            "ratio_to_dramatiq": row.rate / dramatiq if dramatiq and not row.error else None,
-            "ceiling": "raw NATS JetStream" if row.system == "workflow" else "raw redis",
+            **asdict(row), "rate": row.rate, "enqueue_rate": row.enqueue_rate, "records": records_of(row),
+            "ratio_to_best_peer": row.rate / best_rate if best_rate and not row.error else None,
+            "ceiling": label, "ceiling_rate": ceiling,
             "ratio_to_ceiling": row.rate / ceiling if ceiling and not row.error else None,
         })
 
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    print(f"\n{n:,} no-op add(a, b) tasks, {WORKERS} worker processes each, every result stored; best of {repeat}.")
-    print("works/s: first enqueue -> last result stored. Ceiling: the raw server under the system, same run.\n")
-    print("| system | mode | works/s end to end | enqueue/s | ratio to Dramatiq | ratio to raw ceiling |")
-    print("|---|---|---|---|---|---|")
+    best_name = f"{best_peer.system} {best_peer.mode}" if best_peer else "none measured"
+    print(f"\n{n:,} no-op add(a, b) tasks, {WORKERS} worker processes each; best of {repeat}.")
+    print("works/s: first enqueue -> last task done (its result stored, where the system stores one).")
+    print(f"Best peer: the fastest peer that stores every result ({best_name}). "
+          "Ceiling: the raw server under the system, same run.\n")
+    print("| system | mode | records | works/s end to end | enqueue/s | ratio to best peer | ratio to raw ceiling |")
+    print("|---|---|---|---|---|---|---|")
     for entry in table:
         if entry["error"]:
-            print(f"| {entry['system']} | {entry['mode']} | FAILED: {entry['error']} | | | |")
+            print(f"| {entry['system']} | {entry['mode']} | {entry['records']} | FAILED: {entry['error']} | | | |")
             continue
-        print(f"| {entry['system']} | {entry['mode']} | {entry['rate']:,.0f} | {entry['enqueue_rate']:,.0f} "
-              f"| {fmt(entry['ratio_to_dramatiq'], '.2f')} "
+        print(f"| {entry['system']} | {entry['mode']} | {entry['records']} | {entry['rate']:,.0f} "
+              f"| {entry['enqueue_rate']:,.0f} | {fmt(entry['ratio_to_best_peer'], '.2f')} "
               f"| {fmt(entry['ratio_to_ceiling'], '.2f')} ({entry['ceiling']}) |")
     if "redis" in raw:
         r = raw["redis"]
-        print(f"| raw redis | LPUSH {r['push_rate']:,.0f}/s; RPOP+SET {r['pop_store_rate']:,.0f}/s "
-              f"| {r['ceiling']:,.0f} (ceiling) | "
-              f"| {fmt(r['ceiling'] / dramatiq if dramatiq else None, '.2f')} | 1.00 |")
+        print(f"| raw redis | LPUSH {r['push_rate']:,.0f}/s; RPOP+SET {r['pop_store_rate']:,.0f}/s | one SET per task "
+              f"| {r['ceiling']:,.0f} (ceiling) | | {fmt(r['ceiling'] / best_rate if best_rate else None, '.2f')} "
+              "| 1.00 |")
     if "nats" in raw:
         r = raw["nats"]
         print(f"| raw NATS JetStream | publish {r['publish_rate']:,.0f}/s; fetch+ack {r['fetch_ack_rate']:,.0f}/s "
-              f"| {r['ceiling']:,.0f} (ceiling: 3 publishes + fetch + ack) | | "
-              f"{fmt(r['ceiling'] / dramatiq if dramatiq else None, '.2f')} | 1.00 |")
+              f"| 3 publishes per task | {r['ceiling']:,.0f} (ceiling: 3 publishes + fetch + ack) | "
+              f"| {fmt(r['ceiling'] / best_rate if best_rate else None, '.2f')} | 1.00 |")
+    for row in rows:
+        if row.note:
+            print(f"\nNote ({row.system}, {row.mode}): {row.note}")
     if json_path:
         document = {"works": n, "workers": WORKERS, "repeat": repeat, "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "versions": versions(), "rows": table, "raw": raw}
+                    "python": platform.python_version(), "versions": versions(), "best_peer": best_name,
+                    "rows": table, "raw": raw}
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nwritten to {json_path}")
 
@@ -643,7 +812,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {', '.join(SYSTEMS)}")
     only = [name for name in SYSTEMS if name in only]  # the table's order, whatever the flag's
-    peers = [name for name in only if name != "workflow"]
+    peers = [name for name in only if name in ON_REDIS]
     if peers and shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server; `make bench-peers` does it)")
     n, repeat, warmup = arguments.works, max(1, arguments.repeat), arguments.warmup
@@ -661,9 +830,12 @@ def main() -> None:
                 runners = {"dramatiq": run_dramatiq, "celery": run_celery, "rq": run_rq}
                 for peer in peers:
                     rows += guarded(peer, lambda: runners[peer](redis_url, tmp, n, repeat, warmup), n)  # noqa: B023
-        if "workflow" in only:
+        if "taskiq" in only or "workflow" in only:
             raw["nats"] = raw_nats(tmp, n, repeat)
             print(f"  raw NATS JetStream ceiling {raw['nats']['ceiling']:,.0f}/s", flush=True)
+        if "taskiq" in only:
+            rows += guarded("taskiq", lambda: run_taskiq(tmp, n, repeat, warmup), n)
+        if "workflow" in only:
             rows += guarded("workflow", lambda: run_workflow(tmp, n, repeat, warmup), n)
     report(rows, raw, n, repeat, arguments.json)
     print(f"\n(took {time.monotonic() - began:.0f}s)")
