@@ -162,3 +162,20 @@ def test_a_wrong_password_gives_a_clear_authorization_error(secured):
     env = {**role(secured, "worker"), "WORKFLOW_NATS_PASSWORD": "wrong"}
     result = cli("ls", env=env)
     assert result.returncode == PERMISSION_DENIED and "refused the login of user 'worker'" in result.stderr
+
+
+def test_a_worker_may_take_works_by_filter_and_heartbeat_its_claim(secured):
+    """A filtered withdraw needs more than a bucket pull: the results service (to find
+    candidates) and the claims' heartbeat bucket. The worker role allows both."""
+    env = role(secured, "depositor")
+    plain = cli("deposit", "secured-filter", "--function", "workflow.examples.add", "-P", "a=1", "-P", "b=2", env=env)
+    tagged = cli("deposit", "secured-filter", "--function", "workflow.examples.add", "-P", "a=2", "-P", "b=2",
+                 "--tag", "night", env=env)
+    assert plain.returncode == 0 and tagged.returncode == 0, plain.stderr + tagged.stderr
+    run = cli("run", "secured-filter", "--tag", "night", "--lives", "1", "--sleep", "1", env=role(secured, "worker"),
+              timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "permission" not in run.stderr.lower(), run.stderr
+    viewer = role(secured, "viewer")
+    assert '"status":"success"' in cli("show", tagged.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")
+    assert '"status":"queued"' in cli("show", plain.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")

@@ -7,11 +7,17 @@ of the read model (it sits below it); this top-level module joins the two, so
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Iterable
+from typing import Any, Unpack
 
 from workflow.core import session
+from workflow.core.bulk import Action, BulkReport, Seen
 from workflow.log import client as log_client
+from workflow.log.filtered import CandidateFinder, CandidateQuery, Found
+from workflow.results import selection
 from workflow.results.client import Results
+from workflow.results.queries import MAX_LIMIT
 
 
 class Client(log_client.Client):
@@ -22,6 +28,65 @@ class Client(log_client.Client):
     def results(self) -> Results:
         """Queries over the projection (query, count, pipelines, get, history): the results service."""
         return Results(self)
+
+    def candidate_finder(self) -> CandidateFinder:
+        """Filtered withdraws (``withdraw(..., tags=…)``, ``workflow run --tag``) find their
+        candidates in the read model: see :mod:`workflow.log.filtered`."""
+        return functools.partial(find_candidates, self.results)
+
+    # -- many works at once: selected in the read model, each written with its own CAS --
+
+    async def select(self, **filters: Unpack[selection.Filters]) -> list[Seen]:
+        """Every work matching ``filters`` (which must name a pipeline) as the read model
+        has it now: what a bulk action would act on (``client.bulk.apply(action, seen)``)."""
+        return await selection.select(self.results, filters)
+
+    async def cancel_many(
+        self, ids: Iterable[str] | None = None, *, reason: str | None = None, **filters: Unpack[selection.Filters]
+    ) -> BulkReport:
+        """Cancel the works named by ``ids``, or every work matching ``filters`` (e.g.
+        ``pipeline="p", status="queued"``): each its own ``Cancelled`` against the head it
+        was seen at; one that changed meanwhile is skipped and counted (``report.changed``).
+
+        Example: ``(await client.cancel_many(pipeline="p", status="queued")).summary()``
+        """
+        return await self._many("cancel", ids, filters, reason=reason)
+
+    async def requeue_many(
+        self, ids: Iterable[str] | None = None, *, priority: int | None = None, site: str | None = None,
+        reason: str | None = None, **filters: Unpack[selection.Filters],
+    ) -> BulkReport:
+        """Re-queue the works named by ``ids``, or every work matching ``filters`` (e.g.
+        ``pipeline="p", status="failure"``), at a new ``priority``/``site`` if given."""
+        return await self._many("requeue", ids, filters, reason=reason, priority=priority, site=site)
+
+    async def delete_many(
+        self, ids: Iterable[str] | None = None, *, reason: str | None = None, **filters: Unpack[selection.Filters]
+    ) -> BulkReport:
+        """Delete the works named by ``ids``, or every work matching ``filters``: hidden
+        from lists and counts, histories kept; an unfinished one is cancelled first."""
+        return await self._many("delete", ids, filters, reason=reason)
+
+    async def _many(self, action: Action, ids: Iterable[str] | None, filters: selection.Filters,
+                    **options: Any) -> BulkReport:
+        selection.check(ids, filters)
+        if ids is not None:
+            return await self.bulk.by_ids(action, [ids] if isinstance(ids, str) else ids, **options)
+        return await self.bulk.apply(action, await self.select(**filters), **options)
+
+
+async def find_candidates(results: Results, query: CandidateQuery) -> list[Found]:
+    """The read model's answer to a filtered withdraw: queued matching works, highest
+    priority then oldest, fresh (the projection caught up with the log first), less the
+    ones the claimer leaves out for now."""
+    filters = query.filters
+    limit = min(query.limit + len(query.exclude), MAX_LIMIT)
+    rows = await results.queued_matching(
+        query.pipelines, limit=limit, site=query.site, priority=query.priority, any_tags=list(filters.tags),
+        event=list(filters.event), user=filters.user, parent=filters.parent,
+    )
+    found = [Found(row["id"], row["pipeline"], row["site"], row["priority"]) for row in rows]
+    return [item for item in found if item.work_id not in query.exclude][: query.limit]
 
 
 def connect(url: str | None = None, **options: Any) -> Client:

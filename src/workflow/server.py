@@ -129,11 +129,16 @@ async def prepare_log(url: str, *, replicas: int | None = None, **connect_option
     from workflow.core.settings import nats_servers
     from workflow.log import jsapi
     from workflow.log.streams import apply_streams
+    from workflow.log.tls import HandshakeFailures
 
+    tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
     try:
-        nc = await nats.connect(servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
-                                **connect_options)
+        nc = await tls_failures.bounded(nats.connect(
+            servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
+            error_cb=tls_failures.error_callback, **connect_options))
     except Exception as error:
+        if tls_failures:
+            raise tls_failures.error(url) from None
         raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
     try:
         jsapi.check_server_version(nc, url)
@@ -177,7 +182,8 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await prepare_log(url, replicas=replicas, **connect)
-        tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect)
+        tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
+                                replicas=replicas)
         print(f"workflow server ready on {url}", flush=True)
         await _until_stopped_or_failed(stop, tasks)
     finally:
@@ -217,17 +223,20 @@ def _stop_on_signals() -> asyncio.Event:
 
 def _start_services(
     url: str, data_dir: Path, stop: asyncio.Event, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
-    *, connect: dict[str, Any] | None = None,
+    *, connect: dict[str, Any] | None = None, replicas: int | None = None,
 ) -> list[asyncio.Task[None]]:
-    """The projector and results service, the resolver (and the metrics), as tasks that end
-    when ``stop`` is set."""
+    """The projector and results service, the resolver, the scheduler (and the metrics), as
+    tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
     from workflow.log.resolver import run_resolver
+    from workflow.log.scheduler import run_scheduler
     from workflow.results.service import run_projector_service
 
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
     resolver = run_resolver(url, stop, **(connect or {}))  # releases works that wait
-    tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver")]
+    scheduler = run_scheduler(url, stop, replicas=replicas, **(connect or {}))  # deposits schedules' firings
+    tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver"),
+             asyncio.create_task(scheduler, name="scheduler")]
     if metrics_port is not None:
         from workflow.results.metrics import run_metrics
 

@@ -50,8 +50,10 @@ COMMAND_IDS = [" ".join(path) for path, _ in COMMANDS]
 
 def test_the_walk_finds_every_command_of_the_readme_and_its_options():
     assert set(COMMAND_IDS) == {
-        "server", "deposit", "run", "ls", "count", "pipelines", "show", "history", "cancel", "requeue", "buckets",
+        "server", "deposit", "run", "ls", "count", "pipelines", "show", "history", "cancel", "requeue", "delete",
+        "buckets",
         "streams apply", "replay", "sql", "export", "projector", "tui", "secure init", "audit",
+        "schedule add", "schedule ls", "schedule rm",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
 

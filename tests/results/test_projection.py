@@ -232,11 +232,12 @@ def one_of_each_event(work_id: str = "01JW") -> list[ev.AnyEvent]:
         ev.Started(**common, attempt=1, queue_seq=1),
         ev.Failed(**common, attempt=1, reason="error", will_retry=True),
         ev.Cancelled(**common),
+        ev.Deleted(**common),
     ]
 
 
 STATUS_AFTER = {ev.Deposited: "queued", ev.Started: "running", ev.Succeeded: "success", ev.Failed: "queued",
-                ev.Cancelled: "cancelled", ev.Requeued: "queued"}
+                ev.Cancelled: "cancelled", ev.Requeued: "queued", ev.Deleted: "deleted"}
 
 
 def test_every_event_type_has_a_light_form_with_its_tag_that_the_row_fold_knows():
@@ -254,7 +255,7 @@ def test_every_event_type_has_a_light_form_with_its_tag_that_the_row_fold_knows(
 
 
 def test_the_light_form_keeps_the_heavy_fields_as_raw_json():
-    deposited, _, succeeded, _, _, failed, _ = [projection.decode(ev.encode(e)) for e in one_of_each_event()]
+    deposited, _, succeeded, _, _, failed, *_ = [projection.decode(ev.encode(e)) for e in one_of_each_event()]
     assert isinstance(deposited.work, msgspec.Raw)
     assert isinstance(succeeded.results, msgspec.Raw) and bytes(succeeded.results) == b'{"x":1}'
     assert bytes(succeeded.products) == b"null"

@@ -123,12 +123,15 @@ class WorkFilters:
         "--event", "-e", help="Only works naming this telescope event (repeatable: any).")] = None
     since: Annotated[str | None, typer.Option("--since", help="Created at or after this ISO time.")] = None
     until: Annotated[str | None, typer.Option("--until", help="Created before this ISO time.")] = None
+    include_deleted: Annotated[bool, typer.Option(
+        "--include-deleted", help="Deleted works too (hidden unless asked, or --status deleted).")] = False
 
     def query(self) -> dict[str, Any]:
         """Keyword arguments for ``client.results.query`` and ``.count``."""
         return {
             "pipeline": self.pipeline, "status": self.status, "site": self.site, "user": self.user,
             "tags": self.tag or None, "event": self.event or None, "since": self.since, "until": self.until,
+            "include_deleted": self.include_deleted,
         }
 
 

@@ -29,6 +29,16 @@ def run(
     max_works_per_child: Annotated[int | None, typer.Option(
         "--max-works-per-child", help="Process isolation: replace a child process after this many works "
         "[default: reuse it until it times out, is cancelled or dies].")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", "-t", help="Take only works with this tag (repeatable: any of them).",
+        rich_help_panel="Filters")] = None,
+    event: Annotated[list[int] | None, typer.Option(
+        "--event", "-e", help="Take only works naming this telescope event (repeatable: any of them).",
+        rich_help_panel="Filters")] = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", "-u", help="Take only works of this user.", rich_help_panel="Filters")] = None,
+    parent: Annotated[str | None, typer.Option(
+        "--parent", "-p", help="Take only works whose config names this parent.", rich_help_panel="Filters")] = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
@@ -41,7 +51,18 @@ def run(
     one gives them back at once.
 
     Example: workflow run sample-pipeline --function workflow.examples.add
+
+    Filters take only matching works, as the old system did: every filter given must
+    hold, and a repeated --tag or --event matches a work with any of them. Other works
+    stay queued, in order, for other workers. A filtered worker finds works through the
+    results service (it runs in `workflow server`).
+
+    Example: workflow run sample-pipeline --tag calibration --tag beam-2 -f mymod.calibrate
+
+    Example: workflow run sample-pipeline --event 12345 --user ann --parent night-2026-11-30
     """
+    from workflow.api import Client
+    from workflow.core.filters import WithdrawFilter
     from workflow.worker.loop import WorkerConfig, run_worker
 
     if len(buckets) > 1 and "." in buckets[-1] and function is None:
@@ -52,13 +73,14 @@ def run(
             pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
             lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
             max_works_per_child=max_works_per_child, connect=connection.options(),
+            filters=WithdrawFilter.of(tag, event, user, parent),
         ).check()
         if metrics_port is not None:
             from workflow.worker import metrics
 
             metrics.serve(metrics_port, metrics_host)
             metrics.slots(busy=0, free=concurrency)
-        code = run_worker(config)  # runs its own event loop (in a second thread for --isolation none)
+        code = run_worker(config, Client)  # runs its own event loop (in a second thread for --isolation none)
     raise typer.Exit(code)
 
 

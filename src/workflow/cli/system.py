@@ -55,19 +55,21 @@ def streams_apply(
 
     from workflow.core.settings import nats_servers, nats_url
     from workflow.log.streams import apply_streams
+    from workflow.log.tls import HandshakeFailures
 
     with reported():  # unreadable TLS files: one line, not a traceback
         options = connection.options()
     url = nats_url(options.pop("url"))
 
-    async def quiet(error: Exception) -> None:  # the failure is reported once, below
-        pass
-
     async def apply() -> None:
+        tls_failures = HandshakeFailures()  # the failure is reported once, below; nats-py hangs after one
         try:
-            nc = await nats_py.connect(servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
-                                       reconnect_time_wait=0.5, error_cb=quiet, **options)
+            nc = await tls_failures.bounded(nats_py.connect(
+                servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
+                reconnect_time_wait=0.5, error_cb=tls_failures.error_callback, **options))
         except Exception as error:
+            if tls_failures:
+                raise tls_failures.error(url) from None
             raise ConnectionFailedError(
                 f"cannot reach NATS at {url} ({error}); start one with `workflow server`") from None
         try:

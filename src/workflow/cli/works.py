@@ -1,4 +1,7 @@
-"""Commands on works, live from the log: deposit, cancel, requeue, show, history, buckets."""
+"""Commands on works, live from the log: deposit, cancel, requeue, delete, show, history, buckets.
+
+``cancel``, ``requeue`` and ``delete`` take one id, several, or filters (:mod:`workflow.cli.bulk`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import typer
 from rich.table import Table
 
 import workflow
+from workflow.cli.bulk import Ids, Selection, Yes, act
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
 from workflow.cli.output import console, fail, print_json, reported, with_client
 from workflow.core.display import describe, waits_of, when
@@ -90,24 +94,72 @@ def deposit(
 
 
 @connection_options
-def cancel(work_id: WorkId, reason: Reason = None, *, connection: Connection) -> None:
-    """Cancel a work: a queued work never runs; a running one is stopped at its next heartbeat."""
-    with_client(connection, lambda client: client.cancel(work_id, reason=reason))
-    console.print(f"cancelled {work_id}", highlight=False)
+@option_group(Selection, "chosen")
+def cancel(
+    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False, *, chosen: Selection,
+    connection: Connection,
+) -> None:
+    """Cancel works: a queued work never runs; a running one is stopped at its next heartbeat.
+
+    By id, or every work matching filters (asks first; each work its own event, and one that
+    changed meanwhile is skipped and counted).
+
+    Example: workflow cancel --pipeline sample-pipeline --status queued --tag night-42 --yes
+    """
+
+    async def one(client: workflow.Client, work_id: str) -> str:
+        await client.cancel(work_id, reason=reason)
+        return f"cancelled {work_id}"
+
+    act("cancel", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one, reason=reason)
 
 
 @connection_options
+@option_group(Selection, "chosen")
 def requeue(
-    work_id: WorkId,
+    ids: Ids = None,
     priority: Annotated[int | None, typer.Option(help="New priority (1 to 5).")] = None,
     site: Annotated[str | None, typer.Option(help="New site.")] = None,
     reason: Reason = None,
+    yes: Yes = False,
+    as_json: AsJson = False,
     *,
+    chosen: Selection,
     connection: Connection,
 ) -> None:
-    """Put a queued or finished work (back) in a bucket: re-prioritise, move, or retry it."""
-    work = with_client(connection, lambda client: client.requeue(work_id, priority=priority, site=site, reason=reason))
-    console.print(f"requeued {work_id} (priority {work.priority}, site {work.site})", highlight=False)
+    """Put queued or finished works (back) in their buckets: re-prioritise, move, or retry them.
+
+    By id, or every work matching filters (asks first). A running work is refused (cancel it first).
+
+    Example: workflow requeue --pipeline sample-pipeline --status failure --priority 5 --yes
+    """
+
+    async def one(client: workflow.Client, work_id: str) -> str:
+        work = await client.requeue(work_id, priority=priority, site=site, reason=reason)
+        return f"requeued {work_id} (priority {work.priority}, site {work.site})"
+
+    act("requeue", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one,
+        priority=priority, site=site, reason=reason)
+
+
+@connection_options
+@option_group(Selection, "chosen")
+def delete(
+    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False, *, chosen: Selection,
+    connection: Connection,
+) -> None:
+    """Delete works: hidden from ls, count, pipelines and the TUI from now on (ls and count
+    show them with --include-deleted); show and history still read them, and the log keeps
+    every event for audits. A work not yet finished is cancelled first.
+
+    Example: workflow delete --pipeline sample-pipeline --status success --until 2026-01-01 --yes
+    """
+
+    async def one(client: workflow.Client, work_id: str) -> str:
+        await client.delete(work_id, reason=reason)
+        return f"deleted {work_id}"
+
+    act("delete", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one, reason=reason)
 
 
 @connection_options
@@ -162,5 +214,5 @@ def history(work_id: WorkId, as_json: AsJson = False, *, connection: Connection)
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``workflow`` CLI."""
-    for command in (deposit, cancel, requeue, buckets, show, history):
+    for command in (deposit, cancel, requeue, delete, buckets, show, history):
         app.command()(command)

@@ -49,8 +49,8 @@ def describe(event: ev.AnyEvent) -> str:
             return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}" + waiting(waits)
         case ev.Requeued(work=work, reason=reason):
             return f"requeued at priority {work.priority}, site {work.site}" + (f": {reason}" if reason else "")
-        case ev.Started(attempt=attempt, host=host):
-            return f"attempt {attempt} started on {host}"
+        case ev.Started(attempt=attempt, host=host, via=via):
+            return f"attempt {attempt} started on {host}" + (f" (claimed by {via})" if via != "bucket" else "")
         case ev.Succeeded(attempt=attempt, results=results):
             return f"attempt {attempt} succeeded" + (f": {json.dumps(results)[:120]}" if results else "")
         case ev.Failed(attempt=attempt, reason=reason, error=error, will_retry=will_retry, retry_in=retry_in):
@@ -61,4 +61,6 @@ def describe(event: ev.AnyEvent) -> str:
             return f"attempt {attempt} failed ({reason}){': ' + error[:120] if error else ''}{then}"
         case ev.Cancelled(reason=reason):
             return "cancelled" + (f": {reason}" if reason else "")
+        case ev.Deleted(reason=reason):
+            return "deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
     return type(event).__name__

@@ -76,12 +76,20 @@ class Requeued(Event, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+#: How a work was claimed: by a bucket delivering its queue message to a worker, or by a
+#: filtered withdraw (``workflow run --tag T``) that found it in the read model and claimed
+#: its queue message without holding it (the bucket keeps that message as the watchdog).
+ClaimedVia = Literal["bucket", "filter"]
+
+
 class Started(Event, frozen=True, kw_only=True):
-    """A worker began an attempt. ``queue_seq`` is the queue message it came from."""
+    """A worker began an attempt. ``queue_seq`` is the queue message it came from;
+    ``via`` says how it was claimed (events written before filters read as ``bucket``)."""
 
     attempt: Attempt
     queue_seq: Sequence
     host: str | None = None
+    via: ClaimedVia = "bucket"
 
 
 class Succeeded(Event, frozen=True, kw_only=True):
@@ -115,7 +123,17 @@ class Cancelled(Event, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled
+class Deleted(Event, frozen=True, kw_only=True):
+    """Someone deleted a finished work: lists and counts hide it from now on, and nothing
+    may follow. The log is immutable, so this is a fact added, not a history removed: the
+    work's events stay for audits (``workflow history``), and ``show`` says it is deleted.
+    Only a finished work (success, failure, cancelled) may be deleted; a delete of one still
+    waiting, queued or running is a ``Cancelled`` first (:mod:`workflow.core.bulk`)."""
+
+    reason: str | None = None
+
+
+AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -159,6 +177,6 @@ def check_version(v: int) -> None:
 
 def is_final(event: Event) -> bool:
     """True when, after this event, the work will never run again."""
-    return isinstance(event, (Succeeded, Cancelled)) or (
+    return isinstance(event, (Succeeded, Cancelled, Deleted)) or (
         isinstance(event, Failed) and not event.will_retry
     )

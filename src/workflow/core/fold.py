@@ -10,8 +10,11 @@ on ``wf.>`` can append without the CAS headers. The rule (:func:`refusal`):
 - nothing before the deposit, and only one deposit;
 - an outcome (``Succeeded``, ``Failed``) only while an attempt runs;
 - no start of a ``waiting`` work (it is in no bucket: a start could only be forged);
-- after a final outcome or a cancel, nothing but a ``Requeued`` (retried by hand):
-  no second final outcome, no start of a finished work.
+- after a final outcome or a cancel, nothing but a ``Requeued`` (retried by hand) or a
+  ``Deleted``: no second final outcome, no start of a finished work;
+- a ``Deleted`` only of a finished work (so no worker can hold a deleted work, and its
+  last status is a recorded fact), and after it nothing at all: not even a ``Requeued``,
+  since a deleted work is out of every list an operator would retry it from.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from workflow.core.events import (
     AnyEvent,
     Cancelled,
+    Deleted,
     Deposited,
     Event,
     Failed,
@@ -46,6 +50,10 @@ def refusal(status: str | None, event: Event | type[Event]) -> str | None:
         return None if kind is Deposited else f"{name} for a work that was never deposited"
     if kind is Deposited:
         return "a second Deposited for a work that exists"
+    if status == "deleted":
+        return f"{name} after the work was deleted; nothing may follow a Deleted"
+    if kind is Deleted:
+        return None if status in FINISHED else f"Deleted while the work is {status}; only a finished work is deleted"
     if kind is Requeued:
         return None
     if status in FINISHED:
@@ -101,6 +109,8 @@ def evolve(state: Work | None, event: AnyEvent) -> Work:
             )
         case Cancelled():
             return replace(state, status="cancelled", stop=event.time)
+        case Deleted():
+            return replace(state, status="deleted")  # the rest as it finished: its history says how
     raise FoldError(f"unknown event {event!r}")
 
 

@@ -8,7 +8,13 @@ denied). What the subjects are for:
 - ``wf.<pipeline>.<work_id>.<event>``: the log's events. A deposit, and an operator's
   re-queue or re-prioritise, are both ``wf.<p>.<id>.queued.<site>.<priority>``: NATS sees
   subjects, not event types, so a depositor can also re-queue a work (put it in a bucket
-  again, which is what a deposit does) but never cancel it or record an outcome.
+  again, which is what a deposit does) but never cancel it, delete it or record an outcome.
+  Bulk actions (``cancel``/``requeue``/``delete`` by filter) are one such event per work,
+  so they need nothing more than the single ones: the operator's ``cancelled``,
+  ``deleted`` and queue subjects, and reading the results service to select.
+- ``wf._schedule.<name>.added|removed``: a schedule's events, an operator's to write;
+  ``wfsched.>``: the NATS server's timers of the schedules and their firings (a stream of
+  their own, ``WORKFLOW_SCHEDULES``), the server role's alone.
 - ``$JS.API.…``: JetStream requests (stream info, direct gets of a work's history, bucket
   consumers, pulls); ``$JS.ACK.WORKFLOW.>``: acks, naks, terms and heartbeats of held works;
   ``$JS.FC.>``: flow-control replies of the ordered consumers that read the log in order.
@@ -24,7 +30,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from workflow.core.subjects import PREFIX, STREAM
+from workflow.core.schedules import SCHEDULE_PREFIX, TIMER_PREFIX
+from workflow.core.subjects import CLAIMS_BUCKET, PREFIX, STREAM
 
 _API = "$JS.API"
 
@@ -48,6 +55,17 @@ READ_SUBSCRIBE: tuple[str, ...] = ("_INBOX.>", f"{PREFIX}.>")
 #: A named (durable) bucket consumer: created by whoever first puts work in a bucket.
 BUCKET_CREATE = f"{_API}.CONSUMER.CREATE.{STREAM}.*"
 QUEUED = f"{PREFIX}.*.*.queued.>"
+#: The heartbeats of filtered claims (a KV bucket): filtered workers write them, and every
+#: worker reads them (a bucket worker checks a filter claim's before recovering its work).
+CLAIM_HEARTBEATS = (
+    f"$KV.{CLAIMS_BUCKET}.>",
+    f"{_API}.STREAM.INFO.KV_{CLAIMS_BUCKET}",
+    f"{_API}.STREAM.CREATE.KV_{CLAIMS_BUCKET}",
+    f"{_API}.DIRECT.GET.KV_{CLAIMS_BUCKET}",
+    f"{_API}.DIRECT.GET.KV_{CLAIMS_BUCKET}.>",
+)
+#: A schedule's events (``workflow.core.schedules``): an operator's to write.
+SCHEDULE_EVENTS = (f"{SCHEDULE_PREFIX}.*.added", f"{SCHEDULE_PREFIX}.*.removed")
 
 
 @dataclass(frozen=True)
@@ -65,15 +83,17 @@ ROLES: dict[str, Role] = {
     for role in (
         Role("server", "projector and results service: creates the stream, reads the log in order, answers queries",
              publish=(f"{_API}.>", "$JS.FC.>", "$JS.ACK.>", "_INBOX.>", "$SRV.>", "workflow.results.>",
-                      f"{PREFIX}.>"),
+                      f"{PREFIX}.>", f"{TIMER_PREFIX}.>"),
              subscribe=("_INBOX.>", f"{PREFIX}.>", "$SRV.>", "workflow.results.>")),
         Role("depositor", "deposit works, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.waiting")),
         Role("worker", "withdraw, heartbeat, record outcomes, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*", f"$JS.ACK.{STREAM}.>",
-                      f"{PREFIX}.*.*.started", f"{PREFIX}.*.*.succeeded", f"{PREFIX}.*.*.failed")),
-        Role("operator", "cancel, re-queue, re-prioritise, read",
-             publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.cancelled")),
+                      f"{PREFIX}.*.*.started", f"{PREFIX}.*.*.succeeded", f"{PREFIX}.*.*.failed",
+                      *CLAIM_HEARTBEATS)),
+        Role("operator", "cancel, re-queue, re-prioritise, delete (one work or many), add and remove schedules, read",
+             publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.cancelled", f"{PREFIX}.*.*.deleted",
+                      *SCHEDULE_EVENTS)),
         Role("viewer", "read only", publish=READ_PUBLISH),
     )
 }

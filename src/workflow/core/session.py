@@ -29,10 +29,13 @@ class Session(Protocol):
     async def deposit(self, works: Any) -> list[str]: ...
 
     async def withdraw(
-        self, pipeline: str | Sequence[str], *, site: str | None = None, priority: int | None = None
+        self, pipeline: str | Sequence[str], *, site: str | None = None, priority: int | None = None,
+        tags: Any = None, event: Any = None, user: str | None = None, parent: str | None = None,
     ) -> Any: ...
 
     async def update(self, work: Any) -> None: ...
+
+    async def delete(self, work_id: str, reason: str | None = None) -> Any: ...
 
 
 _bound: contextvars.ContextVar[Session | None] = contextvars.ContextVar("workflow_session", default=None)

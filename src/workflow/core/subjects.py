@@ -16,6 +16,8 @@ from workflow.core.events import Deposited, Event, Requeued
 
 STREAM = "WORKFLOW"
 PREFIX = "wf"
+#: The key-value bucket of filtered claims' heartbeats (``workflow.log.heartbeats``).
+CLAIMS_BUCKET = "workflow-claims"
 
 
 class BucketKey(NamedTuple):

@@ -129,29 +129,40 @@ class Work(msgspec.Struct, kw_only=True):
         pipeline: str | list[str],
         site: str | None = None,
         priority: int | None = None,
-        **filters: Any,
+        event: int | list[int] | None = None,
+        user: str | None = None,
+        tags: str | list[str] | None = None,
+        parent: str | None = None,
     ) -> Work | None:
         """Withdraw the next work of ``pipeline`` (highest priority, then oldest), or None.
 
         Uses the client opened by ``workflow.connect()``: the lease on the work lives in
-        that client, so withdraw and update inside the same ``async with``. Filters on
-        tags, events or users are not built yet: asking for one is refused rather than
-        silently handing out any work.
+        that client, so withdraw and update inside the same ``async with``. ``tags``,
+        ``event``, ``user`` and ``parent`` take only matching works, as the old system
+        did: every filter given must hold; ``tags`` and ``event`` match a work with *any*
+        of them; ``parent`` is the work's ``config["parent"]``. Other works stay queued,
+        in order, for other workers.
         """
-        if filters:
-            name = sorted(filters)[0]
-            raise ValidationError(
-                name, f"withdraw cannot filter on {', '.join(sorted(filters))} yet; "
-                "only pipeline, site and priority select works"
-            )
         async with session.current(require_open=True) as client:
-            work: Work | None = await client.withdraw(pipeline, site=site, priority=priority)
+            work: Work | None = await client.withdraw(
+                pipeline, site=site, priority=priority, tags=tags, event=event, user=user, parent=parent
+            )
         return work
 
     async def update(self) -> None:
         """Record this work's outcome (``status`` success or failure, with results)."""
         async with session.current() as client:
             await client.update(self)
+
+    async def delete(self) -> bool:
+        """Delete this work (``await work.delete()``): hidden from lists and counts from now
+        on, its history kept (a ``Deleted`` event: the log is immutable). A work not yet
+        finished is cancelled first. True once recorded; ConflictError if already deleted."""
+        if self.id is None:
+            raise ValidationError("id", "this work was never deposited: nothing to delete")
+        async with session.current() as client:
+            await client.delete(self.id)
+        return True
 
 
 @cache

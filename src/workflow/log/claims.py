@@ -39,12 +39,25 @@ import nats.aio.subscription
 from nats.aio.msg import Msg
 
 from workflow.core import events as ev
-from workflow.core.claim import Delivery, Head, RecordLost, Skip, Stale, Start, decide
+from workflow.core.claim import (
+    CheckClaimer,
+    Decision,
+    Defer,
+    Delivery,
+    Head,
+    RecordLost,
+    Skip,
+    Stale,
+    Start,
+    decide,
+    decide_on_head,
+)
 from workflow.core.errors import ConflictError
 from workflow.core.subjects import PREFIX, BucketKey, bucket_from_filter
 from workflow.core.work import Work, validate_field
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
+from workflow.log.heartbeats import Heartbeats
 from workflow.log.leases import Lease, Leases
 
 __all__ = ["Claims", "Delivered", "Lease", "Leases"]
@@ -52,6 +65,9 @@ __all__ = ["Claims", "Delivered", "Lease", "Leases"]
 log = logging.getLogger("workflow.client")
 
 Queued = ev.Deposited | ev.Requeued
+#: Pauses (s) while a cancel heard on core NATS is not yet the head in the log: after
+#: them it is taken as refused by the stream (the heartbeat's head check is the backstop).
+CANCEL_CONFIRM_PAUSES = (0.02, 0.1, 0.3, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +83,11 @@ class Delivered:
     def priority(self) -> int:
         return self.key.priority
 
+    @property
+    def label(self) -> str:
+        """Names the delivery in logs and task names."""
+        return str(self.msg.reply)
+
 
 class Claims:
     """Withdraws works from buckets, in batches, and stops held works that are cancelled."""
@@ -75,6 +96,7 @@ class Claims:
         self._log = gateway
         self._buckets = buckets
         self._leases = leases
+        self.heartbeats = Heartbeats(gateway.nc)  # of filtered claims: the watchdog reads them
         self._rotation = 0
         self._watched: dict[str, nats.aio.subscription.Subscription] = {}
 
@@ -131,7 +153,7 @@ class Claims:
             validate_field("site", site)
         if priority is not None:
             validate_field("priority", priority)
-        await self._watch_cancels(pipelines)
+        await self.watch(pipelines)
         fetched: list[Delivered] = []
         for key in self._in_order(await self._buckets.select(pipelines, site, priority)):
             if self._buckets.drained(key):
@@ -165,7 +187,7 @@ class Claims:
             ordered += group[shift:] + group[:shift]
         return ordered
 
-    async def _watch_cancels(self, pipelines: list[str]) -> None:
+    async def watch(self, pipelines: list[str]) -> None:
         """Subscribe to the cancels and queue events of these pipelines (once each), before
         any pull, so a cancel of a work started here is never missed, and a bucket found
         empty is asked again as soon as work is queued in it."""
@@ -184,17 +206,45 @@ class Claims:
             self._buckets.refilled(key)
 
     async def _on_cancel(self, msg: Msg) -> None:
-        """A work was cancelled: if it is held here, stop it and term its message."""
+        """A work was cancelled: if it is held here, stop it and term its message.
+
+        Only once the log has the cancel: core NATS hands every subscriber a publish that
+        the stream then refuses (its CAS lost a race with our ``Started`` or outcome), and
+        such a cancel never happened. The log may store it a moment after we hear it, so
+        a head not yet past our own event is asked again briefly (the heartbeat's head
+        check catches anything later)."""
         work_id = msg.subject.split(".")[2]
-        lease = self._leases.lose(work_id, "cancelled")
-        if lease is not None:
+        if self._leases.get(work_id) is None:
+            return
+        try:
+            heard = ev.decode(msg.data).id
+        except Exception:
+            return
+        for pause in CANCEL_CONFIRM_PAUSES:
+            lease = self._leases.get(work_id)
+            if lease is None:
+                return
+            try:
+                head = await self._log.head(work_id, lease.running.pipeline)
+            except Exception:
+                return
+            if head is not None and head.event.id == heard:
+                break
+            if head is None or head.seq != lease.head_seq:
+                return  # something else happened to the work: the lease's own flow sees it
+            await asyncio.sleep(pause)
+        else:
+            return  # never stored: the stream refused this cancel
+        if self._leases.get(work_id) is lease:
+            self._leases.lose(work_id, "cancelled")
             with contextlib.suppress(Exception):
                 await lease.msg.term()
 
     async def claim(self, delivered: Delivered) -> Work | None:
         """Turn a delivered queue message into a started work (its ``Started`` published
         with the CAS the pure :func:`~workflow.core.claim.decide` asks for), or discard it
-        as stale; None unless started."""
+        as stale, or send it away while a live filtered claimer holds its work (the bucket
+        as watchdog: see :mod:`workflow.core.claim`); None unless started."""
         key, msg = delivered.key, delivered.msg
         try:
             queued = ev.decode(msg.data)
@@ -204,19 +254,48 @@ class Claims:
             await msg.term()  # not a queue event: nothing could ever start from it
             return None
         meta = msg.metadata
-        delivery = Delivery(meta.num_delivered, meta.sequence.stream, queued.work.attempt, queued.work.retries)
-        head = None
-        if delivery.needs_head:
-            record = await self._log.head(queued.work_id, queued.pipeline)
-            head = None if record is None else Head(record.seq, record.event)
+        work = queued.work
+        delivery = Delivery(
+            meta.num_delivered, meta.sequence.stream, work.attempt, work.retries, work.timeout, delivered.ack_wait
+        )
+        head = await self._read_head(queued) if delivery.needs_head else None
         decision = decide(delivery, head)
-        if isinstance(decision, RecordLost):
-            decision = await self._record_lost(queued, decision)
+        if isinstance(decision, CheckClaimer | RecordLost):
+            decision = await self._settle(queued, delivery, head, decision)
         if isinstance(decision, Start):
-            return await self._start(key, msg, queued, decision)
+            started = await self._start(key, msg, queued, decision)
+            if started is not None or not decision.recheck_on_conflict:
+                return started
+            # A refused first start: the work changed. Stale, unless a filter claimed it,
+            # which leaves this message as its watchdog: decide again on the head.
+            head = await self._read_head(queued)
+            decision = await self._settle(queued, delivery, head, decide_on_head(delivery, head))
+            if isinstance(decision, Start):
+                return await self._start(key, msg, queued, decision)
         if isinstance(decision, Stale):
             await msg.term()
+        elif isinstance(decision, Defer):
+            log.debug("%s: %s; looking again in %.1fs", queued.work_id, decision.why, decision.delay)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=decision.delay)
         return None
+
+    async def _read_head(self, queued: Queued) -> Head | None:
+        record = await self._log.head(queued.work_id, queued.pipeline)
+        return None if record is None else Head(record.seq, record.event)
+
+    async def _settle(self, queued: Queued, delivery: Delivery, head: Head | None, decision: Decision) -> Decision:
+        """Do the I/O a decision asks before it can act: read a filtered claimer's
+        heartbeat (then decide again), record a lost attempt (then start or discard)."""
+        if isinstance(decision, CheckClaimer):
+            started = decision.started
+            alive = await self.heartbeats.alive(queued.work_id, started.by, started.attempt)
+            decision = decide_on_head(delivery, head, claimer_alive=alive, now=time.time())
+            if isinstance(decision, CheckClaimer):  # the bucket cannot be read: look again after a lease
+                return Defer(delivery.lease, "the filtered claimer's heartbeat could not be read")
+        if isinstance(decision, RecordLost):
+            return await self._record_lost(queued, decision)
+        return decision
 
     async def _record_lost(self, queued: Queued, lost: RecordLost) -> Start | Stale | Skip:
         """Record that the previous attempt of this chain was lost; what to do next."""
@@ -240,9 +319,7 @@ class Claims:
         try:
             head_seq = await self._log.append(started, start.expected_seq)
         except ConflictError:
-            if start.stale_on_conflict:
-                await msg.term()  # the work changed before its first start: this message is stale
-            return None
+            return None  # the work changed meanwhile (the caller decides again if it may)
         running = msgspec.structs.replace(
             queued.work, id=queued.work_id, status="running", attempt=started.attempt, start=started.time, stop=None
         )

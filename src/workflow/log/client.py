@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,19 +29,25 @@ import nats.errors
 from workflow.core import events as ev
 from workflow.core import session
 from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, WorkflowError
+from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
 from workflow.core.retry import retry_delay
+from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, schedule_spec
 from workflow.core.settings import lease_seconds, nats_servers, nats_url
 from workflow.core.waits import not_before
 from workflow.core.work import Work
 from workflow.log import jsapi
+from workflow.log import schedules as schedule_log
 from workflow.log.buckets import Buckets, BucketStats
+from workflow.log.bulk import Bulk
 from workflow.log.claims import Claims, Lease, Leases
 from workflow.log.deposits import deposit
+from workflow.log.filtered import CandidateFinder, FilteredClaims
 from workflow.log.gateway import LogGateway, Recorded
 from workflow.log.operations import Operations
 from workflow.log.outcomes import Outcomes
 from workflow.log.permissions import RefusalWatch
+from workflow.log.tls import HandshakeFailures
 
 __all__ = ["Client", "Lease", "Recorded", "retry_delay"]
 
@@ -62,17 +67,20 @@ class _Connected:
     claims: Claims
     outcomes: Outcomes
     operations: Operations
+    bulk: Bulk
 
     @classmethod
     def build(cls, nc: nats.aio.client.Client, max_payload: int, name: str, lease: float) -> _Connected:
         gateway = LogGateway(nc, max_payload, name)
         buckets = Buckets(nc, lease)
         leases = Leases(gateway)
+        operations = Operations(gateway, buckets, leases)
         return cls(
             gateway, buckets, leases,
             claims=Claims(gateway, buckets, leases),
             outcomes=Outcomes(gateway, leases),
-            operations=Operations(gateway, buckets, leases),
+            operations=operations,
+            bulk=Bulk(gateway, operations),
         )
 
 
@@ -126,28 +134,23 @@ class Client:
 
     async def _connect(self) -> nats.aio.client.Client:
         refusals = self._refusals
-        tls_failures: list[ssl.SSLError] = []
+        tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded below
 
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)
-            if isinstance(error, ssl.SSLError):
-                tls_failures.append(error)  # the cause behind nats-py's "no servers available"
+            tls_failures.note(error)  # the cause behind nats-py's "no servers available"
             await refusals(error)  # a refused login or publish: say so, instead of timing out
 
         try:
-            nc = await nats.connect(
+            nc = await tls_failures.bounded(nats.connect(
                 servers=nats_servers(self.url), name=self.name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=on_error, **self._options,
-            )
+            ))
         except (TimeoutError, OSError, nats.errors.Error) as error:
             if refusals.login_refused is not None:
                 raise refusals.login_refused from None
             if tls_failures:
-                raise ConnectionFailedError(
-                    f"TLS handshake with NATS at {self.url} failed ({tls_failures[-1].reason or tls_failures[-1]}); "
-                    "check --nats-tls-ca, and give --nats-tls-cert and --nats-tls-key if the server "
-                    "verifies clients."
-                ) from None
+                raise tls_failures.error(self.url) from None
             raise ConnectionFailedError(
                 f"cannot reach NATS at {self.url} ({type(error).__name__}: {error}). "
                 "Start one with `workflow server`, or point to yours with --nats URL "
@@ -241,9 +244,38 @@ class Client:
         priority: int | None = None,
         timeout: float = 0.0,
         poll: float = 0.5,
+        tags: str | Sequence[str] | None = None,
+        event: int | Sequence[int] | None = None,
+        user: str | None = None,
+        parent: str | None = None,
     ) -> Work | None:
-        """The next work of these pipelines, now ``running`` under a lease held here."""
+        """The next work of these pipelines, now ``running`` under a lease held here.
+
+        ``tags`` (any of them), ``event`` (any of them), ``user`` and ``parent`` (the
+        work's ``config["parent"]``) take only matching works (see
+        :mod:`workflow.log.filtered`; it needs the results service)."""
+        filters = WithdrawFilter.of(tags, event, user, parent)
+        if filters:
+            return await self.filtered(filters).withdraw(
+                pipeline, site=site, priority=priority, timeout=timeout, poll=poll
+            )
         return await self._connected.claims.withdraw(pipeline, site=site, priority=priority, timeout=timeout, poll=poll)
+
+    def candidate_finder(self) -> CandidateFinder | None:
+        """Where filtered withdraws find candidates: the read model, which this layer does
+        not know (``workflow.connect()``'s client answers; this one has none)."""
+        return None
+
+    def filtered(self, filters: WithdrawFilter) -> FilteredClaims:
+        """Claiming by filter, in the same steps as :attr:`claims` (see :mod:`workflow.log.filtered`)."""
+        finder = self.candidate_finder()
+        if finder is None:
+            raise WorkflowError(
+                "a filtered withdraw finds works through the results service: use the client of "
+                "`workflow.connect()`, not the log layer's own"
+            )
+        parts = self._connected
+        return FilteredClaims(parts.gateway, parts.buckets, parts.leases, parts.claims, finder, filters)
 
     async def withdraw_many(
         self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
@@ -321,3 +353,34 @@ class Client:
     ) -> Work:
         """Put a queued or finished work (back) in a bucket, at a new priority or site if given."""
         return await self._connected.operations.requeue(work_id, priority=priority, site=site, reason=reason)
+
+    async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
+        """Delete a work: hidden from lists and counts from now on, its history kept for
+        audits (the log is immutable: a delete is a ``Deleted`` event). A work not yet
+        finished is cancelled first. ConflictError if already deleted."""
+        return await self._connected.operations.delete(work_id, reason)
+
+    # -- schedules (:mod:`workflow.log.schedules`) -------------------------------------
+
+    async def add_schedule(
+        self, name: str, work: Work, *, every: str | None = None, cron: str | None = None
+    ) -> ScheduleAdded:
+        """Deposit a copy of ``work`` at each firing: ``every="10m"`` or a 6-field UTC
+        ``cron="0 0 2 * * *"`` (or ``"@daily"``…). Recorded in the log; ``workflow server``
+        fires it. ConflictError if a schedule of that name is in force."""
+        return await schedule_log.add(self._connected.gateway, name, work, schedule_spec(every, cron))
+
+    async def remove_schedule(self, name: str, reason: str | None = None) -> ScheduleRemoved:
+        """Stop a schedule (recorded in the log). NotFoundError if none of that name is in force."""
+        return await schedule_log.remove(self._connected.gateway, name, reason)
+
+    async def schedules(self) -> list[Definition]:
+        """The schedules in force, by name, read from the log."""
+        return await schedule_log.current(self._connected.gateway.nc)
+
+    @property
+    def bulk(self) -> Bulk:
+        """Cancel, re-queue or delete many works, each with its own CAS'd event (see
+        :mod:`workflow.log.bulk`; ``cancel_many`` and friends of ``workflow.connect()``'s
+        client select them by filter)."""
+        return self._connected.bulk

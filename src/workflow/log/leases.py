@@ -20,8 +20,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-
-from nats.aio.msg import Msg
+from typing import Protocol
 
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError
@@ -35,9 +34,25 @@ log = logging.getLogger("workflow.client")
 MIN_TICK = 0.05
 
 
+class Holding(Protocol):
+    """What a lease holds its work by: the queue message a bucket delivered (a nats-py
+    ``Msg``), or, for a filtered claim, its heartbeat key
+    (:class:`workflow.log.heartbeats.HeartbeatTicket`). The heartbeat renews it; an
+    outcome ends it (``ack`` done, ``nak`` retry later, ``term`` never again)."""
+
+    async def in_progress(self) -> None: ...
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay: float | None = None) -> None: ...
+
+    async def term(self) -> None: ...
+
+
 @dataclass(eq=False)
 class Lease:
-    """A withdrawn work held by this client: its queue message and the last event seen.
+    """A withdrawn work held by this client: its queue message (or, claimed by filter,
+    its heartbeat key) and the last event seen.
 
     ``work`` is the object handed to the caller (who may change it before reporting);
     ``running`` is the lease's own copy of the state the ``Started`` event made, which the
@@ -47,7 +62,7 @@ class Lease:
     work_id: str
     work: Work
     running: Work
-    msg: Msg
+    msg: Holding
     bucket: BucketKey
     queue_seq: int
     head_seq: int

@@ -1,9 +1,12 @@
-"""What operators do to works from outside: cancel, re-queue, and look at the buckets.
+"""What operators do to works from outside: cancel, re-queue, delete, and look at the buckets.
 
-Both writes are CAS appends against the head the operator just read, so they never race a
+Every write is a CAS append against the head the operator just read, so they never race a
 worker silently: a cancel that loses a race looks again; a re-queue of a running work is
 refused. The old queue message of a cancelled or re-queued work becomes stale, and the
-next worker it reaches terms it (see :mod:`workflow.core.claim`).
+next worker it reaches terms it (see :mod:`workflow.core.claim`). A delete is an event too
+(``Deleted``: the log is immutable), of a finished work only; a delete of an unfinished
+one cancels it first (:func:`workflow.core.bulk.steps`). Many works at once:
+:mod:`workflow.log.bulk`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import msgspec
 
 from workflow.core import events as ev
+from workflow.core.bulk import status_after, steps
 from workflow.core.errors import ConflictError, NotFoundError
 from workflow.core.fold import fold
 from workflow.core.subjects import BucketKey
@@ -53,14 +57,43 @@ class Operations:
                 await self._log.append(event, head.seq)
             except ConflictError:
                 continue  # something happened meanwhile: look again
-            lease = self._leases.get(work_id)
-            if lease is not None:  # held here: stop it now rather than at the next heartbeat
-                lease.lose("cancelled")
-                self._leases.drop(lease)
-                with contextlib.suppress(Exception):
-                    await lease.msg.term()
+            await self.stop_held(work_id)
             return event
         raise ConflictError(f"work {work_id} kept changing; cancel not recorded")
+
+    async def stop_held(self, work_id: str) -> None:
+        """After a cancel: a work held by this client is stopped now rather than at the next
+        heartbeat, and its queue message termed."""
+        lease = self._leases.get(work_id)
+        if lease is not None:
+            lease.lose("cancelled")
+            self._leases.drop(lease)
+            with contextlib.suppress(Exception):
+                await lease.msg.term()
+
+    async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
+        """Delete a work: lists and counts hide it from now on; its history stays. A work
+        not yet finished is cancelled first (a running one is stopped). Raises ConflictError
+        if it is already deleted, NotFoundError if unknown."""
+        for _ in range(CANCEL_TRIES):
+            head = await self._log.head(work_id)
+            if head is None:
+                raise NotFoundError(f"no work with id {work_id}")
+            plan = steps("delete", status_after(head.event))
+            if isinstance(plan, str):
+                raise ConflictError(f"work {work_id} is {plan}; nothing to delete")
+            seq = head.seq
+            try:
+                if "cancelled" in plan:
+                    cancel = ev.Cancelled(**self._log.envelope(work_id, head.event.pipeline), reason=reason)
+                    seq = await self._log.append(cancel, seq)
+                    await self.stop_held(work_id)
+                event = ev.Deleted(**self._log.envelope(work_id, head.event.pipeline), reason=reason)
+                await self._log.append(event, seq)
+            except ConflictError:
+                continue  # something happened meanwhile: look again
+            return event
+        raise ConflictError(f"work {work_id} kept changing; delete not recorded")
 
     async def requeue(
         self, work_id: str, *, priority: int | None = None, site: str | None = None, reason: str | None = None
@@ -73,8 +106,18 @@ class Operations:
             raise NotFoundError(f"no work with id {work_id}")
         state = fold((r.event for r in records), skip_refused=True)
         assert state is not None
-        if state.status == "running":
-            raise ConflictError(f"work {work_id} is running; cancel it before re-queueing")
+        refused = steps("requeue", state.status)
+        if isinstance(refused, str):
+            raise ConflictError(f"work {work_id} is {refused}; not re-queued")
+        return await self.requeue_state(state, records[-1].seq, priority=priority, site=site, reason=reason)
+
+    async def requeue_state(
+        self, state: Work, seq: int, *, priority: int | None = None, site: str | None = None,
+        reason: str | None = None,
+    ) -> Work:
+        """Append the ``Requeued`` of a work whose state (folded from the log) is ``state``
+        at sequence ``seq`` (the CAS): ConflictError if it changed since."""
+        assert state.id is not None
         snapshot = msgspec.structs.replace(
             state, status="queued", start=None, stop=None,
             results=None if state.finished else state.results,
@@ -82,6 +125,6 @@ class Operations:
             site=site if site is not None else state.site,
         )
         await self._buckets.ensure(BucketKey(snapshot.pipeline, snapshot.site, snapshot.priority))
-        event = ev.Requeued(**self._log.envelope(work_id, state.pipeline), work=snapshot, reason=reason)
-        await self._log.append(event, records[-1].seq)
+        event = ev.Requeued(**self._log.envelope(state.id, state.pipeline), work=snapshot, reason=reason)
+        await self._log.append(event, seq)
         return snapshot

@@ -91,7 +91,10 @@ class Resolver:
             seq, subject, data, pending = await self._inbox.get()
             tokens = subject.split(".")
             # only a waiting deposit, or an event of a work waiting or waited for, is decoded
-            if len(tokens) >= 4 and (tokens[3] == "waiting" or self.registry.concerns(tokens[2])):
+            # (``wf._schedule.…``: a schedule's events, never a work's)
+            if len(tokens) >= 4 and not tokens[1].startswith("_") and (
+                tokens[3] == "waiting" or self.registry.concerns(tokens[2])
+            ):
                 await self._observe(seq, tokens[2], data)
             if self._caught_up(seq, last, pending):
                 await self._go_live()

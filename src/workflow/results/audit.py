@@ -10,7 +10,8 @@
   ``retries + 1``;
 - ``refold``: a work whose projected row differs from the fold (``core.fold``) of its
   events, or whose events do not fold at all;
-- ``gap``: stream sequences (from the log's first) in neither ``events`` nor ``rejected``;
+- ``gap``: stream sequences (from the log's first) in none of ``events``, ``rejected`` and
+  ``other`` (a schedule's events);
 - ``aged-out``: the first sequences of the log left it (retention) before this projection
   saw them: whatever they said is unknown here;
 - ``stranded``: an unfinished work whose queue message (its last ``Deposited`` or
@@ -48,7 +49,8 @@ class Anomaly(msgspec.Struct, kw_only=True, omit_defaults=True):
 _GAPS = """
 SELECT seq + 1, next - 1 FROM (
     SELECT seq, lead(seq) OVER (ORDER BY seq) AS next
-    FROM (SELECT seq FROM events UNION ALL SELECT seq FROM rejected UNION ALL SELECT ? - 1)
+    FROM (SELECT seq FROM events UNION ALL SELECT seq FROM rejected UNION ALL SELECT seq FROM other
+          UNION ALL SELECT ? - 1)
     WHERE seq >= ? - 1
 ) WHERE next > seq + 1 ORDER BY 1
 """
@@ -74,9 +76,10 @@ def audit(con: Any, *, now: float, lease: float, first_seq: int) -> list[Anomaly
                              detail=f"running for {now - start:.0f}s, past its timeout {timeout}s + lease {lease:g}s"))
     [(checkpoint,)] = con.execute("SELECT coalesce(max(seq), 0) FROM checkpoint").fetchall()
     for low, high in con.execute(_GAPS, [max(first_seq, 1), max(first_seq, 1)]).fetchall():
-        found.append(Anomaly(kind="gap", seq=low, detail=f"sequences {low}..{high} are in neither events nor rejected"))
+        found.append(Anomaly(kind="gap", seq=low,
+                             detail=f"sequences {low}..{high} are in none of events, rejected and other"))
     [(top,)] = con.execute("SELECT coalesce(max(seq), 0) FROM (SELECT seq FROM events UNION ALL "
-                           "SELECT seq FROM rejected)").fetchall()
+                           "SELECT seq FROM rejected UNION ALL SELECT seq FROM other)").fetchall()
     if checkpoint > max(top, first_seq - 1):
         found.append(Anomaly(kind="gap", seq=top + 1, detail=f"sequences {top + 1}..{checkpoint} are missing"))
     found.extend(_retention(con, first_seq))
@@ -88,8 +91,8 @@ def _retention(con: Any, first_seq: int) -> list[Anomaly]:
     """What retention took before it was safe: events never projected, and unfinished
     works whose queue message is gone (the log is the buckets too)."""
     found = []
-    [(lowest,)] = con.execute("SELECT min(seq) FROM (SELECT seq FROM events UNION ALL SELECT seq FROM rejected)"
-                              ).fetchall()
+    [(lowest,)] = con.execute("SELECT min(seq) FROM (SELECT seq FROM events UNION ALL SELECT seq FROM rejected "
+                              "UNION ALL SELECT seq FROM other)").fetchall()
     if lowest is not None and lowest > 1:
         found.append(Anomaly(kind="aged-out", seq=1, detail=f"sequences 1..{lowest - 1} left the log before this "
                              "projection saw them"))

@@ -66,13 +66,17 @@ def _filters(
     since: Moment = None,
     until: Moment = None,
     id_prefix: str | None = None,
+    include_deleted: bool = False,
+    after_id: str | None = None,
 ) -> dict[str, Any]:
     """The filters of ``Results.query`` and ``Results.count`` as the service reads them
-    (``queries.Filters``): lists for "any of", times as unix seconds."""
+    (``queries.Filters``): lists for "any of", times as unix seconds. ``include_deleted``
+    and ``after_id`` are sent only when used, so an older service still answers the rest."""
     return {
         "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
         "tags": _listed(tags), "event": _listed(event),
         "since": as_unix(since, "since"), "until": as_unix(until, "until"), "id_prefix": id_prefix,
+        "include_deleted": True if include_deleted else None, "after_id": after_id,
     }
 
 
@@ -122,6 +126,8 @@ class Results:
         fields: list[str] | None = None,
         *,
         id_prefix: str | None = None,
+        include_deleted: bool = False,
+        after_id: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> list[Work] | list[dict[str, Any]]:
@@ -130,9 +136,11 @@ class Results:
 
         Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
         all of them; ``event``: works naming any of them; ``since``/``until``: creation time;
-        ``id_prefix``: works whose id starts with it.
+        ``id_prefix``: works whose id starts with it; ``after_id``: works whose id sorts
+        after it (with ``order="id"``, pages that never shift while works change).
+        Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
         """
-        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix)
+        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted, after_id)
         body.update(limit=limit, offset=offset, order=order, fields=fields)
         works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
@@ -151,15 +159,18 @@ class Results:
         until: Moment = None,
         *,
         id_prefix: str | None = None,
+        include_deleted: bool = False,
         fresh: bool = False,
         after: int | None = None,
     ) -> int:
-        """How many works match every filter (same filters as ``query``)."""
-        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix)
+        """How many works match every filter (same filters as ``query``; deleted works
+        are not counted unless ``include_deleted``)."""
+        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted)
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
-        """Per pipeline: the total, and the number of works in each status of ``status.LOGGED``."""
+        """Per pipeline: the total, and the number of works in each status of ``status.LOGGED``
+        (deleted works are in neither)."""
         return cast(dict[str, dict[str, int]], (await self._call("pipelines", {}, fresh, after))["pipelines"])
 
     async def get(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> Work:
@@ -204,5 +215,29 @@ class Results:
         """The log checked against the projection: ``{"seq", "total", "anomalies"}``
         (see :mod:`workflow.results.audit`); ``total == 0`` when clean."""
         return await self._call("audit", {}, fresh)
+
+    async def queued_matching(
+        self,
+        pipelines: list[str],
+        *,
+        limit: int,
+        site: str | None = None,
+        priority: int | None = None,
+        any_tags: list[str] | None = None,
+        event: list[int] | None = None,
+        user: str | None = None,
+        parent: str | None = None,
+        fresh: bool = True,
+    ) -> list[dict[str, Any]]:
+        """A filtered withdraw's candidates: ``queued`` works of these pipelines with any
+        of ``any_tags``, any of ``event``, this ``user`` and ``parent`` (each if given),
+        highest priority first, then oldest; each as ``{id, pipeline, site, priority}``."""
+        body: dict[str, Any] = {
+            "pipeline": pipelines, "status": ["queued"], "site": _listed(site), "user": user,
+            "any_tags": any_tags or None, "event": event or None, "parent": parent,
+            "priority": _listed(priority), "limit": limit, "order": "queue",
+            "fields": ["id", "pipeline", "site", "priority"],
+        }
+        return cast(list[dict[str, Any]], (await self._call("query", body, fresh))["works"])
 
 

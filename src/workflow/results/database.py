@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS rejected (
     head BLOB, -- the message's first bytes (any bytes: it may not be text)
     size BIGINT
 );
+CREATE TABLE IF NOT EXISTS other (
+    seq BIGINT NOT NULL, -- a message of the log that is not a work's event (a schedule's)
+    logged DOUBLE,
+    subject VARCHAR,
+    payload VARCHAR
+);
 CREATE TABLE IF NOT EXISTS checkpoint (
     stream VARCHAR PRIMARY KEY,
     seq BIGINT NOT NULL,
@@ -199,14 +205,17 @@ class ProjectionStore:
         other threads decode and read the log.
         """
         con = self.con
-        events, rows, rejected = batch.tables()
+        events, rows, rejected, other = batch.tables()
         con.register("batch_events", events)
         con.register("batch_rows", rows)
         con.register("batch_rejected", rejected)
+        con.register("batch_other", other)
         con.register("replaced_ids", pa.table({"id": pa.array(batch.replaced, pa.string())}))
         statements = ["BEGIN TRANSACTION", f"INSERT INTO events {EVENTS_FROM_BATCH}"]
         if batch.rejected:
             statements.append("INSERT INTO rejected SELECT * FROM batch_rejected")
+        if batch.other:
+            statements.append("INSERT INTO other SELECT * FROM batch_other")
         if batch.replaced:
             # The range lets DuckDB skip row groups by their min/max id (ids are
             # time-sorted ULIDs, and the works a batch changes are mostly recent).
@@ -229,6 +238,7 @@ class ProjectionStore:
             con.unregister("batch_events")
             con.unregister("batch_rows")
             con.unregister("batch_rejected")
+            con.unregister("batch_other")
             con.unregister("replaced_ids")
 
 

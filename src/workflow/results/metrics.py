@@ -53,6 +53,7 @@ from workflow.core.errors import ConnectionFailedError, WorkflowError
 from workflow.core.events import FailureReason
 from workflow.core.settings import nats_servers
 from workflow.core.subjects import PREFIX, STREAM, bucket_from_filter
+from workflow.log.tls import HandshakeFailures
 from workflow.results.client import Results
 
 log = logging.getLogger("workflow.metrics")
@@ -334,11 +335,15 @@ async def run_metrics(
     ``connect_options`` go to ``nats.connect`` (``user``, ``password``, ``user_credentials``, …).
     ``on_ready`` is called with the port bound once the HTTP server listens.
     """
+    tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
     try:
-        nc = await nats.connect(
-            servers=nats_servers(url), name="workflow-metrics", connect_timeout=2, **connect_options
-        )
+        nc = await tls_failures.bounded(nats.connect(
+            servers=nats_servers(url), name="workflow-metrics", connect_timeout=2,
+            error_cb=tls_failures.error_callback, **connect_options,
+        ))
     except Exception as error:
+        if tls_failures:
+            raise tls_failures.error(url) from None
         raise ConnectionFailedError(f"metrics cannot reach NATS at {url}: {error}") from None
     try:
         counts = EventCounts()

@@ -94,6 +94,7 @@ Started = LIGHT[ev.Started]
 Succeeded = LIGHT[ev.Succeeded]
 Failed = LIGHT[ev.Failed]
 Cancelled = LIGHT[ev.Cancelled]
+Deleted = LIGHT[ev.Deleted]
 #: A light event: one of ``LIGHT``'s values (built at import, so typed loosely).
 LightEvent = Any
 #: The core event type of each light one.
@@ -263,8 +264,12 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
             return None
         return (row[0], row[1], "cancelled", row[3], row[4], row[5], event.time, True, row[8], row[9], row[10],
                 row[11], seq, event.time)
+    if kind is Deleted:  # only a finished work; it keeps its fields, hidden by its status
+        if row is None or row[2] not in FINISHED or row[2] == "deleted":
+            return None
+        return (row[0], row[1], "deleted", *row[3:12], seq, event.time)
     if kind is Requeued:
-        if row is None:
+        if row is None or row[2] == "deleted":
             return None
         return (event.work_id, bytes(event.work), "queued", None, None, True, None, True, None, False, None, None,
                 seq, event.time)
@@ -305,6 +310,10 @@ REJECTED_SCHEMA = pa.schema(
         ("head", pa.binary()), ("size", pa.int64()),
     ]
 )
+#: Messages of the log that are not a work's events (a schedule's: ``core.schedules``).
+OTHER_SCHEMA = pa.schema(
+    [("seq", pa.int64()), ("logged", pa.float64()), ("subject", pa.string()), ("payload", pa.string())]
+)
 EVENTS_SCHEMA = pa.schema(
     [
         ("seq", pa.int64()), ("logged", pa.float64()), ("time", pa.float64()), ("work_id", pa.string()),
@@ -330,10 +339,13 @@ class Batch:
     #: Works that had a row before this batch: their old row is replaced.
     replaced: list[str] = field(default_factory=list)
     rejected: list[Refused] = field(default_factory=list)
-    _tables: tuple[pa.Table, pa.Table, pa.Table] | None = field(default=None, repr=False)
+    #: Messages that are not a work's events (a schedule's), ``(seq, logged, subject, data)``:
+    #: kept in the ``other`` table, so every sequence read is accounted for.
+    other: list[tuple[int, float, str, bytes]] = field(default_factory=list)
+    _tables: tuple[pa.Table, pa.Table, pa.Table, pa.Table] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.rejected)
+        return len(self.events) + len(self.rejected) + len(self.other)
 
     def fold(self, decoded: list[Decoded], lookup: Callable[[str], Row | None]) -> None:
         """Record decoded ``(seq, logged, subject, data, event)`` events, in order.
@@ -369,12 +381,20 @@ class Batch:
         reason = refusal(None if state is None else state[2], CORE[event.__class__])
         self.rejected.append((seq, logged, subject, f"state: {reason}", data))
 
-    def tables(self) -> tuple[pa.Table, pa.Table, pa.Table]:
-        """The events, rows and rejected tables (built once: the projector builds them on
-        the thread that folds, so that the writing thread only waits for DuckDB)."""
+    def tables(self) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
+        """The events, rows, rejected and other tables (built once: the projector builds
+        them on the thread that folds, so that the writing thread only waits for DuckDB)."""
         if self._tables is None:
-            self._tables = self.events_table(), self.rows_table(), self.rejected_table()
+            self._tables = self.events_table(), self.rows_table(), self.rejected_table(), self.other_table()
         return self._tables
+
+    def other_table(self) -> pa.Table:
+        return pa.Table.from_pydict(
+            {"seq": [o[0] for o in self.other], "logged": [o[1] for o in self.other],
+             "subject": [o[2] for o in self.other],
+             "payload": [o[3].decode("utf-8", "replace") for o in self.other]},
+            schema=OTHER_SCHEMA,
+        )
 
     def rejected_table(self) -> pa.Table:
         rejected = sorted(self.rejected)

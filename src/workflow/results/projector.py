@@ -34,6 +34,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from workflow.core.errors import WorkflowError
+from workflow.core.schedules import is_schedule_subject
 from workflow.core.subjects import PREFIX, STREAM
 from workflow.log import jsapi
 from workflow.results import database, projection
@@ -85,6 +86,7 @@ class Projector:
         #: Messages rejected since this projector started (the ``rejected`` table has all).
         self.unfoldable = 0
         self._cache: dict[str, Row] = {}
+        self._other: list[tuple[int, float, str, bytes]] = []  # decoded, not folded yet (see fold)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- waiting for a position (read-your-writes) ----------------------------------------
@@ -123,6 +125,9 @@ class Projector:
             if seq <= self.folded:
                 continue  # already applied (a redelivery after a consumer reset)
             last = seq
+            if is_schedule_subject(subject):  # a schedule's event (core.schedules), not a work's:
+                self._other.append((seq, logged, subject, data))  # kept in `other`, not folded
+                continue
             try:
                 event = read(subject, data)
             except Exception as error:  # ValidationError; anything else too: never block the projection
@@ -149,7 +154,8 @@ class Projector:
         if not last:
             return None
         cache = self._cache
-        batch = Batch(rejected=list(refused or ()))
+        batch = Batch(rejected=list(refused or ()), other=self._other)
+        self._other = []  # decode and fold of one batch always run in turn: this batch's
         batch.fold(decoded, lambda work_id: cache.get(work_id) or known.get(work_id))
         batch.last_seq = last  # also past refused messages at the end
         self.folded = last

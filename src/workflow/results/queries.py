@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
-from workflow.core.status import LOGGED, Status
+from workflow.core.status import HIDDEN, LOGGED, Status
 from workflow.core.work import Pipeline, Site
 from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
 
@@ -58,6 +58,11 @@ class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
     since: float | None = None  # created at or after (unix seconds)
     until: float | None = None  # created before (unix seconds)
     id_prefix: IdPrefix | None = None  # works whose id starts with this
+    after_id: IdPrefix | None = None  # works whose id sorts after this (paging that never shifts)
+    include_deleted: bool = False  # deleted works too (hidden unless asked, or ``status`` names them)
+    any_tags: list[str] | None = None  # works carrying any of these tags (a filtered withdraw's rule)
+    parent: str | None = None  # works whose config names this parent (``config.parent``)
+    priority: list[Annotated[int, msgspec.Meta(ge=1, le=5)]] | None = None  # works at any of these priorities
 
 
 class Query(Filters, kw_only=True, forbid_unknown_fields=True):
@@ -121,6 +126,13 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
     if filters.event:
         clauses.append("list_has_any(event, ?::BIGINT[])")
         params.append(filters.event)
+    if filters.any_tags:
+        clauses.append("list_has_any(tags, ?::VARCHAR[])")
+        params.append(filters.any_tags)
+    if filters.parent is not None:
+        clauses.append("json_extract_string(config, '$.parent') = ?")
+        params.append(filters.parent)
+    any_of("priority", filters.priority)
     if filters.since is not None:
         clauses.append("creation >= ?")
         params.append(filters.since)
@@ -130,10 +142,22 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
     if filters.id_prefix is not None:
         clauses.append("starts_with(id, ?)")
         params.append(filters.id_prefix)
+    if filters.after_id is not None:
+        clauses.append("id > ?")
+        params.append(filters.after_id)
+    if not filters.include_deleted and not (filters.status and HIDDEN & set(filters.status)):
+        clauses.append(f"status NOT IN ({', '.join(repr(s) for s in sorted(HIDDEN))})")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+#: The order buckets hand works out in: highest priority first, then oldest (a filtered
+#: withdraw asks for its candidates in it).
+QUEUE_ORDER = "queue"
+
+
 def order_clause(order: str) -> str:
+    if order == QUEUE_ORDER:
+        return " ORDER BY priority DESC, creation ASC NULLS LAST, id ASC"
     column = order.removeprefix("-")
     if column not in ORDERABLE:
         raise ValidationError(
@@ -190,7 +214,8 @@ PIPELINE_STATUSES = LOGGED
 PIPELINES_SQL = (
     "SELECT pipeline, count(*) AS total, "
     + ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in PIPELINE_STATUSES)
-    + " FROM works GROUP BY pipeline ORDER BY pipeline"
+    + f" FROM works WHERE status NOT IN ({', '.join(repr(s) for s in sorted(HIDDEN))})"
+    + " GROUP BY pipeline ORDER BY pipeline"
 )
 GET_SQL = f"SELECT {select_list(None)} FROM works WHERE id = ?"
 HISTORY_SQL = "SELECT seq, subject, payload FROM events WHERE work_id = ? ORDER BY seq"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.core.errors import ValidationError
+from workflow.core.filters import WithdrawFilter
 from workflow.core.work import validate_field
 from workflow.worker.isolation import ISOLATIONS
 
@@ -27,6 +28,7 @@ class WorkerConfig:
     concurrency: int = 1
     isolation: str = "process"
     max_works_per_child: int | None = None  # process isolation: recycle a child after this many works
+    filters: WithdrawFilter = field(default_factory=WithdrawFilter)  # take only matching works (--tag, …)
     connect: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> WorkerConfig:

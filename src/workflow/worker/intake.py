@@ -24,11 +24,36 @@ import heapq
 import itertools
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from workflow.core.work import Work
 from workflow.log.claims import Delivered
 from workflow.log.client import Client
+from workflow.log.filtered import Candidate
 from workflow.worker.config import WorkerConfig
+
+#: What the intake keeps ready: a delivery a bucket handed over, or a candidate a filtered
+#: withdraw found (``workflow run --tag``); either becomes a work only when claimed.
+Ready = Delivered | Candidate
+
+
+class Source(Protocol):
+    """Where a worker takes works from, in the three steps the intake and the slots use:
+    the buckets (:class:`workflow.log.claims.Claims`), or a filtered withdraw
+    (:class:`workflow.log.filtered.FilteredClaims`)."""
+
+    async def fetch(self, pipeline: list[str], limit: int, *, site: str | None = None) -> list[Ready]: ...
+
+    async def claim(self, ready: Ready) -> Work | None: ...
+
+    async def give_back(self, ready: Ready) -> None: ...
+
+
+def source_of(client: Client, config: WorkerConfig) -> Source:
+    """The worker's source: its filter's claims if it has a filter, else the buckets."""
+    if config.filters:
+        return _Adapted(client.filtered(config.filters))
+    return _Adapted(client.claims)
 
 log = logging.getLogger("workflow.worker")
 
@@ -51,7 +76,8 @@ class Intake:
         # of it: one pull per few works even at concurrency 1.
         self.prefetch = max(PREFETCH, config.concurrency)
         self._stop = stop
-        self._ready: list[tuple[int, int, Delivered]] = []
+        self._ready: list[tuple[int, int, Ready]] = []
+        self.source: Source | None = None  # set once connected (see source_of)
         self._arrivals = itertools.count()
         self._prefetching = False  # on while attempts end within QUICK (see the module docstring)
         self._wake = asyncio.Event()  # a deposit in one of our buckets, or a retry due
@@ -70,7 +96,7 @@ class Intake:
         room = uncovered + self.prefetch
         return room if uncovered > 0 or room >= self.prefetch // 2 else 0
 
-    def pop(self) -> Delivered:
+    def pop(self) -> Ready:
         return heapq.heappop(self._ready)[2]
 
     def moved(self, ran_for: float | None) -> None:
@@ -105,7 +131,7 @@ class Intake:
         woken = self._wake.is_set()
         self._wake.clear()
         try:
-            fetched = await client.claims.fetch(self.config.pipelines, wanted, site=self.config.site)
+            fetched = await self._source(client).fetch(self.config.pipelines, wanted, site=self.config.site)
         except Exception as error:
             if client.refusal is not None:  # the server refuses this user's pulls: no retry helps
                 raise client.refusal from None
@@ -134,16 +160,39 @@ class Intake:
             self._ready = [e for e in self._ready if e not in expired]
             heapq.heapify(self._ready)
             self._prefetching = False
-            await _give_back(client, [e[2] for e in expired])
+            await _give_back(self._source(client), [e[2] for e in expired])
 
     async def give_back_all(self, client: Client) -> None:
         """Return every ready delivery (the worker stops taking works)."""
         ready, self._ready = self._ready, []
-        await _give_back(client, [e[2] for e in ready])
+        await _give_back(self._source(client), [e[2] for e in ready])
+
+    def _source(self, client: Client) -> Source:
+        if self.source is None:
+            self.source = source_of(client, self.config)
+        return self.source
 
 
-async def _give_back(client: Client, deliveries: list[Delivered]) -> None:
-    await asyncio.gather(*(client.claims.give_back(delivered) for delivered in deliveries))
+async def _give_back(source: Source, deliveries: list[Ready]) -> None:
+    await asyncio.gather(*(source.give_back(delivered) for delivered in deliveries))
+
+
+class _Adapted:
+    """Claims or FilteredClaims as a :class:`Source` (each takes only its own kind)."""
+
+    def __init__(self, claims: Any) -> None:
+        self._claims = claims
+
+    async def fetch(self, pipeline: list[str], limit: int, *, site: str | None = None) -> list[Ready]:
+        fetched: list[Ready] = await self._claims.fetch(pipeline, limit, site=site)
+        return fetched
+
+    async def claim(self, ready: Ready) -> Work | None:
+        work: Work | None = await self._claims.claim(ready)
+        return work
+
+    async def give_back(self, ready: Ready) -> None:
+        await self._claims.give_back(ready)
 
 
 async def first_of(*waitables: Any, timeout: float | None = None) -> None:

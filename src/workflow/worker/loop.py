@@ -63,12 +63,11 @@ from workflow.core.errors import ConflictError
 from workflow.core.subjects import PREFIX
 from workflow.core.work import Work
 from workflow.log import eventloop
-from workflow.log.claims import Delivered
 from workflow.log.client import Client
 from workflow.worker import metrics
 from workflow.worker.attempts import Attempts, log_fields
 from workflow.worker.config import WorkerConfig
-from workflow.worker.intake import Intake
+from workflow.worker.intake import Intake, Ready, source_of
 from workflow.worker.isolation import Isolation, MainThreadIsolation, make_isolation
 from workflow.worker.runner import CommandCall, FunctionCall, Outcome
 from workflow.worker.signals import Shutdown, forwarded_to, run_beside_the_main_thread
@@ -81,8 +80,11 @@ log = logging.getLogger("workflow.worker")
 class Worker:
     """Runs works from its buckets until its lives are used up or it is told to stop."""
 
-    def __init__(self, config: WorkerConfig, isolation: Isolation | None = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, isolation: Isolation | None = None, client_type: type[Client] = Client
+    ) -> None:
         self.config = config.check()
+        self.client_type = client_type  # a filtered worker needs one that finds candidates (workflow.api's)
         self.isolation = isolation or make_isolation(config.isolation, config.concurrency, config.max_works_per_child)
         self.shutdown = Shutdown()
         self.attempts = Attempts(self.config, self.isolation, self.shutdown.abort, self._retry_due)
@@ -118,8 +120,9 @@ class Worker:
         Ready deliveries that were never started are given back; the isolation is closed
         (its forkserver and children stopped) however this ends.
         """
-        async with Client(**self.config.connect) as client:
+        async with self.client_type(**self.config.connect) as client:
             self._client = client
+            self.intake.source = source_of(client, self.config)
             await self.isolation.open()
             await self._listen(client)
             try:
@@ -145,6 +148,8 @@ class Worker:
             client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
             config.concurrency, "unlimited" if config.lives < 0 else config.lives, eventloop.name(),
         )
+        if config.filters:
+            log.info("taking only works that match %s (found in the read model)", config.filters.describe())
         await self._warn_about_unknown_pipelines(client)
 
     async def _take(self, client: Client) -> None:
@@ -176,7 +181,7 @@ class Worker:
             self._busy += 1  # a slot is taken
             metrics.slots(busy=self._busy, free=config.concurrency - self._busy)
             self._claiming += 1
-            task = asyncio.create_task(self._perform(delivered), name=f"delivery-{delivered.msg.reply}")
+            task = asyncio.create_task(self._perform(delivered), name=f"delivery-{delivered.label}")
             self._active.add(task)
             task.add_done_callback(self._active.discard)
 
@@ -213,7 +218,7 @@ class Worker:
 
     # -- one work ---------------------------------------------------------------------
 
-    async def _perform(self, delivered: Delivered) -> None:
+    async def _perform(self, delivered: Ready) -> None:
         """One dispatched delivery, in its own task: claim it, then run and record its attempt."""
         assert self._client is not None
         work = await self._claim(self._client, delivered)
@@ -222,11 +227,11 @@ class Worker:
         else:
             await self._attempt(self._client, work)
 
-    async def _claim(self, client: Client, delivered: Delivered) -> Work | None:
+    async def _claim(self, client: Client, delivered: Ready) -> Work | None:
         """Publish the delivery's ``Started`` (the CAS :mod:`workflow.core.claim` decides);
         the started work, or None. Each slot does its own, so a batch's starts overlap."""
         try:
-            work = await client.claims.claim(delivered)
+            work = await (self.intake.source or source_of(client, self.config)).claim(delivered)
         except Exception as error:  # NATS away: the message is delivered again after its lease
             log.warning("could not claim a delivery (%s: %s)", type(error).__name__, error)
             work = None
@@ -283,15 +288,16 @@ class _Slot:
             free()
 
 
-def run_worker(config: WorkerConfig) -> int:
+def run_worker(config: WorkerConfig, client_type: type[Client] = Client) -> int:
     """Run a worker in this process until it stops; returns the exit code.
 
     Installs the SIGTERM/SIGINT handlers. In ``none`` isolation the event loop runs in a
-    second thread and the main thread runs the works.
+    second thread and the main thread runs the works. ``client_type``: the client it
+    connects with (a filtered worker's must find candidates: ``workflow.api.Client``).
     """
     if os.getcwd() not in sys.path:  # `--function mymodule.f` finds mymodule.py here, as python would
         sys.path.insert(0, os.getcwd())
-    worker = Worker(config)
+    worker = Worker(config, client_type=client_type)
     with forwarded_to(worker.shutdown):
         if isinstance(worker.isolation, MainThreadIsolation):
             isolation = worker.isolation

@@ -1,0 +1,120 @@
+"""``workflow schedule add|ls|rm``: recurring deposits, recorded in the log, fired by the server."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import workflow
+from workflow.cli.options import AsJson, Connection, connection_options, option_group
+from workflow.cli.output import console, print_json, reported, with_client
+from workflow.cli.works import parse_param
+from workflow.core.display import when
+from workflow.core.schedules import Definition, check_name, schedule_spec
+
+ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (letters, digits, '-').")]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledWork:
+    """The options of ``schedule add`` that become each firing's work."""
+
+    priority: Annotated[int, typer.Option("--priority", help="1 to 5; 5 runs first.")] = 3
+    site: Annotated[str, typer.Option("--site", help="Where it may run (chime, kko, gbo, ..., local).")] = "local"
+    function: Annotated[str | None, typer.Option("--function", help="Dotted path of the function to run.")] = None
+    command: Annotated[str | None, typer.Option(
+        "--command", help="A command line to run instead of a function.")] = None
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds an attempt may run (1 to 259200).")] = 3600
+    retries: Annotated[int, typer.Option("--retries", help="Retries after a failed attempt (0 to 5).")] = 2
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Label, repeatable.")] = None
+
+    def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
+        """The template Work (ValidationError naming the first bad field)."""
+        return workflow.Work(
+            pipeline=pipeline, parameters=parameters, priority=self.priority, site=self.site,
+            function=self.function, command=shlex.split(self.command) if self.command else None,
+            timeout=self.timeout, retries=self.retries, tags=self.tag or None,
+        )
+
+
+@connection_options
+@option_group(ScheduledWork, "fields")
+def add(
+    name: ScheduleName,
+    pipeline: Annotated[str, typer.Argument(help="Pipeline of the works it deposits.")],
+    every: Annotated[str | None, typer.Option(
+        "--every", help="Fire at this interval from now on: 30s, 10m, 1h30m (at least 1s).")] = None,
+    cron: Annotated[str | None, typer.Option(
+        "--cron", help='6 fields, seconds first, in UTC: "0 0 2 * * *" is 02:00 daily; or @hourly, @daily, '
+                       "@weekly, @monthly, @yearly.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-P", help="key=value, repeatable; values are JSON when they parse.")] = None,
+    *,
+    fields: ScheduledWork,
+    connection: Connection,
+) -> None:
+    """Deposit a work at every firing: --every 10m, or --cron "0 0 2 * * *" (UTC).
+
+    Each firing deposits exactly one work (its id is derived from the schedule and the
+    firing time), even with several servers running; the works' user is schedule:NAME
+    (`workflow ls --user schedule:NAME`). `workflow server` fires it.
+
+    Example: workflow schedule add nightly calibrate --cron "0 0 2 * * *" -P mode=full --priority 4
+    """
+    parameters = dict(parse_param(p) for p in param or []) or None
+    with reported():  # bad input: one line, exit 2, before any connection
+        check_name(name)
+        spec = schedule_spec(every, cron)
+        work = fields.work(pipeline, parameters)
+    with_client(connection, lambda client: client.add_schedule(name, work, every=every, cron=cron))
+    console.print(f"schedule {name} added: {spec} deposits {pipeline}", highlight=False)
+
+
+@connection_options
+def ls(as_json: AsJson = False, *, connection: Connection) -> None:
+    """The schedules in force, read from the log."""
+    found: list[Definition] = with_client(connection, lambda client: client.schedules())
+    if as_json:
+        print_json([_as_dict(d) for d in found])
+        return
+    table = Table("name", "schedule", "pipeline", "parameters", "priority", "site", "added", "by")
+    for definition in found:
+        added = definition.added
+        parameters = ", ".join(f"{k}={v}" for k, v in (added.work.parameters or {}).items())
+        table.add_row(added.name, added.schedule, added.work.pipeline, parameters, str(added.work.priority),
+                      added.work.site, when(definition.added_at), added.by or "")
+    console.print(table)
+
+
+@connection_options
+def rm(
+    name: ScheduleName,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the log).")] = None,
+    *,
+    connection: Connection,
+) -> None:
+    """Remove a schedule: it fires no more (its works already deposited stay)."""
+    with_client(connection, lambda client: client.remove_schedule(name, reason))
+    console.print(f"schedule {name} removed", highlight=False)
+
+
+def _as_dict(definition: Definition) -> dict[str, Any]:
+    added = definition.added
+    return {"name": added.name, "schedule": added.schedule, "pipeline": added.work.pipeline,
+            "work": added.work.payload, "added_at": definition.added_at, "added_by": added.by, "id": added.id}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``schedule add|ls|rm`` to the CLI."""
+    schedule_app = typer.Typer(
+        help="Recurring deposits: each firing deposits one work (recorded in the log, fired by `workflow server`).",
+        no_args_is_help=True,
+    )
+    schedule_app.command("add")(add)
+    schedule_app.command("ls")(ls)
+    schedule_app.command("rm")(rm)
+    app.add_typer(schedule_app, name="schedule")

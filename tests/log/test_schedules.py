@@ -1,0 +1,188 @@
+"""Schedules against a real nats-server with schedulers in this process: definitions are
+events in the log, the server's timers fire, each firing deposits exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+
+import nats
+import pytest
+
+from conftest import eventually
+from workflow import Work
+from workflow.core import events as ev
+from workflow.core import schedules as sch
+from workflow.core.errors import ConflictError, NotFoundError
+from workflow.log import jsapi
+from workflow.log.scheduler import Scheduler, run_scheduler
+from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, timer_subject
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@contextlib.asynccontextmanager
+async def schedulers(url: str, count: int = 1):
+    """``count`` schedulers running until the block ends."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(run_scheduler(url, stop, name=f"scheduler-{i}")) for i in range(count)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+async def deposited(nc, pipeline: str) -> set[str]:
+    """Ids of the works of ``pipeline`` whose deposit is in the log (queue subjects)."""
+    info = await jsapi.request(nc, "STREAM.INFO.WORKFLOW", {"subjects_filter": f"wf.{pipeline}.*.queued.>"})
+    return {subject.split(".")[2] for subject in (info["state"].get("subjects") or {})}
+
+
+async def timer_exists(nc, name: str) -> bool:
+    info = await jsapi.request(nc, f"STREAM.INFO.{TIMER_STREAM}", {"subjects_filter": timer_subject(name)})
+    return bool(info.get("state", {}).get("subjects"))  # (no stream yet: no timer)
+
+
+async def pending_firings(nc) -> int:
+    info = await jsapi.request(nc, f"STREAM.INFO.{TIMER_STREAM}", {"subjects_filter": "wfsched.fired.>"})
+    return sum((info.get("state", {}).get("subjects") or {}).values())
+
+
+async def test_adding_and_removing_a_schedule_are_events_in_the_log(client):
+    # Given a schedule added, then when removed
+    added = await client.add_schedule("nightly", Work(pipeline="alpha", parameters={"a": 1}), cron="0 0 2 * * *")
+    [listed] = await client.schedules()
+    assert listed.added == added and listed.added.work.user == "schedule:nightly"
+    removed = await client.remove_schedule("nightly", reason="moved")
+    # Then both are in the log, on the schedule's own subjects, and none is in force
+    assert await client.schedules() == []
+    js = client.nc.jetstream()
+    first = await js.get_last_msg("WORKFLOW", "wf._schedule.nightly.added")
+    last = await js.get_last_msg("WORKFLOW", "wf._schedule.nightly.removed")
+    assert sch.decode(first.data) == added and sch.decode(last.data) == removed and removed.added == added.id
+
+
+async def test_a_name_in_force_is_refused_an_unknown_one_is_not_found_and_a_removed_one_can_return(client):
+    await client.add_schedule("hourly", Work(pipeline="alpha"), every="1h")
+    with pytest.raises(ConflictError, match="exists"):
+        await client.add_schedule("hourly", Work(pipeline="beta"), every="2h")
+    with pytest.raises(NotFoundError, match="no schedule named 'other'"):
+        await client.remove_schedule("other")
+    await client.remove_schedule("hourly")
+    with pytest.raises(NotFoundError):
+        await client.remove_schedule("hourly")
+    again = await client.add_schedule("hourly", Work(pipeline="beta"), cron="@hourly")
+    assert [d.added for d in await client.schedules()] == [again]
+
+
+async def test_the_server_accepts_every_spec_the_validator_accepts(nats_url):
+    # The validator must never accept what the server refuses (that would fail only at the first firing)
+    specs = ["@every 1s", "@every 10m", "@every 1h30m", "@every 1.5h", "0 0 2 * * *", "*/5 * * * * *",
+             "0 30 9 * * mon-fri", "0 0 0 1,15 * *", "0 0 0 * jan-mar sun", "0 0-30/10 * * * *", "@daily",
+             "@hourly", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"]
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_timer_stream(nc)
+        for index, given in enumerate(specs):
+            spec = sch.schedule_spec(every=given[7:]) if given.startswith("@every") else sch.schedule_spec(cron=given)
+            headers = {"Nats-Schedule": spec, "Nats-Schedule-Target": "wfsched.fired.check"}
+            ack = json.loads((await nc.request(f"wfsched.timer.check-{index}", b"", headers=headers)).data)
+            assert "error" not in ack, (spec, ack)
+        await jsapi.request(nc, f"STREAM.PURGE.{TIMER_STREAM}", {"filter": "wfsched.>"})
+    finally:
+        await nc.close()
+
+
+async def test_the_log_stays_immutable_and_the_timers_have_a_stream_of_their_own(nats_url, client):
+    async with schedulers(nats_url):
+        await client.add_schedule("tick", Work(pipeline="alpha"), every="1h")
+        await eventually(lambda: timer_exists(client.nc, "tick"))
+    log = (await jsapi.stream_info(client.nc))["config"]
+    timers = (await jsapi.stream_info(client.nc, TIMER_STREAM))["config"]
+    assert log["deny_purge"] and log["deny_delete"] and not log.get("allow_rollup_hdrs")
+    assert not log.get("allow_msg_schedules")
+    assert timers["allow_msg_schedules"] and timers["retention"] == "workqueue"
+
+
+async def test_each_firing_deposits_one_work_with_two_schedulers_and_none_after_removal(nats_url, client):
+    # Given two schedulers (two servers) and a schedule firing every second
+    async with schedulers(nats_url, count=2):
+        added = await client.add_schedule("tick", Work(pipeline="alpha", parameters={"n": 1}), every="1s")
+        await eventually(lambda: _at_least(client.nc, "alpha", 4), timeout=30)
+        await client.remove_schedule("tick")
+        await eventually(lambda: _timer_gone_and_firings_done(client.nc, "tick"), timeout=30)
+        after_removal = await deposited(client.nc, "alpha")
+        # Then each firing is one work, with the id derived from its firing time: no second copy
+        times = sorted(_ulid_millis(work_id) for work_id in after_removal)
+        assert len(set(times)) == len(times)
+        assert all(b - a >= 500 for a, b in itertools.pairwise(times))  # a second apart, not doubled
+        for work_id in sorted(after_removal)[:2]:
+            [deposit] = await client.history(work_id)
+            assert isinstance(deposit, ev.Deposited) and deposit.by == "schedule:tick"
+            assert deposit.work.user == "schedule:tick" and deposit.work.parameters == {"n": 1}
+            assert work_id == sch.firing_id(added.id, deposit.work.creation)
+        # And after its removal, no more (three periods later, the timer gone)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # absence has no event to wait for: watch it for 3 periods
+            assert await deposited(client.nc, "alpha") == after_removal
+            await asyncio.sleep(0.5)
+
+
+async def test_a_firing_handled_twice_deposits_once(nats_url, client):
+    added = await client.add_schedule("twice", Work(pipeline="beta"), every="1h")
+    scheduler = Scheduler(client)
+    scheduler.schedules.observe(added, time.time())
+    fired_at = time.time()
+    first = await scheduler._deposit(added, fired_at)
+    second = await scheduler._deposit(added, fired_at)  # a redelivery, or another server
+    assert first == second and await deposited(client.nc, "beta") == {first}
+    assert len(await client.history(first)) == 1
+
+
+async def test_firings_while_no_scheduler_ran_are_each_deposited_when_one_starts(nats_url, client):
+    async with schedulers(nats_url):
+        await client.add_schedule("tick", Work(pipeline="alpha"), every="1s")
+        await eventually(lambda: _at_least(client.nc, "alpha", 1), timeout=30)
+    before = await deposited(client.nc, "alpha")
+    # While no scheduler runs, the server's firings wait in the timer stream
+    await eventually(lambda: _pending_at_least(client.nc, 2), timeout=30)
+    waiting = await pending_firings(client.nc)
+    async with schedulers(nats_url):
+        await eventually(lambda: _at_least(client.nc, "alpha", len(before) + waiting), timeout=30)
+        await client.remove_schedule("tick")
+
+
+async def test_the_projector_neither_folds_nor_rejects_schedule_events_and_the_audit_finds_no_gap(
+    client, results_service
+):
+    await client.add_schedule("nightly", Work(pipeline="alpha"), cron="@daily")
+    await client.remove_schedule("nightly")
+    [work_id] = await client.deposit(Work(pipeline="alpha"))
+    assert await client.results.count(fresh=True) == 1
+    assert (await client.results.get(work_id, fresh=True)).status == "queued"
+    assert (await client.results.audit())["anomalies"] == []  # the schedule's events are in `other`
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _ulid_millis(work_id: str) -> int:
+    from ulid import ULID
+
+    return int(ULID.from_str(work_id).milliseconds)
+
+
+async def _at_least(nc, pipeline: str, count: int) -> bool:
+    return len(await deposited(nc, pipeline)) >= count
+
+
+async def _pending_at_least(nc, count: int) -> bool:
+    return await pending_firings(nc) >= count
+
+
+async def _timer_gone_and_firings_done(nc, name: str) -> bool:
+    return not await timer_exists(nc, name) and await pending_firings(nc) == 0
