@@ -92,14 +92,21 @@ async def test_a_worker_json_log_carries_work_id_pipeline_and_attempt_as_fields(
     entries = [json.loads(line) for line in lines]
     for work_id in ids:
         about = [entry for entry in entries if entry.get("work_id") == work_id]
-        assert len(about) >= 2  # its start and its finish
+        assert [entry["message"].split()[0] for entry in about] == ["finish"]  # the start line is debug
         assert all(entry["pipeline"] == PIPELINE and entry["attempt"] == 1 for entry in about)
+        assert about[0]["outcome"] == "success"
 
 
 async def test_the_default_log_format_stays_human_readable(nats_url, client, tmp_path):
     lines, ids = await run_worker(nats_url, client, tmp_path)
     assert lines and not any(line.startswith("{") for line in lines)
-    assert any(" INFO    workflow.worker: start " + ids[0] in line for line in lines)
+    assert any(" INFO    workflow.worker: finish " + ids[0] in line for line in lines)
+    assert not any("workflow.worker: start " in line for line in lines)  # debug: not at the default level
+
+
+async def test_log_level_debug_shows_when_each_work_starts(nats_url, client, tmp_path):
+    lines, ids = await run_worker(nats_url, client, tmp_path, "--log-level", "debug")
+    assert any(" DEBUG   workflow.worker: start " + ids[0] in line for line in lines)
 
 
 async def test_the_server_logs_json_lines_too(tmp_path):
