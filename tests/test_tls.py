@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import workflow
+from workflow.core.errors import ConnectionFailedError
 from workflow.log.tls import tls_context
 from workflow.server import EmbeddedNats, data_path
 
@@ -162,3 +165,41 @@ async def test_connect_deposits_and_reads_over_tls(applied):
         work = await client.get(work_id)
     assert work.payload["pipeline"] == "tls-api"
     assert work.payload["parameters"] == {"b": 2}
+
+
+# A client that does not trust the server's CA fails its own check of the server's
+# certificate; nats-py then waited forever for the plain socket it had upgraded to close
+# (nats-io/nats.py#718). Every way in must say so in one line within seconds instead.
+WITHIN_SECONDS = 20  # the hang was endless; a loaded machine needs a few seconds per process start
+
+
+@pytest.mark.parametrize("command", [
+    ["deposit", "tls-pipeline", "--param", "a=1"],  # workflow.connect, the standard event loop
+    ["run", "tls-pipeline", "--function", "workflow.examples.add"],  # a long-lived process, on uvloop
+    ["streams", "apply"],  # its own nats.connect
+], ids=["deposit", "run", "streams-apply"])
+def test_without_tls_options_a_command_fails_within_seconds_in_one_line_with_exit_3(tls_server, command):
+    # Given a server that requires TLS, with a certificate from a CA this client was not given
+    server, _directory = tls_server
+    # When a command connects with no TLS option at all
+    started = time.monotonic()
+    result = workflow_cli(*command, "--nats", server.url)
+    elapsed = time.monotonic() - started
+    # Then it stops within seconds, with one line naming the handshake, and exit 3 (as for no server)
+    assert elapsed < WITHIN_SECONDS, (elapsed, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: TLS handshake with NATS"), result.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in lines[0] and "--nats-tls-ca" in lines[0], result.stderr
+    assert result.returncode == 3
+
+
+async def test_connect_without_tls_options_raises_connection_failed_within_seconds(tls_server):
+    server, _directory = tls_server
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailedError, match=r"TLS handshake with NATS .* failed"):
+        async with asyncio.timeout(WITHIN_SECONDS):
+            async with workflow.connect(server.url):
+                pass
+    assert time.monotonic() - started < WITHIN_SECONDS
