@@ -272,3 +272,14 @@ def test_the_row_fold_refuses_an_event_type_it_does_not_know():
     for before in (None, row):
         with pytest.raises(TypeError, match="Paused"):
             projection.apply(before, paused, 2)
+
+
+def test_the_read_model_keeps_within_its_memory_limit_and_draws_no_progress_bar(tmp_path, monkeypatch):
+    from workflow.results import database
+
+    monkeypatch.setenv("WORKFLOW_DUCKDB_MEMORY", "300MB")
+    con = database.connect(tmp_path / "m.duckdb")
+    [(limit, bar)] = con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('enable_progress_bar')"
+    ).fetchall()
+    assert (limit, bar) == ("286.1 MiB", False)  # 300 MB as DuckDB shows it

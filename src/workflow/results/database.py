@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -150,6 +151,10 @@ _LOAD = (
 )
 
 
+#: The read model's memory limit (DuckDB's ``memory_limit``) unless WORKFLOW_DUCKDB_MEMORY says.
+DEFAULT_MEMORY = "1GB"
+
+
 def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and, when writable, create the tables of) a projection database."""
     if read_only:
@@ -158,6 +163,11 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     con.execute(SCHEMA)
     # Fewer, larger checkpoints of the write-ahead log: a batch is ~10 MB while catching up.
     con.execute("SET checkpoint_threshold = '128MB'")
+    # A service draws no progress bars on its output; and DuckDB's buffer cache, which
+    # otherwise grows towards 80% of the machine's memory as the read model grows, stays
+    # within WORKFLOW_DUCKDB_MEMORY (larger sorts spill to disk instead).
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET memory_limit = ?", [os.environ.get("WORKFLOW_DUCKDB_MEMORY", DEFAULT_MEMORY)])
     return con
 
 
