@@ -10,6 +10,17 @@ import typer
 from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, reported, setup_logging
 
+# The withdraw filters (core.filters), shown in a panel of their own by --help.
+TagFilter = Annotated[list[str] | None, typer.Option(
+    "--tag", "-t", help="Take only works with this tag (repeatable: any of them).", rich_help_panel="Filters")]
+EventFilter = Annotated[list[int] | None, typer.Option(
+    "--event", "-e", help="Take only works naming this telescope event (repeatable: any of them).",
+    rich_help_panel="Filters")]
+UserFilter = Annotated[str | None, typer.Option(
+    "--user", "-u", help="Take only works of this user.", rich_help_panel="Filters")]
+ParentFilter = Annotated[str | None, typer.Option(
+    "--parent", "-p", help="Take only works whose config names this parent.", rich_help_panel="Filters")]
+
 
 @connection_options
 def run(
@@ -29,16 +40,10 @@ def run(
     max_works_per_child: Annotated[int | None, typer.Option(
         "--max-works-per-child", help="Process isolation: replace a child process after this many works "
         "[default: reuse it until it times out, is cancelled or dies].")] = None,
-    tag: Annotated[list[str] | None, typer.Option(
-        "--tag", "-t", help="Take only works with this tag (repeatable: any of them).",
-        rich_help_panel="Filters")] = None,
-    event: Annotated[list[int] | None, typer.Option(
-        "--event", "-e", help="Take only works naming this telescope event (repeatable: any of them).",
-        rich_help_panel="Filters")] = None,
-    user: Annotated[str | None, typer.Option(
-        "--user", "-u", help="Take only works of this user.", rich_help_panel="Filters")] = None,
-    parent: Annotated[str | None, typer.Option(
-        "--parent", "-p", help="Take only works whose config names this parent.", rich_help_panel="Filters")] = None,
+    tag: TagFilter = None,
+    event: EventFilter = None,
+    user: UserFilter = None,
+    parent: ParentFilter = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
