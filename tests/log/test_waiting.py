@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import pytest
@@ -149,3 +150,54 @@ async def test_a_tree_of_200_works_runs_in_dependency_order(client, nats_url, re
     for work in works:
         started = next(r.seq for r in histories[work.id] if isinstance(r.event, ev.Started))
         assert all(succeeded[p] < started for p in work.precursors or [])
+
+
+async def test_a_random_dag_with_failures_runs_in_order_and_cancels_what_waits_on_a_failure(
+    client, nats_url, resolver
+):
+    """Through NATS, the real resolver and a real worker: a seeded random DAG of 60 works,
+    a tenth of them failing; each work finishes once, in dependency order, and every work
+    downstream of a failure is cancelled naming a precursor that did not succeed."""
+    import random
+
+    rng = random.Random(20261127)
+    works = []
+    for index in range(60):
+        fails = rng.random() < 0.1
+        work = Work(pipeline="rdag", retries=0, function="workflow.examples.fail" if fails else "workflow.examples.add",
+                    parameters={} if fails else {"a": index, "b": 0})
+        work.id = f"01JRDAG{index:019d}"
+        earlier = [w.id for w in works]
+        work.precursors = rng.sample(earlier, min(len(earlier), rng.randint(0, 3))) or None
+        works.append(work)
+    await client.deposit(works)
+
+    async def all_finished() -> bool:
+        heads = await asyncio.gather(*(client.head(w.id) for w in works))
+        return all(ev.is_final(head.event) for head in heads)
+
+    worker = Worker(WorkerConfig(pipelines=["rdag"], isolation="thread", concurrency=4, sleep=1,
+                                 connect={"url": nats_url}))
+    running = asyncio.create_task(worker.run())
+    try:
+        await eventually(all_finished, timeout=120, interval=0.2)
+    finally:
+        worker.signal(signal.SIGTERM)  # finish the running works and stop
+        await asyncio.wait_for(running, 30)
+
+    histories = {w.id: await client.history_records(w.id) for w in works}
+    status = {i: type(h[-1].event).__name__ for i, h in histories.items()}
+    for work in works:
+        history = histories[work.id]
+        assert sum(ev.is_final(r.event) for r in history) == 1
+        before = work.precursors or []
+        if all(status[p] == "Succeeded" for p in before):
+            started = next(r.seq for r in history if isinstance(r.event, ev.Started))
+            for p in before:
+                assert next(r.seq for r in histories[p] if isinstance(r.event, ev.Succeeded)) < started
+            assert status[work.id] == ("Failed" if work.function == "workflow.examples.fail" else "Succeeded")
+        else:
+            assert status[work.id] == "Cancelled" and not any(isinstance(r.event, ev.Started) for r in history)
+            named = history[-1].event.reason.split()[1]
+            assert named in before and status[named] != "Succeeded"
+    assert {"Succeeded", "Failed", "Cancelled"} <= set(status.values())  # the seed exercises all three
