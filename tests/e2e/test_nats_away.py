@@ -225,6 +225,9 @@ async def test_workers_and_projector_ride_out_a_killed_nats_away_longer_than_a_l
     tmp_path, standalone_nats, processes
 ):
     await run_through_an_outage(tmp_path, standalone_nats("killed"), processes)
+    # the restarted server lost the projector's ordered consumer: it started afresh on
+    # reconnecting, rather than after two missed idle heartbeats
+    assert "reconnected to NATS; resuming the log after sequence" in text_of(tmp_path / "server.log")
 
 
 async def test_workers_and_projector_ride_out_a_frozen_nats_away_longer_than_a_lease_and_record_each_work_once(
