@@ -132,6 +132,24 @@ async def test_each_firing_deposits_one_work_with_two_schedulers_and_none_after_
             await asyncio.sleep(0.5)
 
 
+async def test_a_scheduler_whose_stream_vanishes_starts_again_and_keeps_firing(nats_url, client):
+    """A scheduler's failure (here its timer stream and consumer deleted under it; in a new
+    cluster, a 503 while the stream's leader is elected) never ends it, nor `workflow
+    server` with it: it starts again from the log and the schedule fires again."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_scheduler(nats_url, stop, name="resilient"))
+    try:
+        await client.add_schedule("again", Work(pipeline="gamma"), every="1s")
+        await eventually(lambda: _at_least(client.nc, "gamma", 1), timeout=30)
+        await jsapi.request(client.nc, f"STREAM.DELETE.{TIMER_STREAM}")  # the timers and the firings' consumer
+        before = len(await deposited(client.nc, "gamma"))
+        await eventually(lambda: _at_least(client.nc, "gamma", before + 2), timeout=60)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 async def test_a_firing_handled_twice_deposits_once(nats_url, client):
     added = await client.add_schedule("twice", Work(pipeline="beta"), every="1h")
     scheduler = Scheduler(client)

@@ -251,14 +251,29 @@ async def run_scheduler(url: str, stop: asyncio.Event, *, replicas: int | None =
     """Run a scheduler until ``stop`` is set (``workflow server`` runs one).
 
     On a NATS server without message schedules (before 2.14) it says so once and stays
-    idle: the rest of the system runs, schedules are recorded but do not fire.
+    idle: the rest of the system runs, schedules are recorded but do not fire. Any other
+    failure (a new cluster still electing the stream's leader answers 503, NATS away) is
+    logged and the scheduler starts again from the log, which is safe: timers are set
+    only where they differ, and a firing deposits with the CAS.
     """
     async with Client(url, name=connect_options.pop("name", "workflow-scheduler"), **connect_options) as client:
-        try:
-            await ensure_timer_stream(client.nc, replicas=replicas)
-        except WorkflowError as error:
-            log.error("schedules will not fire: the timer stream %s could not be made (%s); "
-                      "they need nats-server >= 2.14", TIMER_STREAM, error)
-            await stop.wait()
-            return
-        await Scheduler(client).run(stop)
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await ensure_timer_stream(client.nc, replicas=replicas)
+            except WorkflowError as error:
+                log.error("schedules will not fire: the timer stream %s could not be made (%s); "
+                          "they need nats-server >= 2.14", TIMER_STREAM, error)
+                await stop.wait()
+                return
+            except Exception as error:  # a cluster electing a leader (503), NATS away: try again
+                log.warning("scheduler: the timer stream is not ready (%r); trying again in %.0f s", error, delay)
+            else:
+                try:
+                    await Scheduler(client).run(stop)
+                    return
+                except Exception as error:  # never take `workflow server` down: start afresh from the log
+                    log.warning("scheduler stopped (%r); starting again in %.0f s", error, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
