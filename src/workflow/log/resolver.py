@@ -37,6 +37,7 @@ from workflow.core.waits import Action, Cancel, Registry, Waiting, precursor_out
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
+from workflow.log.restarts import restarting
 
 log = logging.getLogger("workflow.resolver")
 
@@ -195,6 +196,7 @@ class Resolver:
 
 
 async def run_resolver(url: str, stop: asyncio.Event, **connect_options: Any) -> None:
-    """Run a resolver until ``stop`` is set (``workflow server`` runs one)."""
+    """Run a resolver until ``stop`` is set (``workflow server`` runs one); after a failure
+    it starts again from the log (:mod:`workflow.log.restarts`)."""
     async with Client(url, name=connect_options.pop("name", "workflow-resolver"), **connect_options) as client:
-        await Resolver(client).run(stop)
+        await restarting("resolver", lambda: Resolver(client).run(stop), stop, log)

@@ -44,6 +44,7 @@ from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
 from workflow.log.gateway import UNAVAILABLE
+from workflow.log.restarts import restarting
 from workflow.log.schedules import (
     DEFINITION_HEADER,
     FIRED_FILTER,
@@ -257,8 +258,8 @@ async def run_scheduler(url: str, stop: asyncio.Event, *, replicas: int | None =
     only where they differ, and a firing deposits with the CAS.
     """
     async with Client(url, name=connect_options.pop("name", "workflow-scheduler"), **connect_options) as client:
-        delay = 1.0
-        while not stop.is_set():
+
+        async def run() -> None:
             try:
                 await ensure_timer_stream(client.nc, replicas=replicas)
             except WorkflowError as error:
@@ -266,14 +267,6 @@ async def run_scheduler(url: str, stop: asyncio.Event, *, replicas: int | None =
                           "they need nats-server >= 2.14", TIMER_STREAM, error)
                 await stop.wait()
                 return
-            except Exception as error:  # a cluster electing a leader (503), NATS away: try again
-                log.warning("scheduler: the timer stream is not ready (%r); trying again in %.0f s", error, delay)
-            else:
-                try:
-                    await Scheduler(client).run(stop)
-                    return
-                except Exception as error:  # never take `workflow server` down: start afresh from the log
-                    log.warning("scheduler stopped (%r); starting again in %.0f s", error, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 30.0)
+            await Scheduler(client).run(stop)
+
+        await restarting("scheduler", run, stop, log)
