@@ -226,8 +226,9 @@ class Claims:
                 return
             try:
                 head = await self._log.head(work_id, lease.running.pipeline)
-            except Exception:
-                return
+            except Exception:  # a slow or busy server: ask again after the pause
+                await asyncio.sleep(pause)
+                continue
             if head is not None and head.event.id == heard:
                 break
             if head is None or head.seq != lease.head_seq:
