@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.aio.client
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
@@ -37,6 +38,7 @@ from workflow.core.errors import WorkflowError
 from workflow.core.schedules import is_schedule_subject
 from workflow.core.subjects import PREFIX, STREAM
 from workflow.log import jsapi
+from workflow.log.gateway import UNAVAILABLE
 from workflow.results import database, projection
 from workflow.results.projection import Batch, Decoded, Refused, Row
 
@@ -53,6 +55,8 @@ Message = tuple[int, float, str, bytes]
 BATCH_SIZE = int(os.environ.get("WORKFLOW_PROJECTOR_BATCH") or 100_000)
 #: Work rows kept in memory so that the events following a deposit need no lookup.
 CACHE_SIZE = 200_000
+#: What a subscription meets while the server cannot answer yet: asked again, not fatal.
+_NOT_YET: tuple[type[Exception], ...] = (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError)
 #: Allocations between two young-generation collections of the cyclic GC while projecting.
 GC_THRESHOLD = 50_000
 
@@ -248,7 +252,7 @@ class Projector:
     async def _consume(self, nc: nats.aio.client.Client, limits: _Limits) -> bool:
         """One subscription from ``position + 1``; False if it must be restarted (a gap)."""
         feed = _Subscription(nc, self.stream, self.position, self.batch_size, limits)
-        subscription = await feed.subscribe()
+        subscription = await self._subscribe(feed, limits)
         stopper = asyncio.create_task(limits.stop.wait())
         writer = _Writer(self, limits.progress)
         try:
@@ -259,6 +263,21 @@ class Projector:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
             await writer.wait()
+
+    async def _subscribe(self, feed: _Subscription, limits: _Limits) -> Any:
+        """``feed.subscribe()``, asked again while the server cannot answer (just reconnected
+        to a cluster still electing the stream's leader: a timeout or a 503), until stopped."""
+        delay = 0.5
+        while True:
+            try:
+                return await feed.subscribe()
+            except _NOT_YET as error:
+                if limits.stop.is_set():
+                    raise
+                log.warning("cannot read the log yet (%r); asking again in %.1f s", error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(limits.stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
 
     async def _pipeline(
         self, feed: _Subscription, writer: _Writer, stopper: asyncio.Task[Any], limits: _Limits
