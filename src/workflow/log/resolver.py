@@ -37,7 +37,7 @@ from workflow.core.waits import Action, Cancel, Registry, Waiting, precursor_out
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
-from workflow.log.restarts import restarting
+from workflow.log.restarts import restarting, until_stopped_or_failed
 
 log = logging.getLogger("workflow.resolver")
 
@@ -69,18 +69,9 @@ class Resolver:
         subscription = await self._client.nc.jetstream().subscribe(
             f"{PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=on_message,
         )
-        tasks = [asyncio.create_task(self._read(last)), asyncio.create_task(self._timers())]
-        stopped = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                error = task.exception() if task.done() else None
-                if error is not None:
-                    raise error
+            await until_stopped_or_failed(stop, self._read(last), self._timers())
         finally:
-            stopped.cancel()
-            for task in tasks:
-                task.cancel()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 

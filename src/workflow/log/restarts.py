@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 #: Seconds before the first restart, doubled after each failure up to :data:`LONGEST`.
 FIRST = 1.0
@@ -31,3 +32,20 @@ async def restarting(name: str, run: Callable[[], Awaitable[None]], stop: asynci
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, LONGEST)
+
+
+async def until_stopped_or_failed(stop: asyncio.Event, *coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutines`` side by side until ``stop`` is set or one of them fails (its
+    error is raised); the others are cancelled either way."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            error = task.exception() if task.done() else None
+            if error is not None:
+                raise error
+    finally:
+        stopped.cancel()
+        for task in tasks:
+            task.cancel()

@@ -44,7 +44,7 @@ from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
 from workflow.log.gateway import UNAVAILABLE
-from workflow.log.restarts import restarting
+from workflow.log.restarts import restarting, until_stopped_or_failed
 from workflow.log.schedules import (
     DEFINITION_HEADER,
     FIRED_FILTER,
@@ -87,18 +87,9 @@ class Scheduler:
             f"{sch.SCHEDULE_PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL,
             cb=self._inbox.put,
         )
-        tasks = [asyncio.create_task(self._follow(last)), asyncio.create_task(self._fire())]
-        stopped = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                error = task.exception() if task.done() else None
-                if error is not None:
-                    raise error
+            await until_stopped_or_failed(stop, self._follow(last), self._fire())
         finally:
-            stopped.cancel()
-            for task in tasks:
-                task.cancel()
             for subscribed in (subscription, *self._subscriptions):
                 with contextlib.suppress(Exception):
                     await subscribed.unsubscribe()
