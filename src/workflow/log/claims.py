@@ -31,7 +31,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -115,12 +115,7 @@ class Claims:
         ``priority`` narrow the buckets. Waits up to ``timeout`` seconds for one (polling
         every ``poll`` s); None if there is none.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            works = await self.withdraw_many(pipeline, 1, site=site, priority=priority)
-            if works or time.monotonic() >= deadline:
-                return works[0] if works else None
-            await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0)))
+        return await first_within(lambda: self.withdraw_many(pipeline, 1, site=site, priority=priority), timeout, poll)
 
     async def withdraw_many(
         self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
@@ -331,3 +326,16 @@ class Claims:
             ack_wait=self._buckets.ack_wait(key),
         ))
         return work
+
+
+async def first_within(
+    take: Callable[[], Awaitable[list[Work]]], timeout: float, poll: float
+) -> Work | None:
+    """The first work ``take()`` gives, asked every ``poll`` s for up to ``timeout`` s
+    (at least once); None if none came. One withdraw loop for bucket and filtered claims."""
+    deadline = time.monotonic() + timeout
+    while True:
+        works = await take()
+        if works or time.monotonic() >= deadline:
+            return works[0] if works else None
+        await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0)))

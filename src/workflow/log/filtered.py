@@ -43,7 +43,7 @@ from workflow.core.filters import WithdrawFilter
 from workflow.core.subjects import STREAM, BucketKey
 from workflow.core.work import Work, validate_field
 from workflow.log.buckets import Buckets
-from workflow.log.claims import Claims
+from workflow.log.claims import Claims, first_within
 from workflow.log.gateway import LogGateway
 from workflow.log.heartbeats import Beat, HeartbeatTicket
 from workflow.log.leases import Lease, Leases
@@ -126,12 +126,7 @@ class FilteredClaims:
     ) -> Work | None:
         """The next matching work, now ``running`` under a lease held here, or None
         (waiting up to ``timeout`` s for one)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            works = await self.withdraw_many(pipeline, 1, site=site, priority=priority)
-            if works or time.monotonic() >= deadline:
-                return works[0] if works else None
-            await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0)))
+        return await first_within(lambda: self.withdraw_many(pipeline, 1, site=site, priority=priority), timeout, poll)
 
     async def withdraw_many(
         self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
