@@ -123,17 +123,15 @@ async def prepare_log(url: str, *, replicas: int | None = None, **connect_option
     """Connect to ``url`` (one URL, or a comma-separated list of a cluster's), check the
     server, and apply ``streams/`` (idempotent). ``connect_options`` go to ``nats.connect``
     (``user``, ``password``, …)."""
-    import nats
-
     from workflow.core.errors import ConnectionFailedError
     from workflow.core.settings import nats_servers
-    from workflow.log import jsapi
+    from workflow.log import connection, jsapi
     from workflow.log.streams import apply_streams
     from workflow.log.tls import HandshakeFailures
 
     tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
     try:
-        nc = await tls_failures.bounded(nats.connect(
+        nc = await tls_failures.bounded(connection.connect(
             servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
             error_cb=tls_failures.error_callback, **connect_options))
     except Exception as error:

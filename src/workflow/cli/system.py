@@ -51,9 +51,8 @@ def streams_apply(
     connection: Connection,
 ) -> None:
     """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
-    import nats as nats_py
-
     from workflow.core.settings import nats_servers, nats_url
+    from workflow.log import connection
     from workflow.log.streams import apply_streams
     from workflow.log.tls import HandshakeFailures
 
@@ -64,7 +63,7 @@ def streams_apply(
     async def apply() -> None:
         tls_failures = HandshakeFailures()  # the failure is reported once, below; nats-py hangs after one
         try:
-            nc = await tls_failures.bounded(nats_py.connect(
+            nc = await tls_failures.bounded(connection.connect(
                 servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
                 reconnect_time_wait=0.5, error_cb=tls_failures.error_callback, **options))
         except Exception as error:

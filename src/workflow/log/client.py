@@ -36,7 +36,7 @@ from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, 
 from workflow.core.settings import lease_seconds, nats_servers, nats_url
 from workflow.core.waits import not_before
 from workflow.core.work import Work
-from workflow.log import jsapi
+from workflow.log import connection, jsapi
 from workflow.log import schedules as schedule_log
 from workflow.log.buckets import Buckets, BucketStats
 from workflow.log.bulk import Bulk
@@ -142,7 +142,7 @@ class Client:
             await refusals(error)  # a refused login or publish: say so, instead of timing out
 
         try:
-            nc = await tls_failures.bounded(nats.connect(
+            nc = await tls_failures.bounded(connection.connect(
                 servers=nats_servers(self.url), name=self.name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=on_error, **self._options,
             ))

@@ -53,6 +53,7 @@ from workflow.core.errors import ConnectionFailedError, WorkflowError
 from workflow.core.events import FailureReason
 from workflow.core.settings import nats_servers
 from workflow.core.subjects import PREFIX, STREAM, bucket_from_filter
+from workflow.log import connection
 from workflow.log.tls import HandshakeFailures
 from workflow.results.client import Results
 
@@ -337,7 +338,7 @@ async def run_metrics(
     """
     tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
     try:
-        nc = await tls_failures.bounded(nats.connect(
+        nc = await tls_failures.bounded(connection.connect(
             servers=nats_servers(url), name="workflow-metrics", connect_timeout=2,
             error_cb=tls_failures.error_callback, **connect_options,
         ))
