@@ -52,7 +52,7 @@ def streams_apply(
 ) -> None:
     """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
     from workflow.core.settings import nats_servers, nats_url
-    from workflow.log import connection
+    from workflow.log.connection import connect as nats_connect
     from workflow.log.streams import apply_streams
     from workflow.log.tls import HandshakeFailures
 
@@ -63,7 +63,7 @@ def streams_apply(
     async def apply() -> None:
         tls_failures = HandshakeFailures()  # the failure is reported once, below; nats-py hangs after one
         try:
-            nc = await tls_failures.bounded(connection.connect(
+            nc = await tls_failures.bounded(nats_connect(
                 servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
                 reconnect_time_wait=0.5, error_cb=tls_failures.error_callback, **options))
         except Exception as error:

@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import msgspec
 import nats.aio.subscription
 from nats.aio.msg import Msg
 
@@ -54,7 +53,7 @@ from workflow.core.claim import (
 )
 from workflow.core.errors import ConflictError
 from workflow.core.subjects import PREFIX, BucketKey, bucket_from_filter
-from workflow.core.work import Work, validate_field
+from workflow.core.work import Work, amend, validate_field
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
 from workflow.log.heartbeats import Heartbeats
@@ -99,6 +98,8 @@ class Claims:
         self.heartbeats = Heartbeats(gateway.nc)  # of filtered claims: the watchdog reads them
         self._rotation = 0
         self._watched: dict[str, nats.aio.subscription.Subscription] = {}
+        #: Told the bucket of every work queued in a watched pipeline (see :meth:`on_queued`).
+        self._queued_listeners: list[Callable[[BucketKey], None]] = []
 
     async def withdraw(
         self,
@@ -193,12 +194,20 @@ class Claims:
                 )
                 await self._log.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.*.*", cb=self._on_queued)
 
+    def on_queued(self, listener: Callable[[BucketKey], None]) -> None:
+        """Call ``listener(bucket)`` whenever work is queued in a watched pipeline (a worker
+        asleep on empty buckets wakes up), from the one subscription :meth:`watch` keeps:
+        each deposit reaches this process once, however many parts want to hear of it."""
+        self._queued_listeners.append(listener)
+
     async def _on_queued(self, msg: Msg) -> None:
-        """Work was queued: its bucket is no longer drained."""
+        """Work was queued: its bucket is no longer drained; the listeners hear of it."""
         parts = msg.subject.split(".")
         key = bucket_from_filter(".".join([*parts[:2], "*", *parts[3:]]))
         if key is not None:
             self._buckets.refilled(key)
+            for listener in self._queued_listeners:
+                listener(key)
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A work was cancelled: if it is held here, stop it and term its message.
@@ -316,7 +325,7 @@ class Claims:
             head_seq = await self._log.append(started, start.expected_seq)
         except ConflictError:
             return None  # the work changed meanwhile (the caller decides again if it may)
-        running = msgspec.structs.replace(
+        running = amend(  # values the decoded Queued and our own Started already checked
             queued.work, id=queued.work_id, status="running", attempt=started.attempt, start=started.time, stop=None
         )
         work = copy.copy(running)  # the caller's to change; the lease keeps its own

@@ -106,12 +106,9 @@ class Intake:
             self._prefetching = ran_for < QUICK
         self._moved.set()
 
-    def wake(self, _msg: Any = None) -> None:
-        """End a sleep: a deposit in one of our buckets (a subscription callback), or a retry due."""
+    def wake(self) -> None:
+        """End a sleep: a deposit in one of our buckets, or a retry due."""
         self._wake.set()
-
-    async def woken(self, msg: Any) -> None:
-        self.wake(msg)
 
     async def wait_for_room(self) -> None:
         """Wait until a slot or a ready delivery moves (or a hold may have run out)."""

@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable
 
 from workflow.core.errors import ConflictError
-from workflow.core.subjects import PREFIX
+from workflow.core.subjects import BucketKey
 from workflow.core.work import Work
 from workflow.log import eventloop
 from workflow.log.client import Client
@@ -139,10 +139,10 @@ class Worker:
         return self.exit_code
 
     async def _listen(self, client: Client) -> None:
-        """Subscribe to deposits in our buckets (they end a sleep) and say who we are."""
+        """Hear of deposits in our buckets (they end a sleep) and say who we are."""
         config = self.config
-        for pipeline in config.pipelines:
-            await client.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.{config.site}.*", cb=self.intake.woken)
+        client.claims.on_queued(self._queued)
+        await client.claims.watch(config.pipelines)
         log.info(
             "worker %s on %s at site %s: %s isolation, concurrency %d, lives %s, %s",
             client.name, ", ".join(config.pipelines), config.site, self.isolation.name,
@@ -192,6 +192,11 @@ class Worker:
         metrics.slots(busy=self._busy, free=self.config.concurrency - self._busy)
         self.intake.moved(ran_for)
         self._dispatch()
+
+    def _queued(self, bucket: BucketKey) -> None:
+        """Work was queued in one of our pipelines: if at our site, end a sleep."""
+        if bucket.site == self.config.site:
+            self.intake.wake()
 
     async def _warn_about_unknown_pipelines(self, client: Client) -> None:
         """Say so when a pipeline has never had work at this site: most often a typo."""
