@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shlex
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-import workflow
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
 from workflow.cli.output import console, print_json, reported, with_client
-from workflow.cli.works import parse_param
+from workflow.cli.works import TemplateFields, parse_param
 from workflow.core.display import when
 from workflow.core.schedules import Definition, check_name, schedule_spec
 
 ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (letters, digits, '-').")]
 
 
-@dataclasses.dataclass(frozen=True)
-class ScheduledWork:
-    """The options of ``schedule add`` that become each firing's work."""
-
-    priority: Annotated[int, typer.Option("--priority", help="1 to 5; 5 runs first.")] = 3
-    site: Annotated[str, typer.Option("--site", help="Where it may run (chime, kko, gbo, ..., local).")] = "local"
-    function: Annotated[str | None, typer.Option("--function", help="Dotted path of the function to run.")] = None
-    command: Annotated[str | None, typer.Option(
-        "--command", help="A command line to run instead of a function.")] = None
-    timeout: Annotated[int, typer.Option("--timeout", help="Seconds an attempt may run (1 to 259200).")] = 3600
-    retries: Annotated[int, typer.Option("--retries", help="Retries after a failed attempt (0 to 5).")] = 2
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Label, repeatable.")] = None
-
-    def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
-        """The template Work (ValidationError naming the first bad field)."""
-        return workflow.Work(
-            pipeline=pipeline, parameters=parameters, priority=self.priority, site=self.site,
-            function=self.function, command=shlex.split(self.command) if self.command else None,
-            timeout=self.timeout, retries=self.retries, tags=self.tag or None,
-        )
-
-
 @connection_options
-@option_group(ScheduledWork, "fields")
+@option_group(TemplateFields, "fields")
 def add(
     name: ScheduleName,
     pipeline: Annotated[str, typer.Argument(help="Pipeline of the works it deposits.")],
@@ -54,7 +29,7 @@ def add(
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-P", help="key=value, repeatable; values are JSON when they parse.")] = None,
     *,
-    fields: ScheduledWork,
+    fields: TemplateFields,
     connection: Connection,
 ) -> None:
     """Deposit a work at every firing: --every 10m, or --cron "0 0 2 * * *" (UTC).

@@ -35,8 +35,9 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkFields:
-    """The options of ``deposit`` that become the new work's fields."""
+class TemplateFields:
+    """The options that become a work's fields, shared by ``deposit`` and ``schedule add``
+    (each firing of a schedule deposits this template)."""
 
     priority: Annotated[int, typer.Option("--priority", help="1 to 5; 5 runs first.")] = 3
     site: Annotated[str, typer.Option("--site", help="Where it may run (chime, kko, gbo, ..., local).")] = "local"
@@ -46,20 +47,32 @@ class WorkFields:
     timeout: Annotated[int, typer.Option("--timeout", help="Seconds an attempt may run (1 to 259200).")] = 3600
     retries: Annotated[int, typer.Option("--retries", help="Retries after a failed attempt (0 to 5).")] = 2
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Label, repeatable.")] = None
+
+    def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
+        """A new Work with these fields (ValidationError naming the first bad one)."""
+        return workflow.Work(pipeline=pipeline, parameters=parameters, **self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "priority": self.priority, "site": self.site, "function": self.function,
+            "command": shlex.split(self.command) if self.command else None,
+            "timeout": self.timeout, "retries": self.retries, "tags": self.tag or None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkFields(TemplateFields):
+    """The options of ``deposit`` that become the new work's fields: a template's, and
+    what only a single deposit names (its event, user, precursors)."""
+
     event: Annotated[list[int] | None, typer.Option(
         "--event", "-e", help="Telescope event number, repeatable.")] = None
     user: Annotated[str | None, typer.Option("--user", help="Who asked (the work's user, not a NATS login).")] = None
     after: Annotated[list[str] | None, typer.Option(
         "--after", help="Wait until this work succeeded (a work id, repeatable: all of them).")] = None
 
-    def work(self, pipeline: str, parameters: dict[str, Any] | None) -> workflow.Work:
-        """A new Work with these fields (ValidationError naming the first bad one)."""
-        return workflow.Work(
-            pipeline=pipeline, parameters=parameters, priority=self.priority, site=self.site,
-            function=self.function, command=shlex.split(self.command) if self.command else None,
-            timeout=self.timeout, retries=self.retries, tags=self.tag or None, event=self.event or None,
-            user=self.user, precursors=self.after or None,
-        )
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "event": self.event or None, "user": self.user, "precursors": self.after or None}
 
 
 @connection_options
