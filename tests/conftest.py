@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -85,3 +86,16 @@ async def finish(client, work_id: str, *, ok: bool, results=None):
     else:
         await client.fail(work, "error", "boom", retry=False)
     return work
+
+
+@contextlib.asynccontextmanager
+async def running(follower, url: str, count: int = 1):
+    """``count`` copies of a server-side follower (``run_scheduler``, ``run_resolver``: called
+    as ``follower(url, stop, name=...)``) running until the block ends."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(follower(url, stop, name=f"{follower.__name__}-{i}")) for i in range(count)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)

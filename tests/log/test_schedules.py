@@ -4,7 +4,6 @@ events in the log, the server's timers fire, each firing deposits exactly once."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -12,7 +11,7 @@ import time
 import nats
 import pytest
 
-from conftest import eventually
+from conftest import eventually, running
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core import schedules as sch
@@ -22,18 +21,6 @@ from workflow.log.scheduler import Scheduler, run_scheduler
 from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, timer_subject
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@contextlib.asynccontextmanager
-async def schedulers(url: str, count: int = 1):
-    """``count`` schedulers running until the block ends."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(run_scheduler(url, stop, name=f"scheduler-{i}")) for i in range(count)]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
 
 
 async def deposited(nc, pipeline: str) -> set[str]:
@@ -98,7 +85,7 @@ async def test_the_server_accepts_every_spec_the_validator_accepts(nats_url):
 
 
 async def test_the_log_stays_immutable_and_the_timers_have_a_stream_of_their_own(nats_url, client):
-    async with schedulers(nats_url):
+    async with running(run_scheduler, nats_url):
         await client.add_schedule("tick", Work(pipeline="alpha"), every="1h")
         await eventually(lambda: timer_exists(client.nc, "tick"))
     log = (await jsapi.stream_info(client.nc))["config"]
@@ -110,7 +97,7 @@ async def test_the_log_stays_immutable_and_the_timers_have_a_stream_of_their_own
 
 async def test_each_firing_deposits_one_work_with_two_schedulers_and_none_after_removal(nats_url, client):
     # Given two schedulers (two servers) and a schedule firing every second
-    async with schedulers(nats_url, count=2):
+    async with running(run_scheduler, nats_url, count=2):
         added = await client.add_schedule("tick", Work(pipeline="alpha", parameters={"n": 1}), every="1s")
         await eventually(lambda: _at_least(client.nc, "alpha", 4), timeout=30)
         await client.remove_schedule("tick")
@@ -162,14 +149,14 @@ async def test_a_firing_handled_twice_deposits_once(nats_url, client):
 
 
 async def test_firings_while_no_scheduler_ran_are_each_deposited_when_one_starts(nats_url, client):
-    async with schedulers(nats_url):
+    async with running(run_scheduler, nats_url):
         await client.add_schedule("tick", Work(pipeline="alpha"), every="1s")
         await eventually(lambda: _at_least(client.nc, "alpha", 1), timeout=30)
     before = await deposited(client.nc, "alpha")
     # While no scheduler runs, the server's firings wait in the timer stream
     await eventually(lambda: _pending_at_least(client.nc, 2), timeout=30)
     waiting = await pending_firings(client.nc)
-    async with schedulers(nats_url):
+    async with running(run_scheduler, nats_url):
         await eventually(lambda: _at_least(client.nc, "alpha", len(before) + waiting), timeout=30)
         await client.remove_schedule("tick")
 

@@ -4,13 +4,12 @@ and delays, released exactly once, cancelled when a precursor fails, run in orde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 
 import pytest
 
-from conftest import eventually
+from conftest import eventually, running
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core.errors import ValidationError
@@ -20,21 +19,9 @@ from workflow.worker.loop import Worker, WorkerConfig
 pytestmark = pytest.mark.timeout(90)
 
 
-@contextlib.asynccontextmanager
-async def resolvers(url: str, count: int = 1):
-    """``count`` resolvers running until the block ends."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(run_resolver(url, stop, name=f"resolver-{i}")) for i in range(count)]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
-
-
 @pytest.fixture
 async def resolver(nats_url):
-    async with resolvers(nats_url):
+    async with running(run_resolver, nats_url):
         yield
 
 
@@ -98,12 +85,12 @@ async def test_a_precursor_that_succeeded_while_no_resolver_ran_is_counted_when_
     [first] = await client.deposit(Work(pipeline="alpha"))
     [then] = await client.deposit(Work(pipeline="beta", precursors=[first]))
     await run_one(client, "alpha")
-    async with resolvers(nats_url):
+    async with running(run_resolver, nats_url):
         await eventually(lambda: status_is(client, then, "queued"))
 
 
 async def test_two_resolvers_release_a_work_exactly_once(client, nats_url):
-    async with resolvers(nats_url, count=2):
+    async with running(run_resolver, nats_url, count=2):
         firsts = await client.deposit([Work(pipeline="alpha") for _ in range(20)])
         thens = await client.deposit([Work(pipeline="beta", precursors=[f]) for f in firsts])
         for _ in firsts:
@@ -131,7 +118,7 @@ async def test_a_work_due_while_no_resolver_ran_is_released_when_one_starts(clie
     [work_id] = await client.deposit(Work(pipeline="alpha"), at=time.time() + 0.3)
     await asyncio.sleep(0.5)  # its time passes with nobody to release it
     assert (await client.get(work_id)).status == "waiting"
-    async with resolvers(nats_url):
+    async with running(run_resolver, nats_url):
         await eventually(lambda: status_is(client, work_id, "queued"))
 
 
