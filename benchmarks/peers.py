@@ -430,7 +430,7 @@ def run_workflow(tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
     from workflow.server import prepare_log
 
     rows = []
-    wake = f"wf.{PIPELINE}.*.queued.local.*"  # each worker subscribes to it once ready
+    wake = f"wf.{PIPELINE}.*.queued.*.*"  # each worker subscribes to it once ready (Claims.watch)
     for isolation in ("thread", "process"):
         concurrency = 16 if isolation == "thread" else 1
         mode = f"{isolation} x2, concurrency {concurrency}"

@@ -15,9 +15,11 @@ ratio is the number to read (the machine is shared and noisy; absolute rates are
 * latency: an idle worker, one work deposited at a time; deposit -> ``Started`` (the
   worker's clock and ours are the same machine's), p50 and p99.
 
-``--baseline SRC`` also runs every mode with the workers importing ``workflow`` from
-another source tree (``SRC`` put first on ``PYTHONPATH``: e.g. a copy of ``src`` before a
-change), so a change is measured against what it replaces in one run, on one server.
+``--baseline SRC`` also runs every mode with the workers *and the projector* importing
+``workflow`` from another source tree (``SRC`` put first on ``PYTHONPATH``: e.g. a copy of
+``src`` before a change), so a change is measured against what it replaces in one run, on
+one server. Each row starts its own projector (the baseline's and today's keep separate
+databases) and waits until it has caught up with the log before the clock starts.
 
 Usage: ``python benchmarks/work_queue.py [--works N] [--repeat R] [--baseline SRC]``.
 """
@@ -43,6 +45,7 @@ import workflow
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core.errors import WorkflowError
+from workflow.log import jsapi
 from workflow.server import EmbeddedNats, prepare_log
 
 WORKERS = 2
@@ -169,16 +172,25 @@ async def run_rates(
         runs = [run for mode, options in modes.items()
                 for run in ((f"{mode} (baseline)", options, base_env), (mode, options, env))]
     rates: dict[str, float] = {}
-    projector = [sys.executable, "-c", PROJECTOR, url, str(Path(tmp) / "results.duckdb")]
-    with processes([projector], env):
-        async with workflow.connect(url) as client:
-            await until(lambda: _answering(client), "the results service answering")
-        for mode, options, worker_env in runs:
+    for mode, options, worker_env in runs:
+        database = Path(tmp) / ("results-baseline.duckdb" if worker_env is base_env else "results.duckdb")
+        with processes([[sys.executable, "-c", PROJECTOR, url, str(database)]], worker_env):
+            async with workflow.connect(url) as client:
+                await until(lambda: _caught_up(client), "the results service caught up with the log")
             pipeline = f"run-{len(rates)}"
             with processes([worker_command(pipeline, *options) for _ in range(WORKERS)], worker_env):
                 await run_round(url, pipeline, 200)  # warm-up: workers connected, children warm
                 rates[mode] = max([await run_round(url, pipeline, n) for _ in range(repeat)])
     return rates
+
+
+async def _caught_up(client: workflow.Client) -> bool:
+    """The results service answers and holds the whole log."""
+    try:
+        position = await client.results.position()
+    except WorkflowError:
+        return False  # not answering yet
+    return position >= await jsapi.last_sequence(client.nc)
 
 
 async def _answering(client: workflow.Client) -> bool:
