@@ -196,3 +196,27 @@ def _query(path: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+async def test_a_reader_waiting_for_a_position_cuts_the_projectors_linger_short(client, tmp_path):
+    # The projector lets a live batch gather before writing it (longer under load); a
+    # reader that must see a write (fresh=True, after=SEQ) must not wait for that.
+    con = database.connect(tmp_path / "live.duckdb")
+    projector = Projector(con)
+    stop = asyncio.Event()
+    running = asyncio.create_task(projector.run(client.nc, stop, linger=600))  # batches would wait 10 min
+    try:
+        await client.deposit(workflow.Work(pipeline="alpha"))
+        last = (await client.nc.jetstream().stream_info("WORKFLOW")).state.last_seq
+
+        async def lingering() -> bool:
+            return projector.lingering
+
+        await eventually(lingering, timeout=60)  # the deposit is read, its batch gathering
+        assert projector.position < last
+        assert await projector.wait_for(last, timeout=60)  # well before the 10-minute linger ends
+        assert projector.position == last
+    finally:
+        stop.set()
+        await running
+        con.close()

@@ -178,6 +178,7 @@ class ProjectionStore:
         self.con = con
         self.stream = stream
         self._reader: duckdb.DuckDBPyConnection | None = None
+        self._checkpointed = False  # whether the checkpoint row exists (``checkpoint`` looks)
 
     @property
     def reader(self) -> duckdb.DuckDBPyConnection:
@@ -189,7 +190,17 @@ class ProjectionStore:
     def checkpoint(self) -> int:
         """The last stream sequence whose event is in the tables (0: none yet)."""
         found = self.con.execute("SELECT seq FROM checkpoint WHERE stream = ?", [self.stream]).fetchall()
+        self._checkpointed = bool(found)
         return int(found[0][0]) if found else 0
+
+    def _checkpoint_statement(self, seq: int) -> str:
+        """SQL moving the checkpoint to ``seq``: an UPDATE once the row exists (a third of
+        the time of ``INSERT OR REPLACE``, which goes through the primary key's index: 1 ms
+        of every live batch)."""
+        stream, now = _literal(self.stream), repr(time.time())
+        if self._checkpointed:
+            return f"UPDATE checkpoint SET seq = {int(seq)}, updated = {now} WHERE stream = {stream}"
+        return f"INSERT OR REPLACE INTO checkpoint VALUES ({stream}, {int(seq)}, {now})"
 
     def load_rows(self, ids: list[str], *, committed: bool = False) -> dict[str, Row]:
         """Current rows of these works (those that exist).
@@ -235,11 +246,11 @@ class ProjectionStore:
             )
         if batch.rows:
             statements.append(f"INSERT INTO works ({COLUMN_LIST}) {WORKS_FROM_BATCH}")
-        checkpoint = f"{_literal(self.stream)}, {int(batch.last_seq)}, {time.time()!r}"
-        statements.append(f"INSERT OR REPLACE INTO checkpoint VALUES ({checkpoint})")
+        statements.append(self._checkpoint_statement(batch.last_seq))
         statements.append("COMMIT")
         try:
             con.execute(";\n".join(statements))
+            self._checkpointed = True
         except BaseException:
             with contextlib.suppress(duckdb.Error):  # no transaction left open after a failure
                 con.execute("ROLLBACK")
