@@ -127,11 +127,14 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 def _descendants() -> list[int] | None:
     """This process's children (all threads'), or None if Linux cannot say."""
     try:
-        tasks = os.listdir("/proc/self/task")
         pids: list[int] = []
-        for tid in tasks:
-            with open(f"/proc/self/task/{tid}/children") as file:
-                pids += [int(pid) for pid in file.read().split()]
+        for tid in os.listdir("/proc/self/task"):
+            fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY)  # not open(): 3x the time, at every work
+            try:
+                text = os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
+            pids += [int(pid) for pid in text.split()]
         return pids
     except (OSError, ValueError):
         return None
