@@ -272,8 +272,9 @@ def script(name: str) -> str:
 
 
 def run_dramatiq(redis_url: str, tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
-    """Dramatiq on Redis: one ``dramatiq --processes 2 --threads 4`` (2 worker processes of 4
-    threads each, as measured before), results stored by the Results middleware (Redis backend).
+    """Dramatiq on Redis: ``dramatiq --processes 2 --threads T`` (2 worker processes of T
+    threads each: 4, as measured before, and 16, tuned as far as workflow's threads are),
+    results stored by the Results middleware (Redis backend).
 
     Enqueue: ``add.send(i, 1)`` per task (Dramatiq has no pipelined bulk send; each send is one
     Lua-script round trip). Stored: the result key that ``RedisBackend.build_message_key`` names
@@ -296,14 +297,17 @@ def run_dramatiq(redis_url: str, tmp: Path, n: int, repeat: int, warmup: int) ->
         wait_stored(client, probes, lambda v: v == 1, start + deadline_for(count), workers)
         return time.perf_counter() - start, enqueued - start
 
-    mode = f"{WORKERS} processes x 4 threads"
-    with Workers(tmp, "dramatiq", peer_env(redis_url)) as workers:
-        workers.start([script("dramatiq"), "peers_tasks:broker", "--processes", str(WORKERS), "--threads", "4",
-                       "--queues", tasks.QUEUE])
-        wait_until(lambda: workers.logs().count("Worker process is ready for action") >= WORKERS,
-                   "dramatiq workers ready", workers)
-        one_round(warmup)
-        return [timed_rounds("dramatiq", mode, n, repeat, lambda: one_round(n))]
+    rows = []
+    for threads in (4, 16):
+        mode = f"{WORKERS} processes x {threads} threads"
+        with Workers(tmp, f"dramatiq-{threads}", peer_env(redis_url)) as workers:
+            workers.start([script("dramatiq"), "peers_tasks:broker", "--processes", str(WORKERS),
+                           "--threads", str(threads), "--queues", tasks.QUEUE])
+            wait_until(lambda: workers.logs().count("Worker process is ready for action") >= WORKERS,
+                       "dramatiq workers ready", workers)
+            one_round(warmup)
+            rows.append(timed_rounds("dramatiq", mode, n, repeat, lambda: one_round(n)))
+    return rows
 
 
 def run_celery(redis_url: str, tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
@@ -413,10 +417,14 @@ def subscribers(monitor: int, subject: str) -> int:
     return sum(subject in (c.get("subscriptions_list") or []) for c in connections)
 
 
+#: workflow's rows: (isolation, concurrency per worker process).
+WORKFLOW_MODES = (("thread", 16), ("thread", 64), ("process", 1), ("process", 8))
+
+
 def run_workflow(tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
     """workflow on a fresh nats-server per mode, 2 ``workflow run`` processes: thread isolation
-    with ``--concurrency 16``, and the default process isolation (concurrency 1). Log level
-    warning, as in ``benchmarks/work_queue.py``.
+    with ``--concurrency`` 16 and 64, and the default process isolation (a warm pool) with
+    ``--concurrency`` 1 and 8. Log level warning, as in ``benchmarks/work_queue.py``.
 
     Enqueue: ``client.deposit`` of the N works in one call (workflow's bulk form: publishes in
     concurrent chunks of 512). Stored: a work's result is stored when its ``succeeded`` event is
@@ -431,12 +439,11 @@ def run_workflow(tmp: Path, n: int, repeat: int, warmup: int) -> list[Row]:
 
     rows = []
     wake = f"wf.{PIPELINE}.*.queued.*.*"  # each worker subscribes to it once ready (Claims.watch)
-    for isolation in ("thread", "process"):
-        concurrency = 16 if isolation == "thread" else 1
+    for isolation, concurrency in WORKFLOW_MODES:
         mode = f"{isolation} x2, concurrency {concurrency}"
-        with nats_server(tmp, f"nats-{isolation}") as (url, monitor):
+        with nats_server(tmp, f"nats-{isolation}-{concurrency}") as (url, monitor):
             asyncio.run(prepare_log(url))
-            with Workers(tmp, f"workflow-{isolation}", {"WORKFLOW_NATS_URL": url}) as workers:
+            with Workers(tmp, f"workflow-{isolation}-{concurrency}", {"WORKFLOW_NATS_URL": url}) as workers:
                 for _ in range(WORKERS):
                     workers.start([sys.executable, "-m", "workflow", "run", PIPELINE,
                                    "--function", "workflow.examples.add", "--isolation", isolation,

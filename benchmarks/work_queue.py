@@ -10,8 +10,11 @@ ratio is the number to read (the machine is shared and noisy; absolute rates are
 * run: 2 ``workflow run`` processes (started and ready before the clock starts) running N
   works of ``workflow.examples.add``; timed from the first deposit until the results
   service (the projector + DuckDB, in its own process) reports N successes. Thread
-  isolation with ``--concurrency 16``, then the default process isolation (a pool of warm
-  children, ``--concurrency`` 1 and 2), against the lifecycle ceiling.
+  isolation with ``--concurrency`` 16 and 64, then the default process isolation (a pool of
+  warm children, ``--concurrency`` 1, 2 and 8), against the lifecycle ceiling. Short works
+  gain from more slots than cores: each slot spends most of a work waiting for its two
+  CAS round trips, and the more works a worker holds, the more of their messages share
+  one network write, one pull and one projector transaction.
 * latency: an idle worker, one work deposited at a time; deposit -> ``Started`` (the
   worker's clock and ours are the same machine's), p50 and p99.
 
@@ -230,8 +233,10 @@ async def main(n: int, repeat: int, samples: int, baseline: str | None = None) -
         p50, p99 = await latency(server.url, samples)
         modes = {
             "thread, --concurrency 16": ["--isolation", "thread", "--concurrency", "16"],
+            "thread, --concurrency 64": ["--isolation", "thread", "--concurrency", "64"],
             "process (warm pool), --concurrency 1": [],
             "process (warm pool), --concurrency 2": ["--concurrency", "2"],
+            "process (warm pool), --concurrency 8": ["--concurrency", "8"],
         }
         rates = await run_rates(server.url, tmp, n, repeat, modes, baseline)
 
