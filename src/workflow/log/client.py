@@ -130,6 +130,7 @@ class Client:
         stream_limit = info["config"].get("max_msg_size", -1)
         limit = min(nc.max_payload, stream_limit) if stream_limit > 0 else nc.max_payload
         self._parts = _Connected.build(nc, limit - HEADER_ROOM, self.name, self._lease_seconds)
+        self._refusals.requests = self._parts.gateway.requests  # a refused append fails at once
         return self
 
     async def _connect(self) -> nats.aio.client.Client:

@@ -29,6 +29,7 @@ from workflow.core.fold import fold
 from workflow.core.subjects import STREAM, event_subject, work_filter
 from workflow.core.work import Work
 from workflow.log import jsapi
+from workflow.log.requests import Requests
 
 log = logging.getLogger("workflow.client")
 
@@ -74,6 +75,7 @@ class LogGateway:
     def __init__(self, nc: nats.aio.client.Client, max_payload: int, name: str) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=5)
+        self.requests = Requests(nc)  # every append and head read: see workflow.log.requests
         self.max_payload = max_payload
         self.name = name
 
@@ -86,10 +88,8 @@ class LogGateway:
 
     async def head(self, work_id: str, pipeline: str | None = None) -> Recorded | None:
         """The last event of a work (its current head), or None if it does not exist."""
-        reply = await self.nc.request(
-            f"$JS.API.DIRECT.GET.{STREAM}",
-            json.dumps({"last_by_subj": work_filter(work_id, pipeline)}).encode(),
-            timeout=5,
+        reply = await self.requests.request(
+            f"$JS.API.DIRECT.GET.{STREAM}", json.dumps({"last_by_subj": work_filter(work_id, pipeline)}).encode()
         )
         return _recorded(reply)
 
@@ -170,7 +170,7 @@ class LogGateway:
         the same errors, at a fraction of the cost (its ``json.loads`` and ``PubAck``
         dataclass were a visible part of each work's time in the worker's loop)."""
         try:
-            reply = await self.nc.request(subject, data, timeout=5, headers=headers)
+            reply = await self.requests.request(subject, data, headers=headers)
         except nats.errors.NoRespondersError:
             raise nats.js.errors.NoStreamResponseError from None
         ack = _ACK.decode(reply.data)

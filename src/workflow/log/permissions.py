@@ -3,8 +3,9 @@
 nats-py reports a refused publish only to the connection's error callback, as an
 asynchronous ``-ERR``; the request that published it would wait for its timeout and then
 look like an outage. :class:`RefusalWatch` is that callback's other half: it fails the
-connection's pending requests at once with an error that says who may not do what, and it
-remembers a refused login, which nats-py otherwise turns into "no servers available".
+connection's pending requests (nats-py's, and the appends' of :mod:`workflow.log.requests`)
+at once with an error that says who may not do what, and it remembers a refused login,
+which nats-py otherwise turns into "no servers available".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import nats.aio.client
 
 from workflow.core.errors import PermissionDeniedError
+from workflow.log.requests import Requests
 
 _VIOLATION = re.compile(r"permissions violation for (publish|subscription) to \"?([^\"']+)", re.IGNORECASE)
 _LOGIN_REFUSED = ("authorization violation", "authentication expired", "authentication timeout")
@@ -26,6 +28,8 @@ class RefusalWatch:
         self.url = url
         self.user = user
         self.nc: nats.aio.client.Client | None = None
+        #: The appends' own requests (``workflow.log.requests``), failed like nats-py's.
+        self.requests: Requests | None = None
         self.login_refused: PermissionDeniedError | None = None
         #: The last operation the server refused: a refused pull has no request to fail,
         #: so whoever pulls asks here why nothing came.
@@ -51,6 +55,8 @@ class RefusalWatch:
         self.last_refusal = refused
         if verb == "publish" and self.nc is not None:
             self._fail_requests(self.nc, refused)
+        if verb == "publish" and self.requests is not None:
+            self.requests.fail_pending(refused)
 
     @staticmethod
     def _fail_requests(nc: nats.aio.client.Client, refused: PermissionDeniedError) -> None:
