@@ -98,4 +98,20 @@ async def running(follower, url: str, count: int = 1):
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+        done, stuck = await asyncio.wait(tasks, timeout=15)
+        for task in done:
+            task.result()  # a follower's error is the test's
+        if stuck:
+            raise AssertionError(f"{follower.__name__} did not stop within 15 s; where each task waits:\n"
+                                 + where_tasks_wait())
+
+
+def where_tasks_wait() -> str:
+    """Every pending task's stack, innermost frame last: what a hang report needs."""
+    import io
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task() and not task.done():
+            task.print_stack(limit=12, file=out)
+    return out.getvalue()

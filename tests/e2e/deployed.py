@@ -82,8 +82,10 @@ class Node:
             self.process.wait(10)
 
 
-async def until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    """Await ``check()`` (sync or async) until truthy (returned), else fail after ``timeout``."""
+async def until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
+                explain: Callable[[], str] | None = None) -> Any:
+    """Await ``check()`` (sync or async) until truthy (returned), else fail after ``timeout``
+    (with what ``explain()`` says: the logs that tell why, when CI is all there is)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -92,7 +94,8 @@ async def until(check: Callable[[], Any], timeout: float = 30.0, interval: float
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            said = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r}){said}")
         await asyncio.sleep(interval)
 
 
@@ -108,6 +111,15 @@ async def js_api(url: str, subject: str, timeout: float = 2.0) -> dict[str, Any]
         return {"error": {"description": repr(error)}}
     finally:
         await nc.close()
+
+
+def log_tails(paths: list[Path], lines: int = 25) -> str:
+    """The last ``lines`` of each log, under its name: what a failed wait prints."""
+    tails = []
+    for path in paths:
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        tails.append(f"--- {path.name}\n" + "\n".join(text))
+    return "\n".join(tails)
 
 
 def env_for(url: str, **extra: str) -> dict[str, str]:

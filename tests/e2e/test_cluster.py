@@ -16,6 +16,7 @@ from deployed import (
     end,
     env_for,
     js_api,
+    log_tails,
     relocate,
     until,
     workflow_process,
@@ -88,9 +89,10 @@ async def test_the_stream_leader_sigkilled_mid_run_loses_no_work_and_records_non
             ])
             workers = [workflow_process(["run", "cluster", "--sleep", "1", "--concurrency", "2"], env_for(url),
                                         tmp_path / f"worker-{i}.log", tmp_path) for i in range(2)]
-            await until(lambda: _at_least(client, WORKS // 4), timeout=40)
+            logs = [tmp_path / "server.log", *(tmp_path / f"worker-{i}.log" for i in range(2))]
+            await until(lambda: _at_least(client, WORKS // 4), timeout=40, explain=lambda: log_tails(logs))
             figures = await _kill_and_restart_the_leader(cluster, url, client)
-            await until(lambda: _at_least(client, WORKS), timeout=60)
+            await until(lambda: _at_least(client, WORKS), timeout=60, explain=lambda: log_tails(logs))
             figures["restarted_attempts"] = await assert_each_succeeded_once_and_read_model_equals_fold(client, ids)
             figures["works"] = WORKS
             print("failover:", figures)

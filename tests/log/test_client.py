@@ -17,6 +17,7 @@ from workflow.core.errors import (
     ValidationError,
 )
 from workflow.core.settings import lease_seconds
+from workflow.log.buckets import Buckets
 
 
 async def test_deposit_returns_ids_and_a_withdrawn_work_is_running(client):
@@ -284,7 +285,11 @@ async def test_a_server_without_the_log_is_reported(nats_server):
 async def test_a_bucket_made_after_a_withdraw_is_seen_at_once_by_the_next_withdraw(client):
     assert await client.withdraw("p") is None  # discovers the (no) buckets and caches them
     [work_id] = await client.deposit(Work(pipeline="p", site="gbo"))
-    got = await client.withdraw("p")
+    # within half the discovery cache's life (DISCOVERY_TTL), so a cached "no such bucket"
+    # fails this; not necessarily on the first pull: under load, a no_wait pull sent just
+    # after the deposit has once come back empty (the server tells a stream's consumers of
+    # a new message a moment after storing it)
+    got = await client.withdraw("p", timeout=Buckets.DISCOVERY_TTL / 2, poll=0.05)
     assert got is not None and got.id == work_id
 
 

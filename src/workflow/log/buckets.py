@@ -29,12 +29,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import nats.aio.client
-import nats.aio.subscription
 from nats.aio.msg import Msg
 
 from workflow.core.errors import WorkflowError
 from workflow.core.subjects import STREAM, BucketKey, bucket_from_filter
 from workflow.log import jsapi
+from workflow.log.inbox import Inbox
 
 PRIORITIES = (5, 4, 3, 2, 1)
 #: How long a bucket that came back short is skipped unless a queue event names it (s).
@@ -67,7 +67,7 @@ class Buckets:
         self._discovered_at = float("-inf")
         self._by_consumer: dict[str, BucketKey] = {}
         self._inbox = nc.new_inbox()
-        self._inbox_sub: nats.aio.subscription.Subscription | None = None
+        self._pulled: Inbox | None = None  # the long-lived inbox all pulls answer on
         self._pull_lock = asyncio.Lock()
         self._pulls = 0
         self._drained: dict[BucketKey, float] = {}  # when a pull last came back short
@@ -197,7 +197,7 @@ class Buckets:
             await self._nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{key.consumer}", request, reply=reply)
             messages: list[Msg] = []
             while len(messages) < batch:
-                msg = await inbox.next_msg(timeout=5)
+                msg = await inbox.next(timeout=5)
                 if not msg.subject.startswith(self._inbox):
                     messages.append(msg)  # a pulled message (a late one of an earlier pull is ours too)
                 elif msg.subject == reply and self._ended(key, msg):
@@ -207,10 +207,10 @@ class Buckets:
                 self._drained[key] = now  # short, and not just after a queue event that may outrun its message
             return messages
 
-    async def _pull_inbox(self) -> nats.aio.subscription.Subscription:
-        if self._inbox_sub is None:
-            self._inbox_sub = await self._nc.subscribe(f"{self._inbox}.*")
-        return self._inbox_sub
+    async def _pull_inbox(self) -> Inbox:
+        if self._pulled is None:
+            self._pulled = await Inbox.open(self._nc, f"{self._inbox}.*")
+        return self._pulled
 
     def _ended(self, key: BucketKey, msg: Msg) -> bool:
         """True if this status message ends the pull; raises on an unexpected status."""

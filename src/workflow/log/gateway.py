@@ -10,7 +10,6 @@ other part of the client reads and writes the log through one :class:`LogGateway
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from workflow.core.fold import fold
 from workflow.core.subjects import STREAM, event_subject, work_filter
 from workflow.core.work import Work
 from workflow.log import jsapi
+from workflow.log.inbox import Inbox
 from workflow.log.requests import Requests
 
 log = logging.getLogger("workflow.client")
@@ -99,15 +99,14 @@ class LogGateway:
         records: list[Recorded] = []
         subject = work_filter(work_id, pipeline)
         seq = 1
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
+        inbox = await Inbox.open(self.nc, self.nc.new_inbox())
         try:
             while True:
                 request = {"seq": seq, "next_by_subj": subject, "batch": _BATCH}
-                await self.nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox)
+                await self.nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox.subject)
                 got = 0
                 while True:
-                    reply = await sub.next_msg(timeout=5)
+                    reply = await inbox.next(timeout=5)
                     headers = reply.headers or {}
                     if headers.get("Status") is not None:
                         break  # 204 end of batch, or 404 nothing (more)
@@ -119,8 +118,7 @@ class LogGateway:
                 if got < _BATCH or headers.get("Nats-Num-Pending") in ("0", None):
                     break
         finally:
-            with contextlib.suppress(Exception):  # a closing connection must not mask the answer
-                await sub.unsubscribe()
+            await inbox.close()
         return records
 
     async def history(self, work_id: str) -> list[ev.AnyEvent]:

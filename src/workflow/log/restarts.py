@@ -36,7 +36,9 @@ async def restarting(name: str, run: Callable[[], Awaitable[None]], stop: asynci
 
 async def until_stopped_or_failed(stop: asyncio.Event, *coroutines: Coroutine[Any, Any, None]) -> None:
     """Run ``coroutines`` side by side until ``stop`` is set or one of them fails (its
-    error is raised); the others are cancelled either way."""
+    error is raised); the others are cancelled either way, and awaited: their own
+    clean-up (an inbox unsubscribed, a read given up) is over before the caller closes
+    the connection they share."""
     tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
     stopped = asyncio.create_task(stop.wait())
     try:
@@ -47,5 +49,32 @@ async def until_stopped_or_failed(stop: asyncio.Event, *coroutines: Coroutine[An
                 raise error
     finally:
         stopped.cancel()
-        for task in tasks:
+        await cancel_and_wait(tasks)
+
+
+#: Seconds a cancelled part is given to end before it is cancelled again, and how many times.
+CANCEL_PATIENCE = 1.0
+CANCEL_TRIES = 5
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], log: logging.Logger | None = None) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again any that goes on.
+
+    A cancel can be lost on Python 3.11: ``asyncio.wait_for`` (inside every nats-py
+    request) returns the answer instead of raising when the answer and the cancel come in
+    the same turn of the loop, so a follower's loop carries on to its next wait. Such a
+    task is cancelled again every :data:`CANCEL_PATIENCE` seconds; one still running after
+    :data:`CANCEL_TRIES` tries is left behind (and logged) rather than hanging the stop.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(CANCEL_TRIES):
+        if not pending:
+            return
+        for task in pending:
             task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_PATIENCE)
+    for task in pending:
+        (log or logging.getLogger(__name__)).warning("%s did not end when cancelled; left behind", task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a part's error after the stop is not news

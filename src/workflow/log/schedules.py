@@ -20,7 +20,6 @@ a firing is removed once the scheduler (:mod:`workflow.log.scheduler`) deposited
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from workflow.core.subjects import STREAM
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.gateway import LogGateway
+from workflow.log.inbox import Inbox
 from workflow.log.streams import StreamApplied, apply_stream
 
 #: The stream of the server's timers and their firings (never the log itself: see above).
@@ -179,22 +179,20 @@ async def remove(gateway: LogGateway, name: str, reason: str | None = None) -> s
 
 async def current(nc: nats.aio.client.Client) -> list[sch.Definition]:
     """The schedules in force, by name: the last event of every schedule subject, at once."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    inbox = await Inbox.open(nc, nc.new_inbox())
     found: list[Logged] = []
     try:
         request = {"multi_last": [f"{sch.SCHEDULE_PREFIX}.>"], "batch": LIST_LIMIT}
-        await nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox)
+        await nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox.subject)
         while True:
-            reply = await sub.next_msg(timeout=5)
+            reply = await inbox.next(timeout=5)
             if (reply.headers or {}).get("Status") is not None:
                 break  # 204: end of the batch; 404: no schedule at all
             logged = _logged(reply)
             if logged is not None:
                 found.append(logged)
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await inbox.close()
     folded = sch.Schedules()
     for logged in sorted(found):
         folded.observe(logged.event, logged.logged)
