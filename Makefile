@@ -29,12 +29,15 @@ lint: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# One pytest process per core (pytest-xdist): the tests wait on processes and servers more
+# than they compute, and each has its own nats-server, port and temp dir.
 test: lint chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
-# The suite 3 times in a row with every core taken by a busy loop (benchmarks/under_load.py).
+# The suite 3 times in a row, as `make test` runs it, with every core taken by a busy loop
+# (benchmarks/under_load.py).
 test-under-load: $(STAMP) chromium
-	$(BIN)/python benchmarks/under_load.py --runs 3
+	$(BIN)/python benchmarks/under_load.py --runs 3 -- -n auto
 
 # The documentation site (docs/, mkdocs.yml) into site/; broken links and references fail.
 docs: $(STAMP)
