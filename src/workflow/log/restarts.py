@@ -57,7 +57,7 @@ CANCEL_PATIENCE = 1.0
 CANCEL_TRIES = 5
 
 
-async def cancel_and_wait(tasks: list[asyncio.Task[Any]], log: logging.Logger | None = None) -> None:
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they have ended, cancelling again any that goes on.
 
     A cancel can be lost on Python 3.11: ``asyncio.wait_for`` (inside every nats-py
@@ -74,7 +74,7 @@ async def cancel_and_wait(tasks: list[asyncio.Task[Any]], log: logging.Logger | 
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=CANCEL_PATIENCE)
     for task in pending:
-        (log or logging.getLogger(__name__)).warning("%s did not end when cancelled; left behind", task.get_name())
+        logging.getLogger(__name__).warning("%s did not end when cancelled; left behind", task.get_name())
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a part's error after the stop is not news
