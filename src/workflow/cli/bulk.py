@@ -14,7 +14,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import click
 import typer
 
 import workflow
@@ -109,7 +108,7 @@ def confirm(action: Action, seen: list[Seen], chosen: Selection) -> None:
     question = f"{action} {len(seen):,} work{'s' if len(seen) != 1 else ''} ({chosen.describe()})?"
     try:
         agreed = typer.confirm(question, default=False, err=True)
-    except click.exceptions.Abort:  # no answer (stdin closed): not a yes
+    except typer.Abort:  # no answer (stdin closed): not a yes
         agreed = False
     if not agreed:
         raise fail(f"not confirmed; nothing was {DONE[action]} (--yes acts without asking)", 1)
