@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import assert_never
 
 from workflow.core import events as ev
 from workflow.core.work import Work
@@ -63,4 +64,4 @@ def describe(event: ev.AnyEvent) -> str:
             return "cancelled" + (f": {reason}" if reason else "")
         case ev.Deleted(reason=reason):
             return "deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
-    return type(event).__name__
+    assert_never(event)  # a new event type must be worded here (mypy and tests/results/test_every_event_type.py)

@@ -9,7 +9,7 @@ in ten years: new fields get defaults, fields are never renamed or removed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -134,6 +134,12 @@ class Deleted(Event, frozen=True, kw_only=True):
 
 
 AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted
+
+#: Every event class, in the union's order: the one list that display, projection, metrics
+#: and audit derive theirs from, so a new event that one of them forgets fails a test at once.
+EVENT_CLASSES: tuple[type[Event], ...] = get_args(AnyEvent)
+#: Their tags (``"deposited"``, ...): the ``type`` field on the wire and the event's name in subjects.
+EVENT_TYPES: tuple[str, ...] = tuple(str(cls.__struct_config__.tag) for cls in EVENT_CLASSES)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

@@ -50,7 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from workflow.core.errors import ConnectionFailedError, WorkflowError
-from workflow.core.events import FailureReason
+from workflow.core.events import EVENT_TYPES, FailureReason
 from workflow.core.settings import nats_servers
 from workflow.core.subjects import PREFIX, STREAM, bucket_from_filter
 from workflow.log import connection
@@ -63,7 +63,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` seri
 #: Distinct pipelines counted by name; past this many (a flood of bad names), ``_other``.
 MAX_PIPELINES = 1000
 OTHER = "_other"
-EVENTS = ("deposited", "requeued", "started", "succeeded", "failed", "cancelled")
+EVENTS = frozenset(EVENT_TYPES)
 REASONS = frozenset(get_args(FailureReason))
 SCRAPE_TIMEOUT = 5.0
 
