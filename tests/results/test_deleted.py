@@ -47,7 +47,7 @@ def row_fold(events: list[ev.AnyEvent]) -> tuple[str | None, list[int]]:
             refused.append(seq)
         else:
             row = after
-    return (None if row is None else row[2]), refused
+    return (None if row is None else row.status), refused
 
 
 def test_the_projectors_row_fold_refuses_and_accepts_deleted_exactly_as_the_fold_does():

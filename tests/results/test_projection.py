@@ -251,7 +251,7 @@ def test_every_event_type_has_a_light_form_with_its_tag_that_the_row_fold_knows(
         assert light.__struct_config__.tag == type(event).__struct_config__.tag
         assert light.__struct_config__.gc is False
         row = projection.apply(row, light, seq)
-        assert row is not None and row[2] == STATUS_AFTER[type(event)]
+        assert row is not None and row.status == STATUS_AFTER[type(event)]
 
 
 def test_the_light_form_keeps_the_heavy_fields_as_raw_json():

@@ -35,13 +35,10 @@ import pyarrow as pa
 from workflow.core import events as ev
 from workflow.core.errors import ValidationError
 from workflow.core.fold import failure_results, refusal
-from workflow.core.status import FINISHED
 from workflow.core.subjects import PREFIX
 from workflow.core.work import NAME_PATTERN, Work
 from workflow.results.columns import JSON_FIELDS, WORK_FIELDS
 
-#: A folded row: a tuple of ``ROW_COLUMNS`` (immutable: a batch being written shares it).
-Row = tuple[Any, ...]
 #: A decoded message: ``(seq, logged, subject, data, light event)``.
 Decoded = tuple[int, float, str, bytes, Any]
 #: A refused message: ``(seq, logged, subject, reason, data)``.
@@ -210,75 +207,100 @@ def _text(raw: msgspec.Raw) -> bytes | None:
     return None if data == _NULL else data
 
 
-# A row is the work's last snapshot (``base``: the JSON of the work carried by its
-# Deposited/Requeued event, or of its row as loaded from the database) plus what later
-# events changed. DuckDB turns it into columns (``database.WORKS_FROM_BATCH``): parsing
-# JSON there is far cheaper than in Python. ``*_set`` says a field was changed (its new
-# value may be null); ``attempt``, ``products``, ``plots``: None means unchanged.
-# Rows are plain tuples (building one is much cheaper than a dict), in this order:
-ROW_COLUMNS = (
-    "id", "base", "status", "attempt", "start", "start_set", "stop", "stop_set",
-    "results", "results_set", "products", "plots", "seq", "updated",
-)
+class Row(msgspec.Struct, frozen=True, gc=False):
+    """A work's row: its last snapshot plus what later events changed.
+
+    ``base`` is the JSON of the work carried by its Deposited/Requeued event (or of its row
+    as loaded from the database); DuckDB turns the row into columns
+    (``database.WORKS_FROM_BATCH``): parsing JSON there is far cheaper than in Python.
+    ``*_set`` says a field was changed (its new value may be null); ``attempt``,
+    ``products``, ``plots``: None means unchanged. A frozen Struct: named, yet built and
+    replaced about as fast as a tuple (a batch being written shares it).
+    """
+
+    id: str
+    base: bytes | str
+    status: str
+    seq: int  # of the event that made this row
+    updated: float  # that event's time
+    attempt: int | None = None
+    start: float | None = None
+    start_set: bool = False
+    stop: float | None = None
+    stop_set: bool = False
+    results: bytes | None = None
+    results_set: bool = False
+    products: bytes | None = None
+    plots: bytes | None = None
+
+
+ROW_COLUMNS: tuple[str, ...] = Row.__struct_fields__
+_replace = msgspec.structs.replace
+
+
+def _refusal(status: str | None, kind: type[msgspec.Struct]) -> str | None:
+    """``fold.refusal`` for a light event type (TypeError for a type this fold does not know)."""
+    core = CORE.get(kind)
+    if core is None:
+        raise TypeError(f"the row fold does not know {kind.__name__} events")
+    return refusal(status, core)
+
+
+#: ``_refusal`` of each (status, light event type) met so far: a pure function of few
+#: values, asked once per event (a dict lookup instead of the state machine's comparisons).
+_refused: dict[tuple[str | None, type[msgspec.Struct]], str | None] = {}
+_UNKNOWN = object()
 
 
 def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
     """The row after ``event`` (mirrors ``fold.evolve``); None if the event cannot apply.
 
-    None where ``evolve`` raises FoldError (``fold.refusal`` says why): an event of an
-    unknown work (never deposited, or its deposit aged out of the log before this
-    projection began), a second deposit, an outcome while no attempt runs, anything but
-    a Requeued after the work ended. The caller records it as rejected.
+    The state machine's one guard is ``fold.refusal``, as in ``evolve``: None for an event
+    of an unknown work (never deposited, or its deposit aged out of the log before this
+    projection began), a second deposit, an outcome while no attempt runs, anything but a
+    Requeued or Deleted after the work ended. The caller records it as rejected.
     An event type this fold does not know is an error (TypeError), never skipped.
     """
     kind = event.__class__
+    status = None if row is None else row.status
+    refused = _refused.get((status, kind), _UNKNOWN)
+    if refused is _UNKNOWN:  # first time this pair is met
+        refused = _refused[(status, kind)] = _refusal(status, kind)
+    if refused is not None:
+        return None
+    time = event.time
     if kind is Deposited:
-        if row is not None:
-            return None
-        if event.waits is not None:  # in no bucket yet; ``start`` is the earliest it may start
-            return (event.work_id, bytes(event.work), "waiting", None, event.waits.not_before, True, None, True, None,
-                    False, None, None, seq, event.time)
-        return (event.work_id, bytes(event.work), "queued", None, None, False, None, False, None, False, None, None,
-                seq, event.time)
+        waits = event.waits
+        if waits is not None:  # in no bucket yet; ``start`` is the earliest it may start
+            return Row(id=event.work_id, base=bytes(event.work), status="waiting", start=waits.not_before,
+                       start_set=True, stop_set=True, seq=seq, updated=time)
+        return Row(event.work_id, bytes(event.work), "queued", seq, time)  # the most common: positional is faster
+    assert row is not None  # refusal() allows only a deposit without a row
     if kind is Started:
-        if row is None or row[2] in FINISHED or row[2] == "waiting":
-            return None
-        return (row[0], row[1], "running", event.attempt, event.time, True, None, True, row[8], row[9], row[10],
-                row[11], seq, event.time)
-    if kind is Succeeded:
-        if row is None or row[2] != "running":
-            return None
+        return _replace(row, status="running", attempt=event.attempt, start=time, start_set=True, stop=None,
+                        stop_set=True, seq=seq, updated=time)
+    if kind is Succeeded or kind is Failed:
+        if kind is Succeeded:
+            status, results = "success", _text(event.results)
+        else:
+            status = "queued" if event.will_retry else "failure"
+            results = _encoder.encode(failure_results(event.results, event.reason, event.error, event.traceback))
         products, plots = _text(event.products), _text(event.plots)
-        return (row[0], row[1], "success", event.attempt, row[4], row[5], event.time, True, _text(event.results), True,
-                row[10] if products is None else products, row[11] if plots is None else plots, seq, event.time)
-    if kind is Failed:
-        if row is None or row[2] != "running":
-            return None
-        results = failure_results(event.results, event.reason, event.error, event.traceback)
-        products, plots = _text(event.products), _text(event.plots)
-        return (row[0], row[1], "queued" if event.will_retry else "failure", event.attempt, row[4], row[5], event.time,
-                True, _encoder.encode(results), True, row[10] if products is None else products,
-                row[11] if plots is None else plots, seq, event.time)
+        return _replace(row, status=status, attempt=event.attempt, stop=time, stop_set=True, results=results,
+                        results_set=True, products=row.products if products is None else products,
+                        plots=row.plots if plots is None else plots, seq=seq, updated=time)
     if kind is Cancelled:
-        if row is None or row[2] in FINISHED:
-            return None
-        return (row[0], row[1], "cancelled", row[3], row[4], row[5], event.time, True, row[8], row[9], row[10],
-                row[11], seq, event.time)
-    if kind is Deleted:  # only a finished work; it keeps its fields, hidden by its status
-        if row is None or row[2] not in FINISHED or row[2] == "deleted":
-            return None
-        return (row[0], row[1], "deleted", *row[3:12], seq, event.time)
-    if kind is Requeued:
-        if row is None or row[2] == "deleted":
-            return None
-        return (event.work_id, bytes(event.work), "queued", None, None, True, None, True, None, False, None, None,
-                seq, event.time)
-    raise TypeError(f"the row fold does not know {kind.__name__} events: {event!r}")
+        return _replace(row, status="cancelled", stop=time, stop_set=True, seq=seq, updated=time)
+    if kind is Deleted:  # it keeps its fields, hidden by its status
+        return _replace(row, status="deleted", seq=seq, updated=time)
+    # Requeued: a new snapshot of the work; its last run's times and results are cleared
+    return Row(id=event.work_id, base=bytes(event.work), status="queued", start_set=True, stop_set=True, seq=seq,
+               updated=time)
 
 
 def loaded_row(work_id: str, work_json: str, status: str, seq: int, updated: float) -> Row:
     """A row from the database (its work as JSON), to fold further events onto."""
-    return (work_id, work_json, status, None, None, False, None, False, None, False, None, None, seq, updated)
+    return Row(work_id, work_json, status, seq, updated)
 
 
 def row_to_work(row: Mapping[str, Any]) -> Work:
@@ -295,10 +317,10 @@ def row_to_work(row: Mapping[str, Any]) -> Work:
 
 ROWS_SCHEMA = pa.schema(
     [
-        ("id", pa.string()), ("base", pa.string()), ("status", pa.string()), ("attempt", pa.int32()),
-        ("start", pa.float64()), ("start_set", pa.bool_()), ("stop", pa.float64()), ("stop_set", pa.bool_()),
-        ("results", pa.string()), ("results_set", pa.bool_()), ("products", pa.string()), ("plots", pa.string()),
-        ("seq", pa.int64()), ("updated", pa.float64()),
+        ("id", pa.string()), ("base", pa.string()), ("status", pa.string()), ("seq", pa.int64()),
+        ("updated", pa.float64()), ("attempt", pa.int32()), ("start", pa.float64()), ("start_set", pa.bool_()),
+        ("stop", pa.float64()), ("stop_set", pa.bool_()), ("results", pa.string()), ("results_set", pa.bool_()),
+        ("products", pa.string()), ("plots", pa.string()),
     ]
 )
 assert tuple(ROWS_SCHEMA.names) == ROW_COLUMNS
@@ -378,7 +400,7 @@ class Batch:
     def refuse(self, message: Decoded, state: Row | None) -> None:
         """Record a decoded event ``apply`` refused for a work in ``state``."""
         seq, logged, subject, data, event = message
-        reason = refusal(None if state is None else state[2], CORE[event.__class__])
+        reason = refusal(None if state is None else state.status, CORE[event.__class__])
         self.rejected.append((seq, logged, subject, f"state: {reason}", data))
 
     def tables(self) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
@@ -417,6 +439,7 @@ class Batch:
         )
 
 
+_astuple = msgspec.structs.astuple
 #: Rows per Arrow record batch. Each conversion holds the GIL throughout; short ones let
 #: the thread writing the previous batch (DuckDB, which takes the GIL back now and then)
 #: and the thread reading the log run in between.
@@ -437,7 +460,7 @@ def _events_batch(events: list[Decoded]) -> pa.RecordBatch:
 
 
 def _rows_batch(rows: list[Row]) -> pa.RecordBatch:
-    columns = zip(*rows, strict=True)  # every row has every column
+    columns = zip(*map(_astuple, rows), strict=True)  # every row has every column
     return pa.RecordBatch.from_arrays(
         [pa.array(column, type) for column, type in zip(columns, ROWS_SCHEMA.types, strict=False)], schema=ROWS_SCHEMA
     )
