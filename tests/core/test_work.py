@@ -138,7 +138,7 @@ def test_an_unknown_field_at_construction_is_refused_naming_it_and_the_known_fie
     assert caught.value.field == "notify"
     message = str(caught.value)
     assert message.startswith("notify: a work has no field 'notify'; its fields are pipeline, parameters,")
-    for field in SEED_PAYLOAD_KEYS + ["function", "command"]:
+    for field in [*SEED_PAYLOAD_KEYS, "function", "command"]:
         assert field in message
 
 
