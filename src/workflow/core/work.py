@@ -12,7 +12,9 @@ Two checks belong to the places where a work *enters* the system, not to the typ
   does not know a site must still read every work the log accepted;
 - **unknown fields** are refused where a caller writes a work; the events in the log embed
   the Work and keep decoding as they always did (a field the code no longer has is
-  ignored there), since an event written once must stay readable.
+  ignored there), since an event written once must stay readable. That is why the Work
+  is not declared with msgspec's ``forbid_unknown_fields``: msgspec applies a type's
+  config wherever the type is decoded, events included, with no per-decoder override.
 
 The async shortcuts (``await work.deposit()``, ``await Work.withdraw(...)``,
 ``await work.update()``) keep the seed's shape; they use the client opened by
@@ -77,8 +79,10 @@ RULES: dict[str, str] = {
 
 
 class _WorkMeta(msgspec.StructMeta):
-    """Turns a ``Work(...)`` with a field the Work does not have (msgspec's TypeError) into
-    a ValidationError that names it and lists the known fields. Decoding never comes here."""
+    """``Work(...)``, a caller writing a work: a field the Work does not have (msgspec's
+    TypeError) becomes a ValidationError that names it and lists the known fields, and
+    ``config["retry_on"]`` is checked. Decoding never comes here (it runs only
+    ``__post_init__``), so what the log holds is read as it always was."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         try:
