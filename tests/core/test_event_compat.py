@@ -61,3 +61,18 @@ def test_a_work_breaking_its_type_is_still_refused_at_decoding():
         ev.decode(deposited_json(priority=9))
     with pytest.raises(ValidationError):
         ev.decode(deposited_json(pipeline="has space"))
+
+
+def test_a_schedule_whose_site_the_server_does_not_know_still_fires(monkeypatch):
+    """The server fires schedules added on hosts that knew the site: their works are built
+    from the log, not deposited through the site check."""
+    from workflow.core import schedules as sch
+
+    monkeypatch.delenv("WORKFLOW_SITES", raising=False)
+    work = {**msgspec.to_builtins(Work(pipeline="alpha")), "site": "nowhere", "notify": True}
+    data = msgspec.json.encode({"type": "scheduleadded", "name": "nightly", "time": 1.0, "v": 1,
+                                "schedule": "@every 1h", "work": work})
+    added = sch.decode(data)
+    assert isinstance(added, sch.ScheduleAdded)
+    fired = sch.firing_work(added, 3600.0)
+    assert (fired.site, fired.status, fired.user) == ("nowhere", "queued", "schedule:nightly")
