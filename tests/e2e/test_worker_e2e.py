@@ -150,20 +150,45 @@ async def test_a_function_that_raises_is_retried_with_backoff_then_failed_for_go
     assert work.results["error"] == "ValueError: bad input" and "Traceback" in work.results["traceback"]
 
 
-async def test_a_hung_function_is_killed_at_its_timeout_and_failed_without_retry(client, start_worker, tmp_path):
+async def test_a_hung_function_is_killed_at_its_timeout_and_retried_while_retries_remain(
+    client, start_worker, tmp_path
+):
     marker = tmp_path / "pids"
     # 3 s, not 1: a fresh worker's first work also waits for the forkserver to preload
     # workflow (about a second on a busy machine), and the child must have started.
-    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow", timeout=3, retries=2,
+    [work_id] = await client.deposit(Work(pipeline="e2e", function="worker_functions.slow", timeout=3, retries=1,
                                           parameters={"seconds": 120, "marker": str(marker)}))
     worker = start_worker()
-    await until(status_is(client, work_id, "failure"))
-    [failed] = failures(await client.history(work_id))
-    assert failed.reason == "timeout" and not failed.will_retry
-    assert "ran past its timeout of 3s" in failed.error
+    await until(status_is(client, work_id, "failure"), timeout=60)
+    events = await client.history(work_id)
+    assert names(events) == ["Deposited"] + ["Started", "Failed"] * 2
+    failed = failures(events)
+    assert [(f.attempt, f.reason, f.will_retry) for f in failed] == [(1, "timeout", True), (2, "timeout", False)]
+    assert failed[0].retry_in == pytest.approx(0.1)
+    assert all("ran past its timeout of 3s" in f.error for f in failed)
+    children = pids_in(marker)
+    assert len(children) == 2  # each attempt ran in its own child, and each was killed
+    for child in children:
+        await until(lambda child=child: not alive(child), timeout=10)
+    assert worker.poll() is None  # the worker lives on
+
+
+async def test_a_work_whose_retry_on_leaves_out_timeout_fails_for_good_at_its_first_timeout(
+    client, start_worker, tmp_path
+):
+    marker = tmp_path / "pids"
+    [work_id] = await client.deposit(Work(
+        pipeline="e2e", function="worker_functions.slow", timeout=3, retries=2, config={"retry_on": ["error"]},
+        parameters={"seconds": 120, "marker": str(marker)},
+    ))
+    start_worker()
+    await until(status_is(client, work_id, "failure"), timeout=60)
+    events = await client.history(work_id)
+    assert names(events) == ["Deposited", "Started", "Failed"]
+    [failed] = failures(events)
+    assert (failed.reason, failed.will_retry) == ("timeout", False)
     [child] = pids_in(marker)
     await until(lambda: not alive(child), timeout=10)
-    assert worker.poll() is None  # the worker lives on
 
 
 @pytest.mark.parametrize("isolation", ["process", "none"])
@@ -380,8 +405,9 @@ async def test_timeouts_stop_commands_and_main_thread_functions_too(client, star
     marker = tmp_path / "pids"
     hang = f"import os, time; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(120)"
     command, function = await client.deposit([
-        Work(pipeline="e2e", timeout=1, priority=5, command=[sys.executable, "-c", hang]),
-        Work(pipeline="e2e", function="worker_functions.slow", timeout=1, parameters={"seconds": 120}, priority=1),
+        Work(pipeline="e2e", timeout=1, priority=5, retries=0, command=[sys.executable, "-c", hang]),
+        Work(pipeline="e2e", function="worker_functions.slow", timeout=1, parameters={"seconds": 120}, priority=1,
+             retries=0),
     ])
     worker = start_worker("--isolation", "none", "--lives", "2")
     await until(status_is(client, command, "failure"))

@@ -159,8 +159,8 @@ async def test_invalid_input_is_refused_before_anything_is_written(client):
         await client.withdraw("not a pipeline")
     with pytest.raises(ValidationError, match="priority"):
         await client.withdraw("p", priority=7)
-    with pytest.raises(ValidationError, match="work"):
-        await client.deposit([{"pipeline": "p"}])
+    with pytest.raises(ValidationError, match="work: expected a Work or its payload"):
+        await client.deposit([42])
     work = await client.deposit(Work(pipeline="p"))
     got = await client.withdraw("p")
     got.status = "running"

@@ -23,7 +23,8 @@ def worker(url: str, **options) -> Worker:
 
 async def test_a_hung_thread_is_abandoned_at_its_timeout_and_the_worker_goes_on(client, nats_url):
     hung, after = await client.deposit([
-        Work(pipeline="wk", function="workflow.examples.sleep", parameters={"seconds": 30}, timeout=1, priority=5),
+        Work(pipeline="wk", function="workflow.examples.sleep", parameters={"seconds": 30}, timeout=1, priority=5,
+             retries=0),
         Work(pipeline="wk", function="workflow.examples.add", parameters={"a": 1, "b": 1}, priority=1),
     ])
     assert await worker(nats_url, lives=2).run() == 0

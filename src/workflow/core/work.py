@@ -1,7 +1,20 @@
 """``Work``: one unit of telescope work, with exactly the fields and defaults of the seed.
 
 A Work is validated when it is made and whenever a field is assigned, so a bad value is
-refused where it is written, with the field's name, long before it reaches a worker.
+refused where it is written, with the field's name and its rule in plain words (see
+:data:`RULES`), long before it reaches a worker. A field the Work does not have is refused
+too (``Work(...)``, :meth:`Work.from_payload`), never silently dropped.
+
+Two checks belong to the places where a work *enters* the system, not to the type:
+
+- the **site list** (``WORKFLOW_SITES``) is this host's configuration, so it is checked at
+  deposit (:func:`check_site`), never when a work is read back: a reader or a server that
+  does not know a site must still read every work the log accepted;
+- **unknown fields** are refused where a caller writes a work; the events in the log embed
+  the Work and keep decoding as they always did (a field the code no longer has is
+  ignored there), since an event written once must stay readable. That is why the Work
+  is not declared with msgspec's ``forbid_unknown_fields``: msgspec applies a type's
+  config wherever the type is decoded, events included, with no per-decoder override.
 
 The async shortcuts (``await work.deposit()``, ``await Work.withdraw(...)``,
 ``await work.update()``) keep the seed's shape; they use the client opened by
@@ -20,8 +33,9 @@ import msgspec
 
 from workflow.core import session
 from workflow.core.errors import ValidationError
+from workflow.core.retry import check_retry_on
 from workflow.core.settings import allowed_sites
-from workflow.core.status import FINISHED, Status
+from workflow.core.status import FINISHED, STATUSES, Status
 
 NAME_PATTERN = r"^[A-Za-z0-9-]+$"
 _FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -33,13 +47,70 @@ Retries = Annotated[int, msgspec.Meta(ge=0, le=5)]
 Priority = Annotated[int, msgspec.Meta(ge=1, le=5)]
 Attempt = Annotated[int, msgspec.Meta(ge=0)]
 
+#: Each field's rule as a user reads it in an error ("priority is 1 (lowest) to 5 (highest)"),
+#: instead of msgspec's regex and bound wording. The bounds are those of the seed (REFERENCE.md).
+RULES: dict[str, str] = {
+    "pipeline": "pipeline names are 1–128 letters, digits and '-'",
+    "site": "site names are 1–64 letters, digits and '-'",
+    "timeout": "timeout is 1 to 259200 seconds (3 days), a whole number",
+    "retries": "retries is 0 to 5 (how many times a failed attempt is tried again), a whole number",
+    "priority": "priority is 1 (lowest) to 5 (highest), a whole number",
+    "attempt": "attempt is a whole number, 0 or more",
+    "status": f"status is one of {', '.join(STATUSES)}",
+    "parameters": "parameters is a dict (a JSON object with text keys) or None",
+    "results": "results is a dict (a JSON object with text keys) or None",
+    "config": "config is a dict (a JSON object with text keys) or None",
+    "path": "path is text (a working directory)",
+    "event": "event is a list of telescope event numbers (whole numbers) or None",
+    "tags": "tags is a list of text labels or None",
+    "group": "group is a list of working-group names (text) or None",
+    "products": "products is a list of file paths (text) or None",
+    "plots": "plots is a list of file paths (text) or None",
+    "user": "user is text or None",
+    "archive": "archive is true or false",
+    "precursors": "precursors is a list of work ids or None",
+    "function": "function is a dotted path like 'module.func', or None",
+    "command": "command is a non-empty argv list of text, like ['echo', 'hi'], or None",
+    "id": "id is text or None",
+    "creation": "creation is a time in unix seconds or None",
+    "start": "start is a time in unix seconds or None",
+    "stop": "stop is a time in unix seconds or None",
+}
 
-class Work(msgspec.Struct, kw_only=True):
+
+class _WorkMeta(msgspec.StructMeta):
+    """``Work(...)``, a caller writing a work: a field the Work does not have (msgspec's
+    TypeError) becomes a ValidationError that names it and lists the known fields, and
+    ``config["retry_on"]`` is checked. Decoding never comes here (it runs only
+    ``__post_init__``), so what the log holds is read as it always was."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            work = super().__call__(*args, **kwargs)
+        except TypeError:
+            unknown = sorted(kwargs.keys() - set(cls.__struct_fields__))
+            if unknown:
+                raise unknown_fields_error(unknown) from None
+            if "pipeline" not in kwargs:
+                raise ValidationError("pipeline", "a work needs a pipeline: " + RULES["pipeline"]) from None
+            raise
+        check_retry_on(work.config)  # here, not in __post_init__: decoding runs that too
+        return work
+
+
+class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     """One unit of work: what to run, with which parameters, and what became of it.
 
     ``Work(pipeline="sample-pipeline", parameters={"a": 1, "b": 2})`` is all it takes;
     lifecycle fields (``id``, ``status``, ``attempt``, ``start``, ``stop``, ``results``)
     are filled in as the work moves through the system.
+
+    A field it does not have is refused (ValidationError naming it), never dropped.
+    ``config`` is free-form, except for the keys workflow reads: ``parent`` (the withdraw
+    filter ``parent=``) and ``retry_on``, the failure reasons that use a retry (any of
+    ``"error"``, ``"timeout"``, ``"reported"``; all three when absent: see
+    :mod:`workflow.core.retry`). ``site`` must be one the depositing host knows
+    (``WORKFLOW_SITES``), checked at deposit.
     """
 
     pipeline: Pipeline
@@ -74,8 +145,7 @@ class Work(msgspec.Struct, kw_only=True):
         try:
             msgspec.convert(msgspec.structs.asdict(self), type=_schema(), strict=True)
         except msgspec.ValidationError as error:
-            raise _as_validation_error(error) from None
-        _check_extra_rules("site", self.site)
+            raise _as_validation_error(error, msgspec.structs.asdict(self)) from None
         _check_extra_rules("function", self.function)
         _check_extra_rules("command", self.command)
         _check_consistency(self.function, self.command)
@@ -85,6 +155,8 @@ class Work(msgspec.Struct, kw_only=True):
             _check_field(name, value)
             if name == "function":
                 _check_consistency(value, self.command)
+            elif name == "config":
+                check_retry_on(value)
             elif name == "command":
                 _check_consistency(self.function, value)
         super().__setattr__(name, value)
@@ -104,11 +176,22 @@ class Work(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Work:
-        """Build a Work from a payload dict (unknown keys are refused, with their name)."""
+        """Build a Work from a payload dict (``work.payload``, or JSON a user wrote).
+
+        A key the Work does not have is refused (ValidationError naming it and listing the
+        known fields), never dropped: a ``notify`` or a misspelt ``priorty`` must not
+        vanish on the way in.
+        """
+        if not isinstance(payload, dict):
+            raise ValidationError("work", f"a work payload is a dict (a JSON object), got {type(payload).__name__}")
+        unknown = sorted(payload.keys() - set(cls.__struct_fields__), key=str)
+        if unknown:
+            raise unknown_fields_error(unknown)
         try:
             work: Work = msgspec.convert(payload, type=cls)
         except msgspec.ValidationError as error:
-            raise _as_validation_error(error) from None
+            raise _as_validation_error(error, payload) from None
+        check_retry_on(work.config)
         return work
 
     @property
@@ -176,34 +259,61 @@ def _schema() -> type[msgspec.Struct]:
     return msgspec.defstruct("WorkSchema", [(f.name, f.type) for f in msgspec.structs.fields(Work)])
 
 
-def _as_validation_error(error: msgspec.ValidationError) -> ValidationError:
+def unknown_fields_error(unknown: list[Any]) -> ValidationError:
+    """The error for fields a Work does not have: names them, and lists the ones it has."""
+    names = ", ".join(repr(name) for name in unknown)
+    return ValidationError(
+        str(unknown[0]),
+        f"a work has no field {names}; its fields are {', '.join(Work.__struct_fields__)}",
+    )
+
+
+def _as_validation_error(error: msgspec.ValidationError, values: dict[str, Any]) -> ValidationError:
+    """msgspec's error for a whole work, as the rule of the field it names, in plain words."""
     message = str(error)
+    own = re.match(r"([a-z_]+): (.*)", message, re.DOTALL)  # our own, from __post_init__, wrapped by msgspec
+    if own is not None and own.group(1) in RULES:
+        return ValidationError(own.group(1), own.group(2))
     match = re.search(r" - at `\$\.([A-Za-z_]+)", message)
-    field = match.group(1) if match else "work"
-    message = re.sub(r" - at `\$[^`]*`", "", message)
-    return ValidationError(field, message)
+    if match is None or match.group(1) not in RULES:
+        return ValidationError("work", re.sub(r" - at `\$[^`]*`", "", message))
+    field = match.group(1)
+    return _rule_error(field, values.get(field))
+
+
+def _rule_error(field: str, value: Any) -> ValidationError:
+    return ValidationError(field, f"{RULES[field]}; got {value!r}")
 
 
 def _check_field(name: str, value: Any) -> None:
     try:
         msgspec.convert(value, type=_field_types()[name], strict=True)
-    except msgspec.ValidationError as error:
-        raise ValidationError(name, f"{error} (got {value!r})") from None
+    except msgspec.ValidationError:
+        raise _rule_error(name, value) from None
     _check_extra_rules(name, value)
 
 
 def _check_extra_rules(name: str, value: Any) -> None:
-    """Rules a type annotation cannot say: the site list, dotted paths, non-empty argv."""
-    if name == "site" and value not in allowed_sites():
+    """Rules a type annotation cannot say: dotted paths, non-empty argv."""
+    if name == "function" and value is not None and not _FUNCTION_PATTERN.match(value):
+        raise _rule_error("function", value)
+    if name == "command" and value is not None and not value:
+        raise _rule_error("command", value)
+
+
+def check_site(site: str) -> str:
+    """``site`` if this host knows it (the real sites, plus ``WORKFLOW_SITES``), else a
+    ValidationError listing them. Checked where a work enters the system (deposit, a
+    re-queue to another site, a schedule, a worker's or a filter's ``--site``), never when
+    a work is read back: the list is this host's configuration, and a reader that lacks
+    a site must still read what the log accepted."""
+    if site not in allowed_sites():
         raise ValidationError(
             "site",
-            f"unknown site {value!r}; known sites: {', '.join(sorted(allowed_sites()))} "
-            "(set WORKFLOW_SITES=a,b to add more)",
+            f"unknown site {site!r}; known sites: {', '.join(sorted(allowed_sites()))} "
+            "(set WORKFLOW_SITES=a,b on this host to add more)",
         )
-    if name == "function" and value is not None and not _FUNCTION_PATTERN.match(value):
-        raise ValidationError("function", f"expected a dotted path like 'module.func', got {value!r}")
-    if name == "command" and value is not None and not value:
-        raise ValidationError("command", "expected a non-empty argv list")
+    return site
 
 
 def _check_consistency(function: str | None, command: list[str] | None) -> None:
@@ -227,6 +337,9 @@ def amend(work: Work, **changes: Any) -> Work:
 
 def validate_field(field: str, value: Any) -> Any:
     """Check one Work field's value given outside a Work (CLI, withdraw, worker options),
-    by the same rules and with the same message as a Work would."""
+    by the same rules and with the same message as a Work would; a site must also be one
+    this host knows (:func:`check_site`), as at deposit."""
     _check_field(field, value)
+    if field == "site":
+        check_site(value)
     return value

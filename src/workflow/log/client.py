@@ -222,12 +222,16 @@ class Client:
 
     async def deposit(
         self,
-        works: Work | Iterable[Work],
+        works: Work | dict[str, Any] | Iterable[Work | dict[str, Any]],
         *,
         delay: float | str | timedelta | None = None,
         at: float | str | datetime | None = None,
     ) -> list[str]:
         """Put works in their buckets; returns their ids (re-depositing one is a no-op).
+
+        A work may be a ``Work`` or its payload (a dict): a field the Work does not have,
+        or a site this host does not know (``WORKFLOW_SITES``), is a ValidationError, and
+        nothing of the call is deposited.
 
         A work with ``precursors`` (work ids) waits until every one of them succeeded;
         ``delay`` (seconds, a timedelta, ``"30s"``/``"5m"``/``"2h"``) or ``at`` (unix

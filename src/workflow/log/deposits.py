@@ -26,7 +26,7 @@ from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.ids import new_id
 from workflow.core.subjects import BucketKey
-from workflow.core.work import Work
+from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
 
@@ -39,19 +39,32 @@ PUBLISH_CHUNK = 512
 
 
 async def deposit(
-    gateway: LogGateway, buckets: Buckets, works: Work | Iterable[Work], *, not_before: float | None = None
+    gateway: LogGateway,
+    buckets: Buckets,
+    works: Work | dict[str, Any] | Iterable[Work | dict[str, Any]],
+    *,
+    not_before: float | None = None,
 ) -> list[str]:
     """Put works in their buckets, or make them wait; returns their ids (made here if not set).
 
     Depositing a work whose id already exists is a no-op: the first event of a work is
     appended only if the work has no event yet, so a retried deposit never duplicates.
     ``not_before`` (unix seconds) holds every work of the call back until then.
+
+    A work may be given as its payload (a dict, as ``work.payload`` or JSON has it): a key
+    the Work does not have is refused, like any bad value. So is a site this host does not
+    know (``WORKFLOW_SITES``): the one place the site list is checked is here, where a
+    work enters the log, so that every reader can read what the log accepted. Nothing of
+    the call is deposited when any of its works is refused.
     """
-    batch = [works] if isinstance(works, Work) else list(works)
-    ids: list[str] = []
+    given = [works] if isinstance(works, (Work, dict)) else list(works)
+    batch = [Work.from_payload(work) if isinstance(work, dict) else work for work in given]
     for work in batch:
         if not isinstance(work, Work):
-            raise ValidationError("work", f"expected a Work, got {type(work).__name__}")
+            raise ValidationError("work", f"expected a Work or its payload (a dict), got {type(work).__name__}")
+        check_site(work.site)
+    ids: list[str] = []
+    for work in batch:
         # Shown on the caller's Work; set without the attribute check (an id just made and
         # a status literal are valid, and the check cost a tenth of a deposit).
         if work.id is None:

@@ -20,7 +20,7 @@ from workflow.core.bulk import status_after, steps
 from workflow.core.errors import ConflictError, NotFoundError
 from workflow.core.fold import fold
 from workflow.core.subjects import BucketKey
-from workflow.core.work import Work
+from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets, BucketStats
 from workflow.log.claims import Leases
 from workflow.log.gateway import LogGateway
@@ -116,8 +116,11 @@ class Operations:
         reason: str | None = None,
     ) -> Work:
         """Append the ``Requeued`` of a work whose state (folded from the log) is ``state``
-        at sequence ``seq`` (the CAS): ConflictError if it changed since."""
+        at sequence ``seq`` (the CAS): ConflictError if it changed since. A new ``site``
+        must be one this host knows, as at deposit (the work's own is not checked again)."""
         assert state.id is not None
+        if site is not None:
+            check_site(site)
         snapshot = msgspec.structs.replace(
             state, status="queued", start=None, stop=None,
             results=None if state.finished else state.results,

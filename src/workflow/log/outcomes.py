@@ -23,7 +23,7 @@ import msgspec
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.fold import evolve
-from workflow.core.retry import may_retry, retry_delay
+from workflow.core.retry import may_retry, retries_after, retry_delay
 from workflow.core.work import Work
 from workflow.log.claims import Lease, Leases
 from workflow.log.gateway import Envelope, LogGateway
@@ -77,10 +77,13 @@ class Outcomes:
         plots: list[str] | None = None,
         patience: float = 3600.0,
     ) -> ev.Failed:
-        """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain."""
+        """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain
+        and the reason is one that retries (:func:`~workflow.core.retry.retries_after`: the
+        work's ``config["retry_on"]``); ``retry=False`` makes it final whatever the reason."""
         lease = self._leases.held(work)
         chain = lease.attempts_in_chain
-        will_retry = retry and may_retry(chain, lease.running.retries)
+        running = lease.running
+        will_retry = retry and may_retry(chain, running.retries) and retries_after(reason, running.config)
         event = ev.Failed(
             **self._envelope(lease), attempt=lease.attempt, reason=reason, will_retry=will_retry,
             queue_seq=lease.queue_seq, error=error, traceback=traceback,

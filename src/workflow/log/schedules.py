@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from workflow.core import schedules as sch
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.subjects import STREAM
-from workflow.core.work import Work
+from workflow.core.work import Work, check_site
 from workflow.log import jsapi
 from workflow.log.gateway import LogGateway
 from workflow.log.inbox import Inbox
@@ -153,6 +153,7 @@ async def add(gateway: LogGateway, name: str, work: Work, spec: str) -> sch.Sche
     Refused (ConflictError) if a schedule of that name is in force: remove it first.
     """
     name = sch.check_name(name)
+    check_site(work.site)  # as at deposit: each firing deposits this work
     if work.precursors:
         raise ValidationError("precursors", "a scheduled work cannot wait for other works")
     seq, last = await head(gateway.nc, name)

@@ -8,7 +8,8 @@ read in one place, without the claiming and slot bookkeeping around them.
 - A call that returns is recorded as its Outcome says (``Succeeded``, or ``Failed``
   retried with backoff while ``retries`` last).
 - A timeout stops the call (process isolation kills the child's process group) and is
-  final: a work that hung once is not retried into hanging again.
+  retried like any failure while ``retries`` last, unless the work's ``config["retry_on"]``
+  leaves ``timeout`` out (:mod:`workflow.core.retry`): the old system retried them too.
 - A lost lease (cancelled, handed on) stops the call and records nothing: the work is no
   longer this worker's to record.
 - A second signal stops the call and gives the work back (``Failed(interrupted)``,
@@ -144,9 +145,14 @@ class Attempts:
         if abort in done:
             await client.release(work, reason="the worker was told to stop at once (second signal)")
             return "given back"
-        await client.fail(
-            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}", retry=False,
+        # Retried like any failure while retries remain, unless the work's config["retry_on"]
+        # leaves "timeout" out (workflow.core.retry).
+        event = await client.fail(
+            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}",
         )
+        if event.will_retry and event.retry_in is not None:
+            self._retry_due(event.retry_in)
+            return "timeout, will retry"
         return "timeout"
 
     def _stopped_how(self, plan: FunctionCall | CommandCall) -> str:

@@ -29,8 +29,8 @@ What it promises, and how:
   holds) at least every third of the lease, so a
   long work is never handed to another worker while its worker lives.
 - **Timeouts.** A work that runs past its own ``timeout`` is stopped (its process group
-  killed in ``process`` isolation) and recorded ``Failed(reason="timeout")``, final:
-  a work that hung once is not retried into hanging again.
+  killed in ``process`` isolation) and recorded ``Failed(reason="timeout")``, retried
+  like any failure while ``retries`` last, unless ``config["retry_on"]`` leaves it out.
 - **Retries.** A raised exception, a non-zero exit, or a child process that died is
   ``Failed(reason="error", will_retry=True)`` with the error and traceback, retried with
   exponential backoff until ``retries`` are used up, then failed for good.

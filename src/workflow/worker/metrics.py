@@ -48,6 +48,7 @@ OUTCOMES = {
     "too-large": "too_large",
     "unrunnable": "unrunnable",
     "timeout": "timeout",
+    "timeout, will retry": "timeout",
     "cancelled": "cancelled",
     "abandoned": "abandoned",
     "given back": "given_back",
