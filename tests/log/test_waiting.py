@@ -13,7 +13,7 @@ from conftest import eventually, running
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core.errors import ValidationError
-from workflow.log.resolver import run_resolver
+from workflow.followers.resolver import run_resolver
 from workflow.worker.loop import Worker, WorkerConfig
 
 pytestmark = pytest.mark.timeout(90)

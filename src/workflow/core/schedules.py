@@ -1,5 +1,5 @@
 """Recurring schedules: what a schedule is, the events that add and remove one, and what a
-firing deposits. Pure: no clock, no I/O (the scheduler in :mod:`workflow.log.scheduler`
+firing deposits. Pure: no clock, no I/O (the scheduler in :mod:`workflow.followers.scheduler`
 does those).
 
 A schedule is a name, a spec (``@every 10m``, a 6-field cron ``0 0 2 * * *``, or

@@ -1,7 +1,7 @@
 """Works that wait: which waiting works wait for what, and what to do when that changes.
 
 A work deposited with ``waits`` (precursors, a ``not_before`` time) is in no bucket. The
-resolver (:mod:`workflow.log.resolver`) reads the log in order and feeds each event to a
+resolver (:mod:`workflow.followers.resolver`) reads the log in order and feeds each event to a
 :class:`Registry`, which answers what to write: a :class:`Release` (a ``Requeued`` that
 puts the work in its bucket) once every precursor succeeded and its time has come, or a
 :class:`Cancel` once a precursor failed for good or was cancelled. Kept pure (no I/O, the

@@ -5,7 +5,7 @@ exists for this work yet". So re-depositing an existing id can never create a se
 work, whatever the ``Nats-Msg-Id`` duplicate window, and a retried deposit is safe.
 
 A work with ``precursors``, or deposited with a delay, waits: its ``Deposited`` carries
-``waits`` and lands off the queue subjects (:mod:`workflow.log.resolver` releases it).
+``waits`` and lands off the queue subjects (:mod:`workflow.followers.resolver` releases it).
 Each precursor must exist (its head is read) or come earlier in the same deposit, which
 also rules out cycles; precursors that already succeeded are not waited for, and a work
 left with nothing to wait for goes straight to its bucket.

@@ -15,7 +15,7 @@ on a stream turns on rollups and turns off ``deny_purge`` (the server does it, i
 be refused), and on the log that would let any client allowed to publish an event purge
 the whole history with one ``Nats-Rollup`` header. The timer stream holds nothing that
 is not rebuilt from the log, only the ``server`` role writes it, and it is a work queue:
-a firing is removed once the scheduler (:mod:`workflow.log.scheduler`) deposited its work.
+a firing is removed once the scheduler (:mod:`workflow.followers.scheduler`) deposited its work.
 """
 
 from __future__ import annotations

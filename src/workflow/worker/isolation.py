@@ -39,7 +39,8 @@ import threading
 from typing import Protocol
 
 from workflow.core.errors import ValidationError
-from workflow.worker.pool import CHILD_PREFIX, ProcessIsolation, die_with_parent, kill_group, settle
+from workflow.log.lifetimes import die_with_parent
+from workflow.worker.pool import CHILD_PREFIX, ProcessIsolation, kill_group, settle
 from workflow.worker.runner import CommandCall, FunctionCall, Outcome, call_function, command_outcome, environment_with
 
 log = logging.getLogger("workflow.isolation")

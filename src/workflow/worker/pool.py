@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.spawn
@@ -46,11 +45,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from workflow.log.lifetimes import die_with_parent, prctl
 from workflow.worker.runner import FunctionCall, Outcome, call_function
 
 log = logging.getLogger("workflow.isolation")
 
-_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _FRAME = struct.Struct(">Q")
 _outcome_decoder = msgspec.json.Decoder(Outcome)
@@ -64,21 +63,6 @@ def settle(future: asyncio.Future[T], value: T) -> None:
     """Give ``future`` its result unless it already has one (or was cancelled)."""
     if not future.done():
         future.set_result(value)
-
-
-def _prctl(option: int, value: int) -> bool:
-    """Linux ``prctl``; False where it is missing or refused."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return int(ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)) == 0
-    except Exception:
-        return False
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def kill_group(pid: int, *, leader_alive: bool = True) -> None:
@@ -186,7 +170,7 @@ def _child_main(calls: Connection, outcomes: Connection) -> None:  # pragma: no 
     die_with_parent()
     if os.getppid() != parent:  # the forkserver died before we asked
         os._exit(1)
-    reusable = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    reusable = prctl(_PR_SET_CHILD_SUBREAPER, 1)
     home = os.getcwd()
     sys.path.insert(0, home)  # the worker's directory, as `python -m` would, even after chdir
     while (header := _read_exactly(calls_fd, _FRAME.size)) is not None:

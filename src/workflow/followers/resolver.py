@@ -34,10 +34,11 @@ from workflow.core.fold import fold
 from workflow.core.settings import lease_seconds
 from workflow.core.subjects import PREFIX, STREAM, BucketKey
 from workflow.core.waits import Action, Cancel, Registry, Waiting, precursor_outcome
+from workflow.followers.restarts import restarting
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
-from workflow.log.restarts import restarting, until_stopped_or_failed
+from workflow.log.lifetimes import until_stopped_or_failed
 
 log = logging.getLogger("workflow.resolver")
 
@@ -188,6 +189,6 @@ class Resolver:
 
 async def run_resolver(url: str, stop: asyncio.Event, **connect_options: Any) -> None:
     """Run a resolver until ``stop`` is set (``workflow server`` runs one); after a failure
-    it starts again from the log (:mod:`workflow.log.restarts`)."""
+    it starts again from the log (:mod:`workflow.followers.restarts`)."""
     async with Client(url, name=connect_options.pop("name", "workflow-resolver"), **connect_options) as client:
         await restarting("resolver", lambda: Resolver(client).run(stop), stop, log)

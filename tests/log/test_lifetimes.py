@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from workflow.log.restarts import until_stopped_or_failed
+from workflow.log.lifetimes import until_stopped_or_failed
 
 
 async def test_stopping_returns_only_after_every_part_has_cleaned_up() -> None:
@@ -69,7 +69,7 @@ async def test_a_part_that_swallows_its_cancel_is_cancelled_again_and_the_stop_r
 
 
 async def test_a_part_that_never_ends_is_left_behind_after_the_tries_and_the_stop_returns(monkeypatch) -> None:
-    from workflow.log import restarts
+    from workflow.log import lifetimes as restarts
 
     monkeypatch.setattr(restarts, "CANCEL_PATIENCE", 0.05)
     cancels: list[int] = []
@@ -92,3 +92,29 @@ async def test_a_part_that_never_ends_is_left_behind_after_the_tries_and_the_sto
     left.cancel()
     await asyncio.wait([left], timeout=5)
     assert left.done()
+
+
+async def test_on_a_stop_parts_that_watch_it_end_by_themselves_within_the_grace_and_the_rest_are_cancelled() -> None:
+    ended: list[tuple[str, bool]] = []  # (part, cancelled)
+    stop = asyncio.Event()
+
+    async def watches_stop() -> None:  # a service that finishes its batch when told to stop
+        await stop.wait()
+        await asyncio.sleep(0.01)
+        ended.append(("watches", False))
+
+    async def ignores_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append(("ignores", True))
+            raise
+
+    tasks = [asyncio.create_task(watches_stop()), asyncio.create_task(ignores_stop())]
+    running = asyncio.create_task(until_stopped_or_failed(stop, *tasks, grace=3.0))
+    await asyncio.sleep(0)
+    stop.set()
+    await asyncio.wait_for(running, 60)  # the grace (3 s: the part that ignores the stop uses it all), then cancels
+    assert ("watches", False) in ended  # ended by itself, not cancelled
+    assert ("ignores", True) in ended  # cancelled once the grace was over
+    assert all(task.done() for task in tasks)

@@ -40,11 +40,12 @@ from workflow.core import schedules as sch
 from workflow.core.errors import ConflictError, ValidationError, WorkflowError
 from workflow.core.settings import lease_seconds
 from workflow.core.subjects import STREAM, BucketKey
+from workflow.followers.restarts import restarting
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
 from workflow.log.gateway import UNAVAILABLE
-from workflow.log.restarts import restarting, until_stopped_or_failed
+from workflow.log.lifetimes import until_stopped_or_failed
 from workflow.log.schedules import (
     DEFINITION_HEADER,
     FIRED_FILTER,
