@@ -7,14 +7,13 @@ of the read model (it sits below it); this top-level module joins the two, so
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any, Unpack
 
 from workflow.core import session
 from workflow.core.bulk import Action, BulkReport, Seen
 from workflow.log import client as log_client
-from workflow.log.filtered import CandidateFinder, CandidateQuery, Found
+from workflow.log.filtered import CandidateQuery, Found
 from workflow.results import selection
 from workflow.results.client import Results
 from workflow.results.queries import MAX_LIMIT
@@ -24,15 +23,19 @@ class Client(log_client.Client):
     """One connection to the workflow system: the log (deposit, withdraw, cancel, …)
     and the read model (``results``)."""
 
+    def __init__(self, url: str | None = None, *, lease: float | None = None, **nats_options: Any):
+        # Filtered withdraws (``withdraw(..., tags=…)``, ``workflow run --tag``) find their
+        # candidates in the read model: see :mod:`workflow.log.filtered`.
+        nats_options.setdefault("candidate_finder", self._find_candidates)
+        super().__init__(url, lease=lease, **nats_options)
+
     @property
     def results(self) -> Results:
         """Queries over the projection (query, count, pipelines, get, history): the results service."""
         return Results(self)
 
-    def candidate_finder(self) -> CandidateFinder:
-        """Filtered withdraws (``withdraw(..., tags=…)``, ``workflow run --tag``) find their
-        candidates in the read model: see :mod:`workflow.log.filtered`."""
-        return functools.partial(find_candidates, self.results)
+    async def _find_candidates(self, query: CandidateQuery) -> list[Found]:
+        return await find_candidates(self.results, query)
 
     # -- many works at once: selected in the read model, each written with its own CAS --
 

@@ -181,7 +181,7 @@ async def _dead(heartbeats, work_id) -> bool:
 async def test_a_cancel_the_stream_refused_does_not_stop_a_held_work(nats_url):
     # A cancel that lost its CAS race is still heard on core NATS by every subscriber;
     # it never happened, so the work must keep running (tests/cli/test_bulk_cli.py's race).
-    from workflow.log.claims import CANCEL_CONFIRM_PAUSES
+    from workflow.log.watch import CANCEL_CONFIRM_PAUSES
 
     async with workflow.connect(nats_url, lease=LEASE) as holder, workflow.connect(nats_url) as other:
         [work_id] = await holder.deposit(Work(pipeline="p"))

@@ -70,3 +70,17 @@ class PermissionDeniedError(WorkflowError):
     Who may do what is the server's to say (``workflow secure init`` writes the roles); the
     message names the user and the subject it may not use. Nothing was written.
     """
+
+
+class FoldError(WorkflowError, ValueError):
+    """Raised when an event cannot follow the state it is applied to (a corrupt log, or an
+    event someone appended around the CAS): :func:`workflow.core.fold.refusal` says why."""
+
+
+class ResultsError(WorkflowError, TypeError):
+    """Raised when a function returned something that cannot be stored as JSON results."""
+
+
+class NotConnectedError(ConnectionFailedError):
+    """Raised when a long-running view (the TUI) has no connection yet: the server has not
+    answered; it connects by itself as soon as it does."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from workflow.core.errors import FoldError
 from workflow.core.events import (
     AnyEvent,
     Cancelled,
@@ -36,9 +37,7 @@ from workflow.core.events import (
 from workflow.core.status import FINISHED
 from workflow.core.work import Work, amend
 
-
-class FoldError(ValueError):
-    """Raised when an event cannot follow the state it is applied to (a corrupt log)."""
+__all__ = ["FoldError", "evolve", "failure_results", "fold", "refusal"]
 
 
 def refusal(status: str | None, event: Event | type[Event]) -> str | None:

@@ -47,6 +47,15 @@ def event_subject(event: Event) -> str:
     return f"{base}.{type(event).__name__.lower()}"
 
 
+def work_id_of(subject: str) -> str | None:
+    """The work id in a work event's subject (``wf.<pipeline>.<id>.<event>…``), None if the
+    subject is not one (a schedule's, or junk)."""
+    parts = subject.split(".", 3)
+    if len(parts) < 4 or parts[0] != PREFIX or not parts[2] or parts[1].startswith("_"):
+        return None
+    return parts[2]
+
+
 def work_filter(work_id: str, pipeline: str | None = None) -> str:
     """The subject filter matching every event of one work."""
     return f"{PREFIX}.{pipeline or '*'}.{work_id}.>"

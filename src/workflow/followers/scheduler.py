@@ -53,7 +53,7 @@ from workflow.log.schedules import (
     TIMER_STREAM,
     ensure_timer_stream,
     fired_subject,
-    last_sequence,
+    last_schedule_sequence,
     timer_subject,
 )
 
@@ -83,7 +83,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the schedules and deposit their firings until ``stop`` is set."""
-        last = await last_sequence(self._client.nc)
+        last = await last_schedule_sequence(self._client.nc)
         subscription = await self._client.nc.jetstream().subscribe(
             f"{sch.SCHEDULE_PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL,
             cb=self._inbox.put,
@@ -232,7 +232,7 @@ class Scheduler:
 
     async def _catch_up(self) -> None:
         """Wait (a while) until this scheduler has read every schedule event logged so far."""
-        target = await last_sequence(self._client.nc)
+        target = await last_schedule_sequence(self._client.nc)
         deadline = time.monotonic() + _CATCH_UP
         while self.position < target and time.monotonic() < deadline:
             self._read.clear()

@@ -17,11 +17,9 @@ pulls deliveries (nothing is recorded yet; each is only held for its AckWait),
 :meth:`Claims.claim` turns one into a started work, and :meth:`Claims.give_back` returns
 one never started (a ``nak``: redelivered at once, nothing recorded, no attempt used).
 
-A cancel reaches a held work as an event: the client subscribes (core NATS) to
-``wf.<pipeline>.*.cancelled`` of every pipeline it withdraws from, before its first pull,
-so the running work is stopped as soon as the cancel is in the log. It hears the queue
-events of those pipelines too, so a bucket it found empty is asked again as soon as work
-is queued in it (see :mod:`workflow.log.buckets`, drained buckets).
+Before its first pull from a pipeline, the client's :class:`~workflow.log.watch.Watch`
+subscribes to its cancels and deposits: a held work is stopped as soon as its cancel is
+in the log, and a bucket found empty is asked again as soon as work is queued in it.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import nats.aio.subscription
 from nats.aio.msg import Msg
 
 from workflow.core import events as ev
@@ -52,21 +49,19 @@ from workflow.core.claim import (
     decide_on_head,
 )
 from workflow.core.errors import ConflictError
-from workflow.core.subjects import PREFIX, BucketKey, bucket_from_filter
+from workflow.core.subjects import BucketKey
 from workflow.core.work import Work, amend, validate_field
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
 from workflow.log.heartbeats import Heartbeats
 from workflow.log.leases import Lease, Leases
+from workflow.log.watch import Watch
 
 __all__ = ["Claims", "Delivered", "Lease", "Leases"]
 
 log = logging.getLogger("workflow.client")
 
 Queued = ev.Deposited | ev.Requeued
-#: Pauses (s) while a cancel heard on core NATS is not yet the head in the log: after
-#: them it is taken as refused by the stream (the heartbeat's head check is the backstop).
-CANCEL_CONFIRM_PAUSES = (0.02, 0.1, 0.3, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,17 +84,15 @@ class Delivered:
 
 
 class Claims:
-    """Withdraws works from buckets, in batches, and stops held works that are cancelled."""
+    """Withdraws works from buckets, in batches, each started under its own lease."""
 
-    def __init__(self, gateway: LogGateway, buckets: Buckets, leases: Leases) -> None:
+    def __init__(self, gateway: LogGateway, buckets: Buckets, leases: Leases, watch: Watch) -> None:
         self._log = gateway
         self._buckets = buckets
         self._leases = leases
+        self._watch = watch
         self.heartbeats = Heartbeats(gateway.nc)  # of filtered claims: the watchdog reads them
         self._rotation = 0
-        self._watched: dict[str, nats.aio.subscription.Subscription] = {}
-        #: Told the bucket of every work queued in a watched pipeline (see :meth:`on_queued`).
-        self._queued_listeners: list[Callable[[BucketKey], None]] = []
 
     async def withdraw(
         self,
@@ -149,7 +142,7 @@ class Claims:
             validate_field("site", site)
         if priority is not None:
             validate_field("priority", priority)
-        await self.watch(pipelines)
+        await self._watch.pipelines(pipelines)
         fetched: list[Delivered] = []
         for key in self._in_order(await self._buckets.select(pipelines, site, priority)):
             if self._buckets.drained(key):
@@ -182,68 +175,6 @@ class Claims:
             shift = self._rotation % len(group)
             ordered += group[shift:] + group[:shift]
         return ordered
-
-    async def watch(self, pipelines: list[str]) -> None:
-        """Subscribe to the cancels and queue events of these pipelines (once each), before
-        any pull, so a cancel of a work started here is never missed, and a bucket found
-        empty is asked again as soon as work is queued in it."""
-        for pipeline in pipelines:
-            if pipeline not in self._watched:
-                self._watched[pipeline] = await self._log.nc.subscribe(
-                    f"{PREFIX}.{pipeline}.*.cancelled", cb=self._on_cancel
-                )
-                await self._log.nc.subscribe(f"{PREFIX}.{pipeline}.*.queued.*.*", cb=self._on_queued)
-
-    def on_queued(self, listener: Callable[[BucketKey], None]) -> None:
-        """Call ``listener(bucket)`` whenever work is queued in a watched pipeline (a worker
-        asleep on empty buckets wakes up), from the one subscription :meth:`watch` keeps:
-        each deposit reaches this process once, however many parts want to hear of it."""
-        self._queued_listeners.append(listener)
-
-    async def _on_queued(self, msg: Msg) -> None:
-        """Work was queued: its bucket is no longer drained; the listeners hear of it."""
-        parts = msg.subject.split(".")
-        key = bucket_from_filter(".".join([*parts[:2], "*", *parts[3:]]))
-        if key is not None:
-            self._buckets.refilled(key)
-            for listener in self._queued_listeners:
-                listener(key)
-
-    async def _on_cancel(self, msg: Msg) -> None:
-        """A work was cancelled: if it is held here, stop it and term its message.
-
-        Only once the log has the cancel: core NATS hands every subscriber a publish that
-        the stream then refuses (its CAS lost a race with our ``Started`` or outcome), and
-        such a cancel never happened. The log may store it a moment after we hear it, so
-        a head not yet past our own event is asked again briefly (the heartbeat's head
-        check catches anything later)."""
-        work_id = msg.subject.split(".")[2]
-        if self._leases.get(work_id) is None:
-            return
-        try:
-            heard = ev.decode(msg.data).id
-        except Exception:
-            return
-        for pause in CANCEL_CONFIRM_PAUSES:
-            lease = self._leases.get(work_id)
-            if lease is None:
-                return
-            try:
-                head = await self._log.head(work_id, lease.running.pipeline)
-            except Exception:  # a slow or busy server: ask again after the pause
-                await asyncio.sleep(pause)
-                continue
-            if head is not None and head.event.id == heard:
-                break
-            if head is None or head.seq != lease.head_seq:
-                return  # something else happened to the work: the lease's own flow sees it
-            await asyncio.sleep(pause)
-        else:
-            return  # never stored: the stream refused this cancel
-        if self._leases.get(work_id) is lease:
-            self._leases.lose(work_id, "cancelled")
-            with contextlib.suppress(Exception):
-                await lease.msg.term()
 
     async def claim(self, delivered: Delivered) -> Work | None:
         """Turn a delivered queue message into a started work (its ``Started`` published

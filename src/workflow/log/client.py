@@ -48,6 +48,7 @@ from workflow.log.operations import Operations
 from workflow.log.outcomes import Outcomes
 from workflow.log.permissions import RefusalWatch
 from workflow.log.tls import HandshakeFailures
+from workflow.log.watch import Watch
 
 __all__ = ["Client", "Lease", "Recorded", "retry_delay"]
 
@@ -64,6 +65,7 @@ class _Connected:
     gateway: LogGateway
     buckets: Buckets
     leases: Leases
+    watch: Watch
     claims: Claims
     outcomes: Outcomes
     operations: Operations
@@ -74,10 +76,11 @@ class _Connected:
         gateway = LogGateway(nc, max_payload, name)
         buckets = Buckets(nc, lease)
         leases = Leases(gateway)
+        watch = Watch(gateway, buckets, leases)
         operations = Operations(gateway, buckets, leases)
         return cls(
-            gateway, buckets, leases,
-            claims=Claims(gateway, buckets, leases),
+            gateway, buckets, leases, watch,
+            claims=Claims(gateway, buckets, leases, watch),
             outcomes=Outcomes(gateway, leases),
             operations=operations,
             bulk=Bulk(gateway, operations),
@@ -87,8 +90,15 @@ class _Connected:
 class Client:
     """One connection to the workflow system (see :func:`workflow.connect`)."""
 
-    def __init__(self, url: str | None = None, *, lease: float | None = None, **nats_options: Any):
+    def __init__(
+        self, url: str | None = None, *, lease: float | None = None, candidate_finder: CandidateFinder | None = None,
+        **nats_options: Any,
+    ):
+        """``candidate_finder``: where filtered withdraws (``withdraw(..., tags=…)``) find
+        their candidates, the read model, which this layer does not know:
+        ``workflow.connect()``'s client gives one; without it a filtered withdraw is refused."""
         self.url = nats_url(url)
+        self._candidate_finder = candidate_finder
         self.name: str = nats_options.pop("name", None) or worker_name()
         self._options = nats_options
         self._lease_seconds = lease if lease is not None else lease_seconds()
@@ -266,21 +276,16 @@ class Client:
             )
         return await self._connected.claims.withdraw(pipeline, site=site, priority=priority, timeout=timeout, poll=poll)
 
-    def candidate_finder(self) -> CandidateFinder | None:
-        """Where filtered withdraws find candidates: the read model, which this layer does
-        not know (``workflow.connect()``'s client answers; this one has none)."""
-        return None
-
     def filtered(self, filters: WithdrawFilter) -> FilteredClaims:
         """Claiming by filter, in the same steps as :attr:`claims` (see :mod:`workflow.log.filtered`)."""
-        finder = self.candidate_finder()
+        finder = self._candidate_finder
         if finder is None:
             raise WorkflowError(
                 "a filtered withdraw finds works through the results service: use the client of "
                 "`workflow.connect()`, not the log layer's own"
             )
         parts = self._connected
-        return FilteredClaims(parts.gateway, parts.buckets, parts.leases, parts.claims, finder, filters)
+        return FilteredClaims(parts.gateway, parts.buckets, parts.leases, parts.claims, parts.watch, finder, filters)
 
     async def withdraw_many(
         self, pipeline: str | Sequence[str], limit: int, *, site: str | None = None, priority: int | None = None
@@ -289,6 +294,12 @@ class Client:
         priority first (a lower priority only once the higher buckets are empty); an empty
         list at once if there is none. What a worker with ``limit`` free slots asks."""
         return await self._connected.claims.withdraw_many(pipeline, limit, site=site, priority=priority)
+
+    @property
+    def watch(self) -> Watch:
+        """The cancels and deposits of the pipelines this client withdraws from (see
+        :mod:`workflow.log.watch`): ``watch.on_queued(listener)`` wakes a sleeping worker."""
+        return self._connected.watch
 
     @property
     def claims(self) -> Claims:

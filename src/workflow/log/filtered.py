@@ -47,6 +47,7 @@ from workflow.log.claims import Claims, first_within
 from workflow.log.gateway import LogGateway
 from workflow.log.heartbeats import Beat, HeartbeatTicket
 from workflow.log.leases import Lease, Leases
+from workflow.log.watch import Watch
 
 __all__ = ["Candidate", "CandidateFinder", "CandidateQuery", "FilteredClaims"]
 
@@ -109,13 +110,14 @@ class FilteredClaims:
     (``fetch``, ``claim``, ``give_back``), so a worker uses either."""
 
     def __init__(
-        self, gateway: LogGateway, buckets: Buckets, leases: Leases, claims: Claims,
+        self, gateway: LogGateway, buckets: Buckets, leases: Leases, claims: Claims, watch: Watch,
         finder: CandidateFinder, filters: WithdrawFilter,
     ) -> None:
         self._log = gateway
         self._buckets = buckets
         self._leases = leases
-        self._claims = claims  # for its cancel watch and the heartbeats
+        self._claims = claims  # for the heartbeat keys it shares with the bucket claims
+        self._watch = watch
         self._find = finder
         self.filters = filters
         self._skipped: dict[str, float] = {}  # work id -> until when (monotonic) it is left out
@@ -153,7 +155,7 @@ class FilteredClaims:
             validate_field("site", site)
         if priority is not None:
             validate_field("priority", priority)
-        await self._claims.watch(pipelines)
+        await self._watch.pipelines(pipelines)
         now = time.monotonic()
         self._skipped = {work_id: until for work_id, until in self._skipped.items() if until > now}
         exclude = frozenset(sorted(self._skipped, key=self._skipped.__getitem__)[-MAX_SKIPPED:])

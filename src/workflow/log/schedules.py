@@ -112,7 +112,7 @@ async def head(nc: nats.aio.client.Client, name: str) -> tuple[int, Logged | Non
     return await _last(nc, sch.name_filter(name))
 
 
-async def last_sequence(nc: nats.aio.client.Client) -> int:
+async def last_schedule_sequence(nc: nats.aio.client.Client) -> int:
     """The sequence of the last schedule event in the log (0: none yet)."""
     seq, _ = await _last(nc, f"{sch.SCHEDULE_PREFIX}.>")
     return seq

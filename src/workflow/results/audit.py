@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from workflow.core import events as ev
-from workflow.core.errors import WorkflowError
+from workflow.core.errors import FoldError, WorkflowError
 from workflow.core.fold import fold
 from workflow.core.status import FINISHED
 from workflow.core.work import Work
@@ -128,7 +128,7 @@ def _refold(con: Any) -> list[Anomaly]:
         found.extend(_chains(work_id, history))
         try:
             folded = fold(history)
-        except ValueError as error:  # FoldError
+        except FoldError as error:
             found.append(Anomaly(kind="refold", work_id=work_id, detail=f"its events do not fold: {error}"))
             continue
         projected = None if row is None else row_to_work(dict(zip(WORK_COLUMNS, row, strict=True)))

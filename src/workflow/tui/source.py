@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import nats.errors
 
 import workflow
-from workflow.core.errors import WorkflowError
+from workflow.core.errors import NotConnectedError, WorkflowError
 from workflow.core.subjects import PREFIX
 from workflow.tui.rows import FeedItem
 
@@ -26,10 +26,6 @@ T = TypeVar("T")
 EVENTS = f"{PREFIX}.>"
 #: How many of the newest events the feed keeps.
 FEED_SIZE = 1000
-
-
-class NotConnected(WorkflowError):
-    """The app has no connection yet (the server has not answered)."""
 
 
 class Source:
@@ -59,7 +55,7 @@ class Source:
     async def ask(self, question: Callable[[workflow.Client], Awaitable[T]]) -> T:
         """The answer of the open client to ``question`` (WorkflowError when it fails)."""
         if self.client is None:
-            raise NotConnected(f"not connected to {self.url} yet")
+            raise NotConnectedError(f"not connected to {self.url} yet")
         try:
             return await question(self.client)
         except (nats.errors.Error, TimeoutError) as error:  # raised while NATS reconnects
@@ -70,7 +66,7 @@ class Source:
         until cancelled. The subscription is core NATS on the client's connection, so it
         costs the log nothing and nats-py renews it after a reconnect."""
         if self.client is None:
-            raise NotConnected(f"not connected to {self.url} yet")
+            raise NotConnectedError(f"not connected to {self.url} yet")
         arrived = asyncio.Event()
         pending: list[FeedItem] = []
 

@@ -141,8 +141,8 @@ class Worker:
     async def _listen(self, client: Client) -> None:
         """Hear of deposits in our buckets (they end a sleep) and say who we are."""
         config = self.config
-        client.claims.on_queued(self._queued)
-        await client.claims.watch(config.pipelines)
+        client.watch.on_queued(self._queued)
+        await client.watch.pipelines(config.pipelines)
         log.info(
             "worker %s on %s at site %s: %s isolation, concurrency %d, lives %s, %s",
             client.name, ", ".join(config.pipelines), config.site, self.isolation.name,

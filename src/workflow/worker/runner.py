@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from workflow.core.errors import UnknownFunctionError
+from workflow.core.errors import ResultsError, UnknownFunctionError
 
 #: Error texts and tracebacks are capped so that the event recording them always fits.
 MAX_ERROR_CHARS = 20_000
@@ -72,10 +72,6 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     plots: list[str] | None = None
     error: str | None = None
     traceback: str | None = None
-
-
-class ResultsError(TypeError):
-    """Raised when a function returned something that cannot be stored as JSON results."""
 
 
 def _to_json(value: Any) -> Any:
