@@ -16,7 +16,7 @@ from workflow import Work
 from workflow.tui import WorkflowApp
 from workflow.tui.dashboard import DashboardScreen
 from workflow.tui.detail import WorkScreen
-from workflow.tui.dialogs import ConfirmScreen, HelpScreen, PriorityScreen
+from workflow.tui.dialogs import CancelScreen, HelpScreen, PriorityScreen
 from workflow.tui.feed import EventsScreen
 from workflow.tui.works import WorksScreen
 
@@ -78,7 +78,7 @@ async def test_search_narrows_the_works_and_enter_on_a_pipeline_opens_them(clien
         await pilot.press("slash")
         search = app.screen.query_one("#search", Input)
         assert search.has_focus
-        search.value = ""
+        assert search.value == "pipeline:alpha"  # the search that opened the view, replaced by what is typed
         await pilot.press(*"user:ann tag:x event:123 site:chime", "enter")
         assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[0]])
         assert app.screen.search.filters()["pipeline"] is None
@@ -90,9 +90,9 @@ async def test_search_narrows_the_works_and_enter_on_a_pipeline_opens_them(clien
         prefix = next(ids[4][:n] for n in range(1, 27) if not any(i.startswith(ids[4][:n]) for i in ids[:4]))
         await pilot.press("slash")  # from the table (a submitted search hands focus back to it)
         assert await until(pilot, lambda: search.has_focus)  # typed into the table, `e` would open the feed
-        search.value = ""
-        await pilot.press(*f"user:ann id:{prefix}", "enter")
+        await pilot.press(*f"user:ann id:{prefix}", "enter")  # typed as a person would: no clearing by hand
         assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[4]])
+        assert search.value == f"user:ann id:{prefix}"
 
 
 async def test_paging_shows_the_next_page_and_sorting_reorders(client, results_service, nats_url):
@@ -174,12 +174,15 @@ async def test_cancel_retry_and_priority_act_on_the_log_after_a_confirmation(cli
 
         await _choose(pilot, app, to_cancel)
         await pilot.press("c")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")  # changed my mind: nothing happens
+        assert isinstance(app.screen, CancelScreen)
+        await pilot.press(*"oops", "escape")  # changed my mind: nothing happens
+        assert isinstance(app.screen, WorksScreen)
         await pilot.press("c")
-        await pilot.press("y")
+        assert await until(pilot, lambda: app.screen.query_one("#reason", Input).has_focus)
+        await pilot.press(*"wrong input", "enter")  # the reason, asked for as `workflow cancel --reason` does
         assert await until(pilot, lambda: statuses()[to_cancel] == "cancelled")
-        assert type((await client.history(to_cancel))[-1]).__name__ == "Cancelled"
+        [_deposited, cancelled] = await client.history(to_cancel)
+        assert type(cancelled).__name__ == "Cancelled" and cancelled.reason == "wrong input"
 
         await _choose(pilot, app, to_cancel)
         await pilot.press("R", "y")
@@ -209,10 +212,40 @@ async def test_the_event_feed_shows_new_events_as_they_happen(client, results_se
         [a] = await client.deposit(Work(pipeline="alpha"))
         [b] = await client.deposit(Work(pipeline="beta"))
         assert await until(pilot, lambda: [row[2] for row in rows(app, "#events")] == [b, a])
-        await pilot.press("slash", *"beta", "enter")
+        assert "from then on" in app.screen.query_one("#events", DataTable).border_title
+        await pilot.press("f", *"beta", "enter")
         assert await until(pilot, lambda: [row[1] for row in rows(app, "#events")] == ["beta"])
+        assert text_of(app, "StatusLine").startswith("1 event shown (of 2 received)")
         await pilot.press("enter")
         assert await until(pilot, lambda: isinstance(app.screen, WorkScreen) and app.screen.work_id == b)
+
+
+async def test_the_event_feed_says_it_shows_events_from_now_on(client, results_service, nats_url):
+    await client.deposit(Work(pipeline="alpha"))  # before the app: not in the feed
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: "live" in app.sub_title)
+        await pilot.press("e")
+        table = app.screen.query_one("#events", DataTable)
+        assert await until(pilot, lambda: "since" in str(table.border_title))
+        assert "from then on" in str(table.border_title) and rows(app, "#events") == []
+
+
+async def test_w_from_the_event_feed_opens_the_works_list(client, results_service, nats_url):
+    [a] = await client.deposit(Work(pipeline="alpha"))
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: "live" in app.sub_title)
+        await pilot.press("e")
+        await client.deposit(Work(pipeline="beta"))
+        assert await until(pilot, lambda: len(rows(app, "#events")) == 1)
+        await pilot.press("slash")  # the works search, not the feed's filter (that is `f`)
+        assert isinstance(app.screen, WorksScreen)
+        await pilot.press("escape", "e", "f", *"alpha", "enter")  # a filter typed and applied in the feed
+        assert isinstance(app.screen, EventsScreen)
+        await pilot.press("w")
+        assert isinstance(app.screen, WorksScreen)
+        assert await until(pilot, lambda: a in [row[0] for row in rows(app, "#works")])
 
 
 async def test_help_lists_the_keys_of_the_view(client, results_service, nats_url):
@@ -221,8 +254,48 @@ async def test_help_lists_the_keys_of_the_view(client, results_service, nats_url
         await pilot.press("w", "question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert {"Search", "Next page", "Cancel", "Retry", "Priority", "Quit"} <= {what for _, what in app.screen.keys}
+        assert "pipeline:alpha" in str(app.screen.query_one("#syntax", Static).content)
         await pilot.press("escape")
         assert isinstance(app.screen, WorksScreen)
+
+
+async def test_help_in_the_event_feed_shows_its_own_keys_and_filter(client, results_service, nats_url):
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("e", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = {what for _, what in app.screen.keys}
+        assert "Filter" in keys and "Next page" not in keys and "Search works" in keys
+        syntax = str(app.screen.query_one("#syntax", Static).content)
+        assert "pipeline:alpha,beta" in syntax and "status:" not in syntax  # the feed filters by pipeline and id only
+        await pilot.press("escape")
+        assert isinstance(app.screen, EventsScreen)
+
+
+async def test_slash_on_the_dashboard_opens_the_works_search_with_the_cursor_in_it(client, results_service, nats_url):
+    ids = await client.deposit([Work(pipeline="alpha", user="ann"), Work(pipeline="beta", user="bob")])
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        assert await until(pilot, lambda: len(rows(app, "#pipelines")) == 2)
+        assert await until(pilot, lambda: text_of(app, "StatusLine").startswith("2 pipelines, 2 works"))
+        await pilot.press("slash", *"user:bob", "enter")  # nothing typed is lost; enter searches
+        assert isinstance(app.screen, WorksScreen)
+        search = app.screen.query_one("#search", Input)
+        assert search.value == "user:bob" and "pipeline:" in search.placeholder
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[1]])
+
+        await pilot.press("enter")  # a work opened, then `/` from its detail: back to the search
+        assert await until(pilot, lambda: isinstance(app.screen, WorkScreen) and app.screen.work is not None)
+        await pilot.press("slash", *"user:ann", "enter")
+        assert isinstance(app.screen, WorksScreen)
+        assert await until(pilot, lambda: [row[0] for row in rows(app, "#works")] == [ids[0]])
+
+
+async def test_one_pipeline_is_singular(client, results_service, nats_url):
+    await client.deposit(Work(pipeline="alpha"))
+    app = app_for(nats_url)
+    async with app.run_test(size=SMALL) as pilot:
+        assert await until(pilot, lambda: text_of(app, "StatusLine").startswith("1 pipeline, 1 work ·"))
 
 
 async def test_an_unreachable_server_is_said_plainly_and_retried():

@@ -99,9 +99,10 @@ def tui(
     *,
     connection: Connection,
 ) -> None:
-    """The operator's view, live: dashboard (d), works (w: / search, n/b page, o sort,
-    enter detail), event feed (e); c cancel, R retry, p priority (each confirmed); ? help,
-    q quit. --web serves the same UI at http://HOST:PORT.
+    """The operator's view, live: dashboard (d), works (w: n/b page, o sort, enter detail),
+    event feed (e: events from now on, f filter); / searches the works from any view; c cancel
+    (with an optional reason), R retry, p priority (each confirmed); ? help, q quit. --web
+    serves the same UI at http://HOST:PORT.
     """
     if web:
         from textual_serve.server import Server

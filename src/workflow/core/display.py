@@ -17,6 +17,11 @@ def when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 pipeline``, ``2 pipelines``, ``0 events``: a count with its noun, in the right number."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def waits_of(work: Work) -> str:
     """What a waiting work waits for, for ``show``, ``ls`` and the TUI (empty if it does not
     wait): its precursors and the time it may start (a waiting work's ``start``)."""

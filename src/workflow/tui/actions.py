@@ -1,7 +1,8 @@
 """What an operator does to a work from the app: cancel, retry, change its priority.
 
 Each is one event in the log (``client.cancel``, ``client.requeue``), asked for only after
-a confirmation dialog, and refused up front when the work's status says it cannot apply.
+a confirmation dialog (a cancel's also asks for its reason, optional), and refused up
+front when the work's status says it cannot apply.
 The log has the last word: a work that changed meanwhile is refused by its CAS, and the
 refusal is shown as it is.
 """
@@ -19,10 +20,12 @@ from workflow.core.errors import WorkflowError
 from workflow.core.status import FINISHED
 from workflow.core.work import Work
 from workflow.tui.base import LiveScreen
-from workflow.tui.dialogs import ConfirmScreen, PriorityScreen
+from workflow.tui.dialogs import CancelScreen, ConfirmScreen, PriorityScreen
 
 #: A work may be retried by hand once it ended without success.
 RETRYABLE = ("failure", "cancelled")
+#: The reason a cancel from the app records when the operator gives none.
+NO_REASON = "cancelled from the TUI"
 
 
 class WorkActionsScreen(LiveScreen):
@@ -46,8 +49,12 @@ class WorkActionsScreen(LiveScreen):
             self.notify(f"{target.id} has already finished ({target.status})", severity="warning")
             return
         work_id = target.id
-        self._confirm(f"Cancel work {work_id} ({target.pipeline}, {target.status})?", "Cancel it",
-                      lambda client: client.cancel(work_id, reason="cancelled from the TUI"), f"cancelled {work_id}")
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                self._act(lambda client: client.cancel(work_id, reason=reason or NO_REASON), f"cancelled {work_id}")
+
+        self.app.push_screen(CancelScreen(f"Cancel work {work_id} ({target.pipeline}, {target.status})?"), answered)
 
     def action_retry_work(self) -> None:
         target = self.selected_work()

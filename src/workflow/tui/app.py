@@ -2,7 +2,8 @@
 
 Three views, each a textual *mode* with its own screen stack: the dashboard (``d``:
 pipelines, throughput, buckets), the works (``w``: search, sort, page; ``enter`` opens one)
-and the live event feed (``e``). The app holds the one connection (:class:`Source`): it
+and the live event feed (``e``). ``/`` from any of them opens the works search, the cursor
+in the box, as an operator expects of ``/`` wherever they are. The app holds the one connection (:class:`Source`): it
 opens it, retrying until a server answers, says in the header whether it is live, and
 runs one long-lived worker that watches the log's events and posts :class:`LogChanged` to
 the views, which reload from the results service (``fresh=True``), so a change shows
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen
 
 from workflow.tui.base import LiveScreen, LogChanged, Reconnected
 from workflow.tui.dashboard import DashboardScreen, OpenWorks
@@ -36,6 +38,7 @@ class WorkflowApp(App[int]):
         Binding("d", "view('dashboard')", "Dashboard"),
         Binding("w", "view('works')", "Works"),
         Binding("e", "view('events')", "Events"),
+        Binding("slash", "search", "Search works"),
         Binding("r", "reload", "Reload", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -124,12 +127,26 @@ class WorkflowApp(App[int]):
                 screen.reload()
 
     async def on_open_works(self, message: OpenWorks) -> None:
+        (await self._works_in_sight()).search_for(message.query)
+
+    async def action_search(self) -> None:
+        """The works search, the cursor in its box, from whichever view is shown (a dialog
+        keeps its keys: its answer comes first)."""
+        if isinstance(self.screen, ModalScreen):
+            return
+        (await self._works_in_sight()).action_search()
+
+    async def _works_in_sight(self) -> WorksScreen:
+        """The works view, shown: its mode, with any work opened over it closed."""
         await self.switch_mode("works")
-        works = self.get_screen_stack("works")[0]
-        if isinstance(works, WorksScreen):
-            works.search_for(message.query)
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, WorksScreen):
+            await self.pop_screen()
+        works = self.screen
+        assert isinstance(works, WorksScreen)  # the works mode's first screen
+        return works
 
     def action_help(self) -> None:
+        """The keys of the screen in sight, and the syntax of its search or filter."""
         if isinstance(self.screen, HelpScreen):
             return
         keys: dict[str, str] = {}
@@ -137,4 +154,5 @@ class WorkflowApp(App[int]):
             binding = active.binding
             if binding.description:
                 keys.setdefault(binding.description, binding.key_display or self.get_key_display(binding))
-        self.push_screen(HelpScreen([(key, description) for description, key in keys.items()]))
+        syntax = self.screen.SYNTAX if isinstance(self.screen, LiveScreen) else None
+        self.push_screen(HelpScreen([(key, description) for description, key in keys.items()], syntax))

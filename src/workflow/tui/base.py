@@ -8,7 +8,7 @@ reload asked for while one runs is folded into one more run after it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from textual import work
 from textual.coordinate import Coordinate
@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Static
 import workflow
 from workflow.core.errors import WorkflowError
 from workflow.tui.rows import FeedItem, Row
+from workflow.tui.search import SYNTAX_HELP
 from workflow.tui.source import Source
 
 T = TypeVar("T")
@@ -43,6 +44,10 @@ class StatusLine(Static):
 
 class LiveScreen(Screen[None]):
     """A view that loads from the source and reloads when the log changes."""
+
+    #: What ``?`` shows under the keys: the title and syntax of this view's search or
+    #: filter (the works search, which ``/`` opens from any view, unless a view says otherwise).
+    SYNTAX: ClassVar[tuple[str, str] | None] = ("Search (/: the works view)", SYNTAX_HELP)
 
     def __init__(self, source: Source) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline
 
+from workflow.core.display import counted
 from workflow.tui.base import LiveScreen, StatusLine, fill, selected_key
 from workflow.tui.rows import BUCKET_COLUMNS, PIPELINE_COLUMNS, bucket_key, bucket_rows, pipeline_rows, sparkline_label
 
@@ -65,7 +66,7 @@ class DashboardScreen(LiveScreen):
             rows = pipeline_rows(counts)
             fill(self.query_one("#pipelines", DataTable), rows, [row[0] for row in rows])
             total = sum(c.get("total", 0) for c in counts.values())
-            self.show_status(f"{len(counts)} pipelines, {total} works")
+            self.show_status(f"{counted(len(counts), 'pipeline')}, {counted(total, 'work')} · / searches the works")
         if per_minute is not None:
             self.query_one("#throughput", Sparkline).data = per_minute
             self.query_one("#throughput-label", Label).update(sparkline_label(per_minute))

@@ -1,4 +1,4 @@
-"""Modal dialogs: confirm an action, choose a priority, read the keys (help)."""
+"""Modal dialogs: confirm an action, give a cancel's reason, choose a priority, read the keys (help)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Static
-
-from workflow.tui.search import SYNTAX_HELP
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -42,6 +40,38 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class CancelScreen(ModalScreen[str | None]):
+    """Confirm a cancel and give its reason (optional: recorded in the work's history, as
+    ``workflow cancel --reason`` does). Dismissed with the reason ("" for none) on enter,
+    None when the operator keeps the work."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "keep", "Keep it")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            yield Input(placeholder="reason (optional), recorded in its history", id="reason")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel it (enter)", variant="error", id="cancel")
+                yield Button("Keep it (esc)", variant="primary", id="keep")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip())
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.query_one("#reason", Input).value.strip() if event.button.id == "cancel" else None)
+
+    def action_keep(self) -> None:
+        self.dismiss(None)
 
 
 class PriorityScreen(ModalScreen[int | None]):
@@ -88,13 +118,14 @@ class PriorityScreen(ModalScreen[int | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key of the view underneath, and the search syntax."""
+    """Every key of the view underneath, and the syntax of its search or filter."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
 
-    def __init__(self, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, keys: list[tuple[str, str]], syntax: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.keys = keys
+        self.syntax = syntax
 
     def compose(self) -> ComposeResult:
         width = max((len(key) for key, _ in self.keys), default=0)
@@ -102,8 +133,10 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(classes="dialog help"):
             yield Label("Keys", classes="question")
             yield Static("\n".join(lines), id="keys")
-            yield Label("Search (/)", classes="question")
-            yield Static(SYNTAX_HELP, id="syntax")
+            if self.syntax is not None:
+                title, syntax = self.syntax
+                yield Label(title, classes="question")
+                yield Static(syntax, id="syntax")
             yield Label("escape closes", classes="hint")
 
     def action_close(self) -> None:

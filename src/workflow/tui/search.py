@@ -29,9 +29,12 @@ KEYS = {
 }
 _ID_ALPHABET = re.compile(r"^[0-9A-HJKMNP-TV-Z]+$")
 
+#: One line of examples, every key: the search box's placeholder.
+SEARCH_HINT = "pipeline:alpha status:failure user:ann tag:x event:123 site:chime id:01J"
 SYNTAX_HELP = (
-    "status:failure,cancelled  user:ann  tag:x  event:123  site:chime  id:01J  pipeline:alpha\n"
-    "(a bare word is a status, an id prefix in capitals, or a pipeline)"
+    "pipeline:alpha  status:failure,cancelled  user:ann  tag:x  event:123  site:chime  id:01J\n"
+    "(every term must hold; a comma gives alternatives; a bare word is a status, an id\n"
+    "prefix in capitals, or a pipeline)"
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ class Source:
         self.url = workflow.connect(**connect_options).url
         self.client: workflow.Client | None = None
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
+        #: When the watch of the log began (unix seconds): the feed holds events from then on.
+        self.watching_since: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -75,6 +78,8 @@ class Source:
             arrived.set()
 
         subscription = await self.client.nc.subscribe(EVENTS, cb=received)
+        if self.watching_since is None:
+            self.watching_since = time.time()
         try:
             while True:
                 await arrived.wait()

@@ -21,7 +21,7 @@ from workflow.tui.actions import WorkActionsScreen
 from workflow.tui.base import StatusLine, fill, selected_key
 from workflow.tui.detail import WorkScreen
 from workflow.tui.rows import Column, work_columns, work_rows
-from workflow.tui.search import Search, parse
+from workflow.tui.search import SEARCH_HINT, Search, parse
 from workflow.tui.source import Source
 
 PAGE_SIZE = 100
@@ -51,12 +51,13 @@ class WorksScreen(WorkActionsScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="/ search: status:failure user:ann tag:x event:123 site:chime id:01J", id="search")
+        yield Input(placeholder=SEARCH_HINT, id="search")
         yield DataTable(id="works", cursor_type="row", zebra_stripes=True)
         yield StatusLine("")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#search", Input).border_title = "search (/)"
         self._set_columns(self.app.size.width)
         self.query_one("#works", DataTable).focus()
 
@@ -119,7 +120,11 @@ class WorksScreen(WorkActionsScreen):
             self.query_one("#works", DataTable).focus()
 
     def action_search(self) -> None:
-        self.query_one("#search", Input).focus()
+        """The cursor in the box, its text selected: what is typed replaces the last search
+        (``enter`` on an empty box shows every work)."""
+        box = self.query_one("#search", Input)
+        box.focus()
+        box.select_all()
 
     def action_leave_search(self) -> None:
         self.query_one("#works", DataTable).focus()
