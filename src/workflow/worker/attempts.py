@@ -57,6 +57,9 @@ class Attempts:
         self.isolation = isolation
         self._abort = abort
         self._retry_due = retry_due
+        #: Why a work's attempt failed (``Type: message``), by work id, until the worker's
+        #: ``finish`` line for it takes it: the line an operator reads names the error.
+        self.errors: dict[str, str] = {}
 
     def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
         """What to run for ``work``: the worker's --function/--command, else the work's own."""
@@ -179,6 +182,8 @@ class Attempts:
                     retry=False,
                 )
                 return "too-large"
+        if outcome.error is not None and work.id is not None:
+            self.errors[work.id] = outcome.error
         if outcome.status == "unrunnable":
             await client.fail(work, "unrunnable", outcome.error, retry=False)
             return "unrunnable"

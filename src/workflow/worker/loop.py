@@ -274,11 +274,21 @@ class Worker:
             slot.free()
             seconds = time.monotonic() - began
             metrics.observe_attempt(work.pipeline, outcome, seconds)
-            log.info(  # the attempt ends
-                "finish %s pipeline=%s attempt=%d outcome=%s duration=%.3fs",
-                work.id, work.pipeline, work.attempt, outcome, seconds,
-                extra={**fields, "outcome": outcome, "seconds": round(seconds, 6)},
+            failed_with = self.attempts.errors.pop(work.id or "", None)
+            said = f" error={first_line(failed_with)}" if failed_with else ""
+            log.info(  # the attempt ends; a failed one with its error's first line
+                "finish %s pipeline=%s attempt=%d outcome=%s duration=%.3fs%s",
+                work.id, work.pipeline, work.attempt, outcome, seconds, said,
+                extra={**fields, "outcome": outcome, "seconds": round(seconds, 6), "error": failed_with},
             )
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of an error (after the mark of a clipped one), cut to ``limit``
+    characters: one log line stays one line."""
+    lines = [line for line in text.strip().splitlines() if not line.endswith(" characters cut]")]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class _Slot:
