@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 import nats.errors
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 import workflow
 from workflow.core.errors import (
@@ -69,6 +71,16 @@ def classify(error: BaseException) -> tuple[int, str | None] | None:
         if isinstance(error, types):
             return code, message(error) if message else None
     return None
+
+
+def listing(*headers: str) -> Table:
+    """A table of rows that stays readable in 80 columns: no vertical rules (two spaces
+    between columns), and a cell too long for its column wraps onto a second line instead of
+    being cut to ``sa…``."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
 
 
 def fail(message: str, code: int) -> typer.Exit:

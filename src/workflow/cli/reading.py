@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Column, Table
+from rich.table import Table
 
 import workflow
 from workflow.cli.options import (
@@ -28,11 +29,14 @@ from workflow.cli.options import (
     connection_options,
     work_filters,
 )
-from workflow.cli.output import LogFormat, console, fail, print_json, run, setup_logging, with_client
+from workflow.cli.output import LogFormat, console, fail, listing, print_json, run, setup_logging, with_client
 from workflow.core.display import waits_of, when
 from workflow.core.errors import ValidationError
 from workflow.core.status import LOGGED
 from workflow.core.work import Work
+
+#: From this many columns on, ``ls`` shows every column (site, stop time, user) with full times.
+WIDE_LS = 140
 
 
 @connection_options
@@ -54,15 +58,27 @@ def ls(
     if as_json:
         print_json([work.payload for work in works])
         return
-    table = Table(Column("id", no_wrap=True), "pipeline", "status", "site", "prio", "attempt", "created (UTC)",
-                  "stopped (UTC)", "user")
+    wide = console.width >= WIDE_LS
+    if wide:
+        table = listing("id", "pipeline", "status", "site", "prio", "attempt", "created (UTC)", "stopped (UTC)", "user")
+    else:  # 80 columns: what tells works apart; show ID (or a wider terminal) has the rest
+        table = listing("id", "pipeline", "status", "pri", "att", "created (UTC)")
+    for column in table.columns:  # ids, numbers and times whole; names and statuses wrap
+        column.no_wrap = column.header not in ("pipeline", "status", "user")
     for work in works:
         status = f"waiting ({waits_of(work)})" if work.status == "waiting" else work.status
-        table.add_row(
-            work.id, work.pipeline, status, work.site, str(work.priority), str(work.attempt),
-            when(work.creation), when(work.stop), work.user or "",
-        )
+        if wide:
+            table.add_row(work.id, work.pipeline, status, work.site, str(work.priority), str(work.attempt),
+                          when(work.creation), when(work.stop), work.user or "")
+        else:
+            table.add_row(work.id, work.pipeline, status, str(work.priority), str(work.attempt),
+                          short_time(work.creation))
     console.print(table)
+
+
+def short_time(timestamp: float | None) -> str:
+    """``12-06 02:10:33`` (UTC, no year): a time in a narrow table, as the TUI shows it."""
+    return "-" if timestamp is None else datetime.fromtimestamp(timestamp, tz=UTC).strftime("%m-%d %H:%M:%S")
 
 
 @connection_options
@@ -84,7 +100,7 @@ def pipelines(fresh: Fresh = True, as_json: AsJson = False, *, connection: Conne
         print_json(found)
         return
     columns = ("total", *LOGGED)
-    table = Table("pipeline", *columns)
+    table = listing("pipeline", *columns)
     for name, counts in found.items():
         table.add_row(name, *(str(counts[c]) for c in columns))
     console.print(table)
@@ -94,19 +110,28 @@ def pipelines(fresh: Fresh = True, as_json: AsJson = False, *, connection: Conne
 def replay(
     db: Annotated[Path, typer.Option("--db", help="The new DuckDB file to build (must not exist).")],
     until: Annotated[str | None, typer.Option(
-        help="Stop at this ISO time: the state of every work at that moment.")] = None,
+        help="Stop at this ISO time: the state of every work at that moment. A time without a zone "
+             "(2026-12-06T02:10:00) is UTC; name one to mean another (…+01:00).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
     connection: Connection,
 ) -> None:
     """Build a fresh DuckDB from the log (from sequence 1), for audits and analysis."""
+    from workflow.log.jsapi import first_time
     from workflow.results.client import as_unix
+    from workflow.results.projector import check_replay
     from workflow.results.projector import replay as replay_log
 
+    first_event: float | None = None
+
     async def go() -> int:
+        nonlocal first_event
         until_time = as_unix(until, "until")
         async with workflow.connect(**connection.options()) as client:
-            if quiet:
+            await check_replay(client.nc, db, until_time)  # refused before any progress bar shows
+            first_event = await first_time(client.nc)
+            before_the_log = until_time is not None and first_event is not None and until_time < first_event
+            if quiet or before_the_log:  # no bar for nothing to replay: the line after says why
                 return await replay_log(client.nc, db, until_time=until_time)
             columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
                        TimeRemainingColumn())
@@ -119,8 +144,18 @@ def replay(
                 return await replay_log(client.nc, db, until_time=until_time, progress=advance)
 
     position = run(go())
-    suffix = f" (events logged up to {until})" if until else ""
-    console.print(f"replayed the log up to sequence {position} into {db}{suffix}", highlight=False)
+    if until is None:
+        console.print(f"replayed the log up to sequence {position} into {db}", highlight=False)
+        return
+    until_time = as_unix(until, "until") or 0.0
+    naive = datetime.fromisoformat(until.replace("Z", "+00:00")).tzinfo is None  # as_unix read it
+    zone = f" ({until} has no zone: read as UTC)" if naive else ""
+    if first_event is not None and until_time < first_event:
+        console.print(f"nothing replayed: {when(until_time)}{zone} is before the log's first event "
+                      f"({when(first_event)}); {db} holds no works (none existed yet)", highlight=False)
+        return
+    console.print(f"replayed the log up to sequence {position} into {db}: the state at {when(until_time)}{zone}",
+                  highlight=False)
 
 
 def sql(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shlex
@@ -16,11 +17,14 @@ from rich.table import Table
 import workflow
 from workflow.cli.bulk import Ids, Selection, Yes, act
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
-from workflow.cli.output import console, fail, print_json, reported, with_client
+from workflow.cli.output import console, errors, fail, listing, print_json, reported, with_client
 from workflow.core.display import describe, waits_of, when
+from workflow.core.status import FINISHED
 
 WorkId = Annotated[str, typer.Argument(metavar="ID", help="The work's id.")]
 Reason = Annotated[str | None, typer.Option(help="Why (recorded in the history).")]
+#: How a finished work ended, as the end of "it ...".
+ENDED = {"success": "succeeded", "failure": "failed", "cancelled": "was cancelled", "deleted": "was deleted"}
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -78,7 +82,7 @@ class WorkFields(TemplateFields):
 @connection_options
 @option_group(WorkFields, "fields")
 def deposit(
-    pipeline: Annotated[str, typer.Argument(help="Pipeline name (letters, digits and '-').")],
+    pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline name (letters, digits and '-').")],
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-P", help="key=value, repeatable; values are JSON when they parse.")] = None,
     *,
@@ -88,7 +92,9 @@ def deposit(
         "--delay", help="Enter the bucket only after this long: 30s, 5m, 2h.")] = None,
     at: Annotated[str | None, typer.Option(
         "--at", help="Enter the bucket only at this ISO time, e.g. 2026-12-01T02:00:00Z.")] = None,
-    as_json: AsJson = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='Print the new ids as one JSON list, e.g. ["01M94HW080CMMTZT9J21H6QR30"], '
+                       "instead of one id per line.")] = False,
     connection: Connection,
 ) -> None:
     """Deposit work into its bucket (or make it wait: --after, --delay, --at); prints the new ids.
@@ -112,7 +118,7 @@ def cancel(
     ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False, *, chosen: Selection,
     connection: Connection,
 ) -> None:
-    """Cancel works: a queued work never runs; a running one is stopped at its next heartbeat.
+    """Cancel works: a queued work never runs; a running one stops as soon as its worker hears it.
 
     By id, or every work matching filters (asks first; each work its own event, and one that
     changed meanwhile is skipped and counted).
@@ -134,7 +140,9 @@ def requeue(
     priority: Annotated[int | None, typer.Option(help="New priority (1 to 5).")] = None,
     site: Annotated[str | None, typer.Option(help="New site.")] = None,
     reason: Reason = None,
-    yes: Yes = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", "--force",
+        help="Act without asking, also on works that succeeded (which then run again).")] = False,
     as_json: AsJson = False,
     *,
     chosen: Selection,
@@ -142,17 +150,52 @@ def requeue(
 ) -> None:
     """Put queued or finished works (back) in their buckets: re-prioritise, move, or retry them.
 
-    By id, or every work matching filters (asks first). A running work is refused (cancel it first).
+    By id, or every work matching filters (asks first). A running work is refused (cancel it
+    first). A work that succeeded runs again: asked first (--force does not ask); its results
+    are replaced by the new run's, the old ones stay in its history.
 
     Example: workflow requeue --pipeline sample-pipeline --status failure --priority 5 --yes
     """
+    if ids and not yes:
+        confirm_rerun(connection, ids, priority=priority, site=site)
 
     async def one(client: workflow.Client, work_id: str) -> str:
+        before = await client.get(work_id)
         work = await client.requeue(work_id, priority=priority, site=site, reason=reason)
-        return f"requeued {work_id} (priority {work.priority}, site {work.site})"
+        where = f"priority {work.priority}, site {work.site}"
+        if before.status in FINISHED:
+            return f"requeued {work_id}: it {ENDED[before.status]} and runs again; queued at {where}"
+        return f"requeued {work_id}: {before.status}, now at {where}"
 
     act("requeue", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one,
         priority=priority, site=site, reason=reason)
+
+
+def confirm_rerun(connection: Connection, ids: list[str], *, priority: int | None, site: str | None) -> None:
+    """Ask before re-queueing works that succeeded (a re-run replaces what ``show`` reports
+    as their results); exit 1, nothing changed, without a yes. Other works do not ask: a
+    failed or cancelled one is re-queued to be retried, a queued one is moved."""
+
+    async def succeeded(client: workflow.Client) -> list[workflow.Work]:
+        works = await asyncio.gather(*(client.get(work_id) for work_id in ids), return_exceptions=True)
+        return [work for work in works if isinstance(work, workflow.Work) and work.status == "success"]
+
+    done = with_client(connection, succeeded)
+    if not done:
+        return
+    where = "".join((f" at priority {priority}" if priority else "", f" at site {site}" if site else ""))
+    for work in done:
+        errors.print(f"{work.id} succeeded (results: {json.dumps(work.results)}); re-queued{where}, it runs again "
+                     "and show reports the new run's results (the old ones stay in its history).",
+                     markup=False, highlight=False)
+    question = "Run it again?" if len(done) == 1 else f"Run these {len(done)} works again?"
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # no answer (stdin closed): not a yes
+        errors.print()
+        agreed = False
+    if not agreed:
+        raise fail("not confirmed; nothing was re-queued (--force re-queues without asking)", 1)
 
 
 @connection_options
@@ -182,7 +225,7 @@ def buckets(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json(stats)
         return
-    table = Table("pipeline", "site", "priority", "waiting", "held", "redelivered", "lease (s)")
+    table = listing("pipeline", "site", "priority", "waiting", "held", "redelivered", "lease (s)")
     for s in stats:
         table.add_row(s.pipeline, s.site, str(s.priority), str(s.waiting), str(s.held), str(s.redelivered),
                       f"{s.lease_seconds:g}")

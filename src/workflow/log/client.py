@@ -361,7 +361,8 @@ class Client:
         return await self._connected.operations.buckets()
 
     async def cancel(self, work_id: str, reason: str | None = None) -> ev.Cancelled:
-        """Cancel a work: a queued work never runs; a running one stops at its next heartbeat."""
+        """Cancel a work: a queued work never runs; a running one is stopped as soon as its
+        worker hears the ``Cancelled`` event."""
         return await self._connected.operations.cancel(work_id, reason)
 
     async def requeue(

@@ -9,6 +9,8 @@ the API itself, through the one helper here.
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from typing import Any
 
 import nats.aio.client
@@ -61,6 +63,16 @@ async def stream_info(nc: nats.aio.client.Client, stream: str = STREAM) -> dict[
 async def last_sequence(nc: nats.aio.client.Client, stream: str = STREAM) -> int:
     """The sequence of the last event in the log (0 when empty)."""
     return int((await stream_info(nc, stream))["state"]["last_seq"])
+
+
+async def first_time(nc: nats.aio.client.Client, stream: str = STREAM) -> float | None:
+    """When the oldest event still in the log was stored (unix seconds; None when empty)."""
+    state = (await stream_info(nc, stream))["state"]
+    if not state.get("messages"):
+        return None
+    # RFC 3339 with nanoseconds ("2026-12-06T02:10:28.162123456Z"): Python reads microseconds
+    stamp = re.sub(r"(\.\d{6})\d+", r"\1", state["first_ts"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 async def first_sequence(nc: nats.aio.client.Client, stream: str = STREAM) -> int:

@@ -42,8 +42,8 @@ class Operations:
         return await self._buckets.stats()
 
     async def cancel(self, work_id: str, reason: str | None = None) -> ev.Cancelled:
-        """Cancel a work: a queued work never runs; a running one is stopped at its next
-        heartbeat. Raises ConflictError if it already finished, NotFoundError if unknown."""
+        """Cancel a work: a queued work never runs; a running one is stopped as soon as its
+        worker hears the ``Cancelled`` event. Raises ConflictError if it already finished, NotFoundError if unknown."""
         for _ in range(CANCEL_TRIES):
             head = await self._log.head(work_id)
             if head is None:

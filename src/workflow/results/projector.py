@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from workflow.core.display import when
 from workflow.core.errors import WorkflowError
 from workflow.core.schedules import is_schedule_subject
 from workflow.core.subjects import PREFIX, STREAM
@@ -505,6 +506,24 @@ class _Writer:
             self.progress(self.projector.position)
 
 
+async def check_replay(nc: nats.aio.client.Client, db_path: Path, until_time: float | None = None) -> None:
+    """Refuse, before any file is written, a replay that cannot give what it promises: into
+    a file that exists, or up to a time before the log's first event when older events
+    have aged out of it (the state at that moment is no longer in the log). On a whole log
+    (from sequence 1), a time before its first event is a fair question: nothing existed
+    yet, and the replay says so with an empty database."""
+    if db_path.exists():
+        raise WorkflowError(f"{db_path} exists; replay builds a fresh database (remove it, or choose another file)")
+    if until_time is None or await jsapi.first_sequence(nc) <= 1:
+        return
+    first = await jsapi.first_time(nc)
+    if first is not None and until_time < first:
+        raise WorkflowError(
+            f"cannot replay up to {when(until_time)}: the log's events before {when(first)} have aged out of it "
+            "(UTC unless the time names its zone). No file was written."
+        )
+
+
 async def replay(
     nc: nats.aio.client.Client,
     db_path: Path,
@@ -517,8 +536,7 @@ async def replay(
 
     Returns the last sequence applied. ``progress(position, last)`` follows it.
     """
-    if db_path.exists():
-        raise WorkflowError(f"{db_path} exists; replay builds a fresh database (remove it, or choose another file)")
+    await check_replay(nc, db_path, until_time)
     last = await jsapi.last_sequence(nc)
     con = database.connect(db_path)
     try:
