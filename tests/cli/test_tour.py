@@ -108,8 +108,9 @@ async def test_replay_until_before_the_first_event_says_so_and_when_that_is(clie
 
 
 async def test_ls_and_pipelines_stay_readable_in_80_columns(client, results_service, nats_url):
-    await client.deposit([Work(pipeline="sample-pipeline", user="ann") for _ in range(2)])
-    for command in (("ls", "--pipeline", "sample-pipeline"), ("pipelines",), ("buckets",)):
+    ids = await client.deposit([Work(pipeline="sample-pipeline", user="ann") for _ in range(2)])
+    await client.cancel(ids[0], reason="the longest status, for the widest row")
+    for command in (("ls", "--pipeline", "sample-pipeline"), ("pipelines",), ("buckets",), ("history", ids[0])):
         shown = await workflow_cli(*command, url=nats_url, columns=80)
         assert shown.returncode == 0, shown.stderr
         assert "…" not in shown.stdout, shown.stdout

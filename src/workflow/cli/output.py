@@ -77,7 +77,7 @@ def listing(*headers: str) -> Table:
     """A table of rows that stays readable in 80 columns: no vertical rules (two spaces
     between columns), and a cell too long for its column wraps onto a second line instead of
     being cut to ``sa…``."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for header in headers:
         table.add_column(header, overflow="fold")
     return table

@@ -259,7 +259,9 @@ def history(work_id: WorkId, as_json: AsJson = False, *, connection: Connection)
     if as_json:
         print_json([{"seq": r.seq, "subject": r.subject, "event": r.event} for r in records])
         return
-    table = Table("seq", "time (UTC)", "event", "attempt", "by", "what")
+    table = listing("seq", "time (UTC)", "event", "attempt", "by", "what")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for r in records:
         table.add_row(
             str(r.seq), when(r.event.time), type(r.event).__name__, str(getattr(r.event, "attempt", "")),
