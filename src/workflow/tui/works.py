@@ -81,7 +81,7 @@ class WorksScreen(WorkActionsScreen):
         works, total = await asyncio.gather(
             self.ask(lambda client: client.results.query(
                 **filters, limit=self.page_size, offset=offset, order=order, fresh=True)),
-            self.ask(lambda client: client.results.count(**filters)),
+            self.ask(lambda client: client.results.count(**filters, fresh=True)),  # as fresh as the rows
         )
         if works is None or total is None:
             return
