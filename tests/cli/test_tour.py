@@ -135,6 +135,13 @@ async def test_the_workers_finish_line_names_a_failures_error(client, nats_url):
     [finish] = [line for line in ran.stderr.splitlines() if " finish " in line]
     assert "outcome=failed" in finish and finish.endswith("error=RuntimeError: this work always fails")
 
+    await client.deposit(Work(pipeline="slow", parameters={"seconds": 30}, timeout=1, retries=0))
+    ran = await workflow_cli("run", "slow", "--function", "workflow.examples.sleep", "--lives", "1", url=nats_url)
+    assert ran.returncode == 0, ran.stderr
+    [finish] = [line for line in ran.stderr.splitlines() if " finish " in line]
+    assert "outcome=timeout" in finish
+    assert finish.endswith("error=ran past its timeout of 1s; its process group was killed")
+
 
 def test_the_tour_and_the_tutorial_agree():
     readme, tutorial = (ROOT / "README.md").read_text(), (ROOT / "docs/tutorial.md").read_text()

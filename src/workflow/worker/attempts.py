@@ -150,9 +150,10 @@ class Attempts:
             return "given back"
         # Retried like any failure while retries remain, unless the work's config["retry_on"]
         # leaves "timeout" out (workflow.core.retry).
-        event = await client.fail(
-            work, "timeout", f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}",
-        )
+        error = f"ran past its timeout of {work.timeout}s; {self._stopped_how(plan)}"
+        if work.id is not None:
+            self.errors[work.id] = error
+        event = await client.fail(work, "timeout", error)
         if event.will_retry and event.retry_in is not None:
             self._retry_due(event.retry_in)
             return "timeout, will retry"
