@@ -437,3 +437,15 @@ async def test_a_refused_deposit_names_the_action_and_keeps_the_work_ids_case(se
             await client.deposit(work)
     assert (f"deposit refused: NATS user viewer may not publish to wf.{SAMPLE_PIPELINE}.{work_id}.queued.local.3"
             in str(refused.value))
+
+
+async def test_without_a_server_to_ask_a_new_bucket_is_refused_saying_why(secured, tmp_path):
+    """A bare nats-server with the roles and no ``workflow server``: nobody answers the bucket
+    request, and the depositor may not create the bucket itself."""
+    from workflow.server import EmbeddedNats
+
+    with EmbeddedNats(tmp_path / "bare", port=-1, config=secured[0] / "nats.conf") as bare:
+        await prepare_log(bare.url, **credentials(secured, "server"))
+        async with workflow.connect(bare.url, **credentials(secured, "depositor")) as client:
+            with pytest.raises(PermissionDeniedError, match=r"deposit refused: .*no `workflow server` answered"):
+                await client.deposit(workflow.Work(pipeline="no-keeper", function="workflow.examples.add"))

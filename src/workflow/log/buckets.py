@@ -39,7 +39,7 @@ import nats.aio.client
 import nats.errors
 from nats.aio.msg import Msg
 
-from workflow.core.errors import WorkflowError
+from workflow.core.errors import PermissionDeniedError, WorkflowError
 from workflow.core.subjects import BUCKET_REQUESTS, STREAM, BucketKey, bucket_from_filter
 from workflow.log import jsapi
 from workflow.log.inbox import Inbox
@@ -132,7 +132,12 @@ class Buckets:
         try:
             reply = await self._nc.request(BUCKET_REQUESTS, json.dumps(request).encode(), timeout=5)
         except nats.errors.NoRespondersError:
-            return await create_bucket(self._nc, key, self._lease)
+            try:
+                return await create_bucket(self._nc, key, self._lease)
+            except PermissionDeniedError as error:
+                raise PermissionDeniedError(
+                    f"{error} (no `workflow server` answered on {BUCKET_REQUESTS} to create bucket {key.consumer}, "
+                    "and only the server role may create one)") from None
         answer: dict[str, Any] = json.loads(reply.data)
         return answer
 
