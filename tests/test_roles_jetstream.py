@@ -449,3 +449,21 @@ async def test_without_a_server_to_ask_a_new_bucket_is_refused_saying_why(secure
         async with workflow.connect(bare.url, **credentials(secured, "depositor")) as client:
             with pytest.raises(PermissionDeniedError, match=r"deposit refused: .*no `workflow server` answered"):
                 await client.deposit(workflow.Work(pipeline="no-keeper", function="workflow.examples.add"))
+
+
+async def test_the_server_fires_a_schedule_into_a_brand_new_pipeline(secured):
+    """The server's own deposits (a schedule's firings) need a bucket too: it asks its
+    keeper like any client, which the server role may."""
+    pipeline = "brand-new-scheduled"
+    async with workflow.connect(secured[1], **credentials(secured, "operator")) as operator:
+        await operator.add_schedule("roles-tick", workflow.Work(pipeline=pipeline, function="workflow.examples.add"),
+                                    every="1s")
+        try:
+            deadline = time.monotonic() + 30
+            waiting = 0
+            while waiting == 0 and time.monotonic() < deadline:
+                waiting = sum(b.waiting for b in await operator.buckets() if b.pipeline == pipeline)
+                await asyncio.sleep(0.2)
+            assert waiting > 0
+        finally:
+            await operator.remove_schedule("roles-tick")

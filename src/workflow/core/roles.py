@@ -92,7 +92,7 @@ ROLES: dict[str, Role] = {
     for role in (
         Role("server", "projector and results service: creates the stream, reads the log in order, answers queries",
              publish=(f"{_API}.>", "$JS.FC.>", "$JS.ACK.>", "_INBOX.>", "$SRV.>", "workflow.results.>",
-                      f"{PREFIX}.>", f"{TIMER_PREFIX}.>"),
+                      f"{PREFIX}.>", f"{TIMER_PREFIX}.>", BUCKET_REQUESTS),
              subscribe=("_INBOX.>", f"{PREFIX}.>", "$SRV.>", "workflow.results.>", BUCKET_REQUESTS)),
         Role("depositor", "deposit works, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.waiting")),

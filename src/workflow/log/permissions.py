@@ -77,7 +77,7 @@ class RefusalWatch:
         #: so whoever pulls asks here why nothing came.
         self.last_refusal: PermissionDeniedError | None = None
         self._listeners: list[Callable[[str, PermissionDeniedError], None]] = []
-        self._refused_login = asyncio.Event()
+        self._refused_login: asyncio.Event | None = None  # made by each bounded connect, in its loop
 
     def on_refusal(self, listener: Callable[[str, PermissionDeniedError], None]) -> None:
         """Call ``listener(subject, error)`` at each refused publish (a pull waits on it)."""
@@ -87,7 +87,8 @@ class RefusalWatch:
         text = str(error)
         if any(phrase in text.lower() for phrase in _LOGIN_REFUSED) or type(error).__name__ == "AuthorizationError":
             self.login_refused = login_refused(self.url, self.options)
-            self._refused_login.set()
+            if self._refused_login is not None:
+                self._refused_login.set()
             return
         match = _VIOLATION.search(text)
         if match is None:
@@ -108,6 +109,7 @@ class RefusalWatch:
     async def bounded(self, connecting: Awaitable[T]) -> T:
         """``await connecting``, or the refused login's error as soon as the server refuses
         it (nats-py would try again, and then say only "no servers available")."""
+        self._refused_login = asyncio.Event()
         connect = asyncio.ensure_future(connecting)
         refused = asyncio.ensure_future(self._refused_login.wait())
         try:
@@ -118,6 +120,7 @@ class RefusalWatch:
             raise self.login_refused
         finally:
             refused.cancel()
+            self._refused_login = None
             if not connect.done():
                 connect.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
