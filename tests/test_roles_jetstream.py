@@ -164,6 +164,7 @@ async def server_view(secured: tuple[Path, str]) -> dict[str, object]:
     try:
         seen: dict[str, object] = {}
         for name, subject in (("bucket", f"CONSUMER.INFO.{STREAM}.{SAMPLE_BUCKET}"),
+                              ("intruder", f"CONSUMER.INFO.{STREAM}.intruder"),
                               ("log", f"STREAM.INFO.{STREAM}"), ("claims", f"STREAM.INFO.{heartbeats.STREAM}"),
                               ("timers", f"STREAM.INFO.{schedule_log.TIMER_STREAM}")):
             reply = json.loads((await nc.request(f"$JS.API.{subject}", b"", timeout=10)).data)
@@ -184,6 +185,7 @@ async def test_the_server_refuses_each_role_exactly_what_the_table_refuses(secur
     deposit(secured, SAMPLE_PIPELINE)  # the bucket exists (local, priority 3)
     before = await server_view(secured)
     assert before["bucket"]["ack_wait"] != 10**9 and before["bucket"]["max_deliver"] == -1  # type: ignore[index]
+    assert before["intruder"]["code"] == 404  # type: ignore[index]
     refusals = Refusals()
     nc = await connection.connect(secured[1], error_cb=refusals.note, **credentials(secured, name))
     answered: set[str] = set()

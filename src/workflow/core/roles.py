@@ -229,6 +229,7 @@ JETSTREAM_ACTIONS: tuple[JetStreamAction, ...] = tuple(JetStreamAction(label, f"
     ("create or update a bucket (with a filter)",
      f"CONSUMER.CREATE.{STREAM}.{SAMPLE_BUCKET}.wf.sample-pipeline.01ABC.queued.local.3"),
     ("create or update a durable consumer (old API)", f"CONSUMER.DURABLE.CREATE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("create a new consumer", f"CONSUMER.CREATE.{STREAM}.intruder"),
     ("create an ephemeral consumer", f"CONSUMER.CREATE.{STREAM}"),
     ("delete a bucket", f"CONSUMER.DELETE.{STREAM}.{SAMPLE_BUCKET}"),
     ("pause a bucket", f"CONSUMER.PAUSE.{STREAM}.{SAMPLE_BUCKET}"),
