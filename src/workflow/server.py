@@ -34,6 +34,22 @@ log = logging.getLogger("workflow.server")
 SERVICES_GRACE = 15.0
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
+#: Where the embedded server listens unless told (``--listen``): this host only.
+LOOPBACK = "127.0.0.1"
+#: Addresses that mean "every interface".
+ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is reachable from this host only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def nats_server_binary() -> str:
@@ -67,7 +83,9 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        """Where this host's clients reach the server (loopback when it listens on every interface)."""
+        host = LOOPBACK if self.host in ANY_ADDRESS else self.host
+        return f"nats://[{host}]:{self.port}" if ":" in host else f"nats://{host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,29 +142,66 @@ class EmbeddedNats:
 
 async def prepare_log(url: str, *, replicas: int | None = None, **connect_options: Any) -> None:
     """Connect to ``url`` (one URL, or a comma-separated list of a cluster's), check the
-    server, and apply ``streams/`` (idempotent). ``connect_options`` go to ``nats.connect``
-    (``user``, ``password``, …)."""
-    from workflow.core.errors import ConnectionFailedError
-    from workflow.core.settings import nats_servers
-    from workflow.log import connection, jsapi
-    from workflow.log.streams import apply_streams
+    server and that this process may manage the log (the server role, :func:`check_server_role`),
+    and apply ``streams/`` and the claims' heartbeat bucket (idempotent). ``connect_options``
+    go to ``nats.connect`` (``user``, ``password``, …).
+
+    A refused login or a missing permission is a PermissionDeniedError at once (``workflow
+    server`` exits 4, which systemd's ``RestartPreventExitStatus=4`` does not restart):
+    nats-py alone would retry the login and then report "no servers available", and a
+    refused request would wait for its timeout."""
+    from workflow.core.errors import ConnectionFailedError, PermissionDeniedError
+    from workflow.core.settings import nats_servers, redacted
+    from workflow.log import connection, heartbeats, jsapi
+    from workflow.log.permissions import RefusalWatch
+    from workflow.log.streams import apply_stream, apply_streams
     from workflow.log.tls import HandshakeFailures
 
+    refusals = RefusalWatch(url, connect_options)
     tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
+
+    async def on_error(error: Exception) -> None:
+        tls_failures.note(error)
+        await refusals(error)
+
     try:
-        nc = await tls_failures.bounded(connection.connect(
+        nc = await refusals.bounded(tls_failures.bounded(connection.connect(
             servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
-            error_cb=tls_failures.error_callback, **connect_options))
+            error_cb=on_error, **connect_options)))
+    except PermissionDeniedError:
+        raise
     except Exception as error:
+        if refusals.login_refused is not None:
+            raise refusals.login_refused from None
         if tls_failures:
-            raise tls_failures.error(url) from None
-        raise ConnectionFailedError(f"cannot reach NATS at {url}: {error}") from None
+            raise tls_failures.error(redacted(url)) from None
+        raise ConnectionFailedError(f"cannot reach NATS at {redacted(url)}: {error}") from None
+    refusals.nc = nc  # a refused request fails at once, naming the subject
     try:
-        jsapi.check_server_version(nc, url)
+        jsapi.check_server_version(nc, redacted(url))
+        await check_server_role(nc)
         for applied in await apply_streams(nc, replicas=replicas):
             log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
+        claims = await apply_stream(nc, heartbeats.STREAM_CONFIG)  # workers may not create it
+        log.info("stream %s %s", claims.name, "created" if claims.created else "up to date")
     finally:
         await nc.close()
+
+
+async def check_server_role(nc: Any) -> None:
+    """Refuse to start without the server role's power over streams and consumers (a
+    request only it may make), saying which permission is missing: with another role's
+    credentials the server would start, then fail piecemeal (the projector, the bucket keeper…)."""
+    from workflow.core.errors import PermissionDeniedError
+    from workflow.log import jsapi
+
+    try:
+        await jsapi.request(nc, "STREAM.NAMES")
+    except PermissionDeniedError as error:
+        raise PermissionDeniedError(
+            f"{error}: `workflow server` manages streams and consumers, which only the server role may: "
+            "log in as `server` (the server.env of `workflow secure init`, next to --config)"
+        ) from None
 
 
 async def serve(
@@ -159,6 +214,7 @@ async def serve(
     metrics_host: str = "0.0.0.0",
     config: Path | None = None,
     connect: dict[str, Any] | None = None,
+    listen: str = LOOPBACK,
 ) -> None:
     """Run the system until SIGINT/SIGTERM arrives (or the projector fails).
 
@@ -169,14 +225,20 @@ async def serve(
 
     ``config`` is the embedded server's nats.conf (default: the repository's; ``workflow
     secure init`` writes one with roles). ``connect`` are the credentials this process logs
-    in with; by default :func:`server_credentials`.
+    in with; by default :func:`server_credentials`. ``listen`` is the address the embedded
+    server listens on (default: loopback, this host only; ``0.0.0.0`` for every interface,
+    so workers on other hosts can reach it: then give it roles and TLS).
     """
+    from workflow.core.settings import redacted
+
     connect = server_credentials(config) if connect is None else connect
     embedded: EmbeddedNats | None = None
     if nats_url is None:
-        embedded = EmbeddedNats(Path(data_dir), port=port, config=config).start()
+        embedded = EmbeddedNats(Path(data_dir), port=port, host=listen, config=config).start()
         url = embedded.url
-        log.info("nats-server listening on %s (store: %s)", url, Path(data_dir) / "jetstream")
+        log.info("nats-server listening on %s:%s (store: %s)", listen, embedded.port, Path(data_dir) / "jetstream")
+        if not is_loopback(listen):
+            _warn_if_open(config)
     else:
         url = nats_url
     stop = _stop_on_signals()
@@ -185,7 +247,7 @@ async def serve(
         await prepare_log(url, replicas=replicas, **connect)
         tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
                                 replicas=replicas)
-        print(f"workflow server ready on {url}", flush=True)
+        print(f"workflow server ready on {redacted(url)}", flush=True)
         await until_stopped_or_failed(stop, *tasks, grace=SERVICES_GRACE)
     finally:
         stop.set()
@@ -193,6 +255,17 @@ async def serve(
         if embedded is not None:
             embedded.stop()
             log.info("nats-server stopped")
+
+
+def _warn_if_open(config: Path | None) -> None:
+    """Listening beyond this host: say what the config lacks (roles, TLS)."""
+    text = (config or data_path("nats.conf")).read_text()
+    if "authorization" not in text:
+        log.warning("nats-server listens beyond this host without roles: anyone who reaches it may do "
+                    "anything; use `workflow secure init DIR` and --config DIR/nats.conf")
+    if not re.search(r"^\s*tls\s*[:{]", text, re.MULTILINE):
+        log.warning("nats-server listens beyond this host without TLS: passwords and works cross the network "
+                    "in clear; add a tls block to the config (docs/howto/roles.md)")
 
 
 def server_credentials(config: Path | None) -> dict[str, Any]:
@@ -224,18 +297,20 @@ def _start_services(
     url: str, data_dir: Path, stop: asyncio.Event, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
     *, connect: dict[str, Any] | None = None, replicas: int | None = None,
 ) -> list[asyncio.Task[None]]:
-    """The projector and results service, the resolver, the scheduler (and the metrics), as
-    tasks that end when ``stop`` is set."""
+    """The projector and results service, the resolver, the scheduler, the bucket keeper
+    (and the metrics), as tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
     from workflow.followers.resolver import run_resolver
     from workflow.followers.scheduler import run_scheduler
+    from workflow.log.bucket_keeper import run_bucket_keeper
     from workflow.results.service import run_projector_service
 
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
     resolver = run_resolver(url, stop, **(connect or {}))  # releases works that wait
     scheduler = run_scheduler(url, stop, replicas=replicas, **(connect or {}))  # deposits schedules' firings
+    keeper = run_bucket_keeper(url, stop, **(connect or {}))  # creates the buckets clients ask for
     tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver"),
-             asyncio.create_task(scheduler, name="scheduler")]
+             asyncio.create_task(scheduler, name="scheduler"), asyncio.create_task(keeper, name="bucket keeper")]
     if metrics_port is not None:
         from workflow.results.metrics import run_metrics
 

@@ -1,8 +1,10 @@
 """``workflow secure init DIR``: a nats.conf whose users are workflow's roles, and their passwords.
 
 NATS enforces the roles (:mod:`workflow.core.roles`): ``DIR/nats.conf`` is the
-repository's nats.conf plus an ``authorization`` block, and ``DIR/<role>.env`` holds that
-role's ``WORKFLOW_NATS_USER`` and ``WORKFLOW_NATS_PASSWORD`` (mode 0600), ready for
+repository's nats.conf plus an ``authorization`` block with each role's bcrypt password
+hash (a copy of the file, a backup, a config listing never shows a password), and
+``DIR/<role>.env`` holds that role's ``WORKFLOW_NATS_USER`` and ``WORKFLOW_NATS_PASSWORD``
+(mode 0600; DIR itself 0700 whatever the umask), ready for
 systemd's ``EnvironmentFile=`` or ``set -a; . DIR/worker.env``. ``workflow server --config
 DIR/nats.conf`` starts the embedded server with it and logs in as ``server``.
 """
@@ -10,16 +12,18 @@ DIR/nats.conf`` starts the embedded server with it and logs in as ``server``.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from workflow.cli.output import console, fail
-from workflow.core.roles import ROLES, env_file, new_password, secured_conf
+from workflow.core.roles import ROLES, env_file, new_password, password_hash, secured_conf
 from workflow.log.resources import data_path
 
 PRIVATE = 0o600
+PRIVATE_DIRECTORY = 0o700
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -28,6 +32,19 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w") as file:
         os.fchmod(file.fileno(), PRIVATE)
         file.write(text)
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` readable by its owner only (mode 0700: ``mkdir``'s mode goes
+    through the umask, so it is set again after); an existing one is left as it is, with a
+    warning if others may enter it."""
+    if directory.exists():
+        if stat.S_IMODE(directory.stat().st_mode) & 0o077:
+            console.print(f"warning: {directory} is open to others (mode "
+                          f"{stat.S_IMODE(directory.stat().st_mode):o}); its files are not (0600)", highlight=False)
+        return
+    directory.mkdir(parents=True, mode=PRIVATE_DIRECTORY)
+    os.chmod(directory, PRIVATE_DIRECTORY)
 
 
 def init(
@@ -44,12 +61,14 @@ def init(
     existing = [str(path) for path in targets if path.exists()]
     if existing and not force:
         raise fail(f"{', '.join(existing)} exist; --force writes new passwords over them", 1)
-    directory.mkdir(parents=True, exist_ok=True)
+    _private_directory(directory)
     passwords = {role: new_password() for role in ROLES}
-    _write_private(directory / "nats.conf", secured_conf(data_path("nats.conf").read_text(), passwords))
+    hashes = {role: password_hash(password) for role, password in passwords.items()}
+    _write_private(directory / "nats.conf", secured_conf(data_path("nats.conf").read_text(), hashes))
     for role, password in passwords.items():
         _write_private(directory / f"{role}.env", env_file(role, password))
-    console.print(f"wrote {directory / 'nats.conf'} and {', '.join(f'{role}.env' for role in ROLES)} (mode 0600)")
+    console.print(f"wrote {directory / 'nats.conf'} (bcrypt hashes of the passwords) and "
+                  f"{', '.join(f'{role}.env' for role in ROLES)} (mode 0600)")
     for name, described in ROLES.items():
         console.print(f"  {name:<10} {described.summary}", highlight=False)
     console.print(f"start the system with: workflow server --config {directory / 'nats.conf'}", highlight=False)

@@ -27,6 +27,10 @@ def server(
         help="The embedded nats-server's config [default: the repository's nats.conf]; with one from "
              "`workflow secure init DIR`, this process logs in as the server role (DIR/server.env, "
              "or WORKFLOW_NATS_USER and WORKFLOW_NATS_PASSWORD).")] = None,
+    listen: Annotated[str, typer.Option(
+        "--listen", help="Address the embedded nats-server listens on: 127.0.0.1 (this host only), or "
+                         "0.0.0.0 for workers on other hosts; then give it roles (`workflow secure init`) "
+                         "and TLS (docs/howto/roles.md).")] = "127.0.0.1",
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
@@ -39,8 +43,10 @@ def server(
     setup_logging(log_level, log_format)
     if config is not None and nats is not None:
         raise fail("--config configures the embedded nats-server, which --nats replaces: give one of them", 2)
+    if listen != "127.0.0.1" and nats is not None:
+        raise fail("--listen is the embedded nats-server's address, which --nats replaces: give one of them", 2)
     run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas,
-              metrics_port=metrics_port, metrics_host=metrics_host, config=config))
+              metrics_port=metrics_port, metrics_host=metrics_host, config=config, listen=listen))
 
 
 @connection_options
@@ -51,7 +57,7 @@ def streams_apply(
     connection: Connection,
 ) -> None:
     """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
-    from workflow.core.settings import nats_servers, nats_url
+    from workflow.core.settings import nats_servers, nats_url, redacted
     from workflow.log.connection import connect as nats_connect
     from workflow.log.streams import apply_streams
     from workflow.log.tls import HandshakeFailures
@@ -68,9 +74,9 @@ def streams_apply(
                 reconnect_time_wait=0.5, error_cb=tls_failures.error_callback, **options))
         except Exception as error:
             if tls_failures:
-                raise tls_failures.error(url) from None
+                raise tls_failures.error(redacted(url)) from None
             raise ConnectionFailedError(
-                f"cannot reach NATS at {url} ({error}); start one with `workflow server`") from None
+                f"cannot reach NATS at {redacted(url)} ({error}); start one with `workflow server`") from None
         try:
             for applied in await apply_streams(nc, replicas=replicas, update=update):
                 state = "created" if applied.created else "updated" if applied.updated else "up to date"

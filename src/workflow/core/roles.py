@@ -15,13 +15,22 @@ denied). What the subjects are for:
 - ``wf._schedule.<name>.added|removed``: a schedule's events, an operator's to write;
   ``wfsched.>``: the NATS server's timers of the schedules and their firings (a stream of
   their own, ``WORKFLOW_SCHEDULES``), the server role's alone.
-- ``$JS.API.…``: JetStream requests (stream info, direct gets of a work's history, bucket
-  consumers, pulls); ``$JS.ACK.WORKFLOW.>``: acks, naks, terms and heartbeats of held works;
-  ``$JS.FC.>``: flow-control replies of the ordered consumers that read the log in order.
+- ``$JS.API.…``: JetStream requests. Every role reads (stream info, direct gets of a work's
+  history, bucket info); a worker pulls from buckets. Only the server creates, updates or
+  deletes streams and consumers: a consumer's ``CONSUMER.CREATE`` is also its *update*,
+  so a role allowed to create a bucket could rewrite every bucket's lease (``ack_wait``)
+  and ``max_deliver``. A client that needs a new bucket asks the server for it
+  (``workflow.buckets.create``, :mod:`workflow.log.bucket_keeper`), which creates it and
+  never changes one that exists. :data:`JETSTREAM_ACTIONS` lists what each role may do in
+  the JetStream API (the table of docs/howto/roles.md is generated from it).
+  ``$JS.ACK.WORKFLOW.>``: acks, naks, terms and heartbeats of held works;
+  ``$JS.FC.>``: flow-control replies of the ordered consumers that read the log in order
+  (the server's: the projector, the resolver, the scheduler, the metrics).
 - ``workflow.results.>`` and ``$SRV.>``: the results service (``nats.micro``) and its discovery.
 - ``_INBOX.>``: replies to every request (each role subscribes; only the service answers).
 
 This module is pure: it renders text, the command writes the files.
+nats.conf holds bcrypt hashes of the passwords (:func:`password_hash`), never the passwords.
 """
 
 from __future__ import annotations
@@ -30,8 +39,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import bcrypt
+
 from workflow.core.schedules import SCHEDULE_PREFIX, TIMER_PREFIX
-from workflow.core.subjects import CLAIMS_BUCKET, PREFIX, STREAM
+from workflow.core.subjects import BUCKET_REQUESTS, CLAIMS_BUCKET, PREFIX, STREAM
 
 _API = "$JS.API"
 
@@ -46,21 +57,19 @@ READ_PUBLISH: tuple[str, ...] = (
     f"{_API}.CONSUMER.INFO.{STREAM}.*",
     f"{_API}.CONSUMER.LIST.{STREAM}",
     f"{_API}.CONSUMER.NAMES.{STREAM}",
-    f"{_API}.CONSUMER.CREATE.{STREAM}",  # an ephemeral ordered consumer (replay): no name, no durable
-    "$JS.FC.>",
     "workflow.results.>",
 )
 READ_SUBSCRIBE: tuple[str, ...] = ("_INBOX.>", f"{PREFIX}.>")
 
-#: A named (durable) bucket consumer: created by whoever first puts work in a bucket.
-BUCKET_CREATE = f"{_API}.CONSUMER.CREATE.{STREAM}.*"
+#: Asking the server for a bucket (:mod:`workflow.log.bucket_keeper`): whoever puts work in
+#: a bucket, or withdraws from one at a given site, may need it to exist.
+BUCKET_CREATE = BUCKET_REQUESTS
 QUEUED = f"{PREFIX}.*.*.queued.>"
 #: The heartbeats of filtered claims (a KV bucket): filtered workers write them, and every
 #: worker reads them (a bucket worker checks a filter claim's before recovering its work).
 CLAIM_HEARTBEATS = (
     f"$KV.{CLAIMS_BUCKET}.>",
     f"{_API}.STREAM.INFO.KV_{CLAIMS_BUCKET}",
-    f"{_API}.STREAM.CREATE.KV_{CLAIMS_BUCKET}",
     f"{_API}.DIRECT.GET.KV_{CLAIMS_BUCKET}",
     f"{_API}.DIRECT.GET.KV_{CLAIMS_BUCKET}.>",
 )
@@ -83,8 +92,8 @@ ROLES: dict[str, Role] = {
     for role in (
         Role("server", "projector and results service: creates the stream, reads the log in order, answers queries",
              publish=(f"{_API}.>", "$JS.FC.>", "$JS.ACK.>", "_INBOX.>", "$SRV.>", "workflow.results.>",
-                      f"{PREFIX}.>", f"{TIMER_PREFIX}.>"),
-             subscribe=("_INBOX.>", f"{PREFIX}.>", "$SRV.>", "workflow.results.>")),
+                      f"{PREFIX}.>", f"{TIMER_PREFIX}.>", BUCKET_REQUESTS),
+             subscribe=("_INBOX.>", f"{PREFIX}.>", "$SRV.>", "workflow.results.>", BUCKET_REQUESTS)),
         Role("depositor", "deposit works, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.waiting")),
         Role("worker", "withdraw, heartbeat, record outcomes, read",
@@ -104,18 +113,31 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+#: bcrypt's work factor for the hashes in nats.conf. nats-server checks the hash at every
+#: login, so the cost is paid by each connection (a worker's, a CLI command's); the
+#: passwords are 192 random bits, which no work factor needs to slow a guesser down on,
+#: so the hash is there to keep the secret out of the file, not to stretch a weak one.
+BCRYPT_COST = 10
+
+
+def password_hash(password: str) -> str:
+    """The bcrypt hash nats-server accepts in place of a password (``$2b$10$…``)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+
+
 def _quoted(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
-def authorization_block(passwords: Mapping[str, str]) -> str:
-    """The ``authorization`` block of nats.conf: one user per role in ``passwords``."""
+def authorization_block(hashes: Mapping[str, str]) -> str:
+    """The ``authorization`` block of nats.conf: one user per role in ``hashes`` (the
+    bcrypt hash of each role's password, :func:`password_hash`)."""
     lines = ["authorization {", "  users = ["]
-    for name, password in passwords.items():
+    for name, hashed in hashes.items():
         role = ROLES[name]
         lines += [
             f"    # {name}: {role.summary}",
-            f'    {{ user: "{name}", password: "{password}", permissions: {{',
+            f'    {{ user: "{name}", password: "{hashed}", permissions: {{',
             f"        publish: {{ allow: {_quoted(role.publish)} }}",
             f"        subscribe: {{ allow: {_quoted(role.subscribe)} }}",
             "    } }",
@@ -124,13 +146,14 @@ def authorization_block(passwords: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def secured_conf(base: str, passwords: Mapping[str, str]) -> str:
-    """``base`` (the repository's nats.conf) with the roles' ``authorization`` block added."""
+def secured_conf(base: str, hashes: Mapping[str, str]) -> str:
+    """``base`` (the repository's nats.conf) with the roles' ``authorization`` block added
+    (``hashes``: each role's bcrypt password hash)."""
     header = (
         "\n# Roles written by `workflow secure init`: each role's password is in <role>.env\n"
-        "# next to this file. Keep both readable by their owner only (mode 0600).\n"
+        "# next to this file (here only its bcrypt hash). Keep both readable by their owner only.\n"
     )
-    return base.rstrip("\n") + "\n" + header + authorization_block(passwords)
+    return base.rstrip("\n") + "\n" + header + authorization_block(hashes)
 
 
 def env_file(role: str, password: str) -> str:
@@ -151,3 +174,107 @@ def parse_env(text: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+# -- what each role may do in the JetStream API ---------------------------------------------
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether NATS's ``pattern`` (``*`` one token, ``>`` one or more at the end) covers ``subject``."""
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or (token != "*" and token != tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+def may_publish(role: str, subject: str) -> bool:
+    """Whether the role's allow-list lets it publish to ``subject`` (NATS denies the rest)."""
+    return any(subject_matches(pattern, subject) for pattern in ROLES[role].publish)
+
+
+@dataclass(frozen=True)
+class JetStreamAction:
+    """One request of the JetStream API, on workflow's own streams and consumers."""
+
+    label: str
+    subject: str
+
+
+#: A bucket, as the table and the roles' test name one.
+SAMPLE_BUCKET = "bucket_sample-pipeline_local_3"
+_KV = f"KV_{CLAIMS_BUCKET}"
+_TIMERS = "WORKFLOW_SCHEDULES"  # workflow.log.schedules.TIMER_STREAM (the log layer names it)
+
+#: Every JetStream API request a role could make on workflow's streams and consumers (each
+#: subject nats-server 2.11+ answers under ``$JS.API``, made concrete), and so every way a
+#: role could misuse it: the roles' test asks the server each one as each role, and
+#: docs/howto/roles.md's table is :func:`actions_table`.
+JETSTREAM_ACTIONS: tuple[JetStreamAction, ...] = tuple(JetStreamAction(label, f"{_API}.{rest}") for label, rest in (
+    ("account info (JetStream limits and usage)", "INFO"),
+    ("stream info of the log", f"STREAM.INFO.{STREAM}"),
+    ("read an event by sequence", f"STREAM.MSG.GET.{STREAM}"),
+    ("direct get of an event", f"DIRECT.GET.{STREAM}"),
+    ("direct get of a work's last event", f"DIRECT.GET.{STREAM}.wf.sample-pipeline.01ABC.started"),
+    ("list the buckets", f"CONSUMER.LIST.{STREAM}"),
+    ("names of the buckets", f"CONSUMER.NAMES.{STREAM}"),
+    ("bucket info", f"CONSUMER.INFO.{STREAM}.{SAMPLE_BUCKET}"),
+    ("pull works from a bucket", f"CONSUMER.MSG.NEXT.{STREAM}.{SAMPLE_BUCKET}"),
+    ("read a claim heartbeat", f"DIRECT.GET.{_KV}"),
+    ("read a claim heartbeat by key", f"DIRECT.GET.{_KV}.$KV.{CLAIMS_BUCKET}.01ABC"),
+    ("claim heartbeat bucket info", f"STREAM.INFO.{_KV}"),
+    ("create or update a bucket", f"CONSUMER.CREATE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("create or update a bucket (with a filter)",
+     f"CONSUMER.CREATE.{STREAM}.{SAMPLE_BUCKET}.wf.sample-pipeline.01ABC.queued.local.3"),
+    ("create or update a durable consumer (old API)", f"CONSUMER.DURABLE.CREATE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("create a new consumer", f"CONSUMER.CREATE.{STREAM}.intruder"),
+    ("create an ephemeral consumer", f"CONSUMER.CREATE.{STREAM}"),
+    ("delete a bucket", f"CONSUMER.DELETE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("pause a bucket", f"CONSUMER.PAUSE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("unpin a bucket's pinned client", f"CONSUMER.UNPIN.{STREAM}.{SAMPLE_BUCKET}"),
+    ("reset a bucket's position", f"CONSUMER.RESET.{STREAM}.{SAMPLE_BUCKET}"),
+    ("move a bucket's leader", f"CONSUMER.LEADER.STEPDOWN.{STREAM}.{SAMPLE_BUCKET}"),
+    ("remove a bucket's peer", f"CONSUMER.PEER.REMOVE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("evacuate a bucket's peer", f"CONSUMER.PEER.EVACUATE.{STREAM}.{SAMPLE_BUCKET}"),
+    ("create the log", f"STREAM.CREATE.{STREAM}"),
+    ("update the log", f"STREAM.UPDATE.{STREAM}"),
+    ("delete the log", f"STREAM.DELETE.{STREAM}"),
+    ("purge the log", f"STREAM.PURGE.{STREAM}"),
+    ("delete an event", f"STREAM.MSG.DELETE.{STREAM}"),
+    ("snapshot the log", f"STREAM.SNAPSHOT.{STREAM}"),
+    ("restore the log", f"STREAM.RESTORE.{STREAM}"),
+    ("move the log's leader", f"STREAM.LEADER.STEPDOWN.{STREAM}"),
+    ("remove a peer of the log", f"STREAM.PEER.REMOVE.{STREAM}"),
+    ("evacuate a peer of the log", f"STREAM.PEER.EVACUATE.{STREAM}"),
+    ("cancel a move of the log", f"STREAM.CANCEL_MOVE.{STREAM}"),
+    ("create the claim heartbeat bucket", f"STREAM.CREATE.{_KV}"),
+    ("update the claim heartbeat bucket", f"STREAM.UPDATE.{_KV}"),
+    ("delete the claim heartbeat bucket", f"STREAM.DELETE.{_KV}"),
+    ("purge the claim heartbeat bucket", f"STREAM.PURGE.{_KV}"),
+    ("update the schedules' timers", f"STREAM.UPDATE.{_TIMERS}"),
+    ("delete the schedules' timers", f"STREAM.DELETE.{_TIMERS}"),
+    ("names of the streams", "STREAM.NAMES"),
+    ("list the streams", "STREAM.LIST"),
+    ("purge the account", "ACCOUNT.PURGE.workflow"),
+    ("move the log to other servers", f"ACCOUNT.STREAM.MOVE.{STREAM}.workflow"),
+    ("cancel that move", f"ACCOUNT.STREAM.CANCEL_MOVE.{STREAM}.workflow"),
+    ("move the cluster's meta leader", "META.LEADER.STEPDOWN"),
+    ("rescue the cluster's meta state", "META.RESCUE"),
+    ("remove a server from the cluster", "SERVER.REMOVE"),
+    ("evacuate a server", "SERVER.EVACUATE"),
+))
+
+
+def actions_table() -> str:
+    """docs/howto/roles.md's table: each JetStream action, allowed or refused to each role."""
+    names = list(ROLES)
+    lines = [
+        "| JetStream API request | subject | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for action in JETSTREAM_ACTIONS:
+        cells = ("allowed" if may_publish(name, action.subject) else "refused" for name in names)
+        lines.append(f"| {action.label} | `{action.subject}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

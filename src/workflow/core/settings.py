@@ -6,7 +6,9 @@ Read at use, not at import, so a test or a CLI flag that sets the variable takes
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
+from urllib.parse import unquote
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -38,6 +40,35 @@ def nats_servers(url: str | None = None) -> list[str]:
     NATS tool takes them) split into what ``nats.connect(servers=...)`` expects."""
     servers = [part.strip() for part in nats_url(url).split(",") if part.strip()]
     return servers or [DEFAULT_URL]
+
+
+#: The credentials part of a URL: ``scheme://user:password@`` or ``scheme://token@``.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/\s,]*)@")
+
+
+def redacted(url: str) -> str:
+    """``url`` (or a comma-separated list) fit to print: a password or a token replaced by
+    ``***``, the user name kept (``nats://viewer:***@host:4222``)."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    return _USERINFO.sub(hide, url)
+
+
+def url_user(url: str) -> str | None:
+    """The user name a URL logs in with (``nats://viewer:pw@host``: ``viewer``), if any."""
+    match = _USERINFO.search(url)
+    if match is None or ":" not in match["userinfo"]:
+        return None
+    return unquote(match["userinfo"].partition(":")[0]) or None
+
+
+def url_has_token(url: str) -> bool:
+    """Whether a URL carries a token (``nats://TOKEN@host``)."""
+    match = _USERINFO.search(url)
+    return match is not None and ":" not in match["userinfo"] and bool(match["userinfo"])
 
 
 def _float(name: str, default: float) -> float:

@@ -18,6 +18,9 @@ STREAM = "WORKFLOW"
 PREFIX = "wf"
 #: The key-value bucket of filtered claims' heartbeats (``workflow.log.heartbeats``).
 CLAIMS_BUCKET = "workflow-claims"
+#: Where a client asks the server to create a bucket (``workflow.log.bucket_keeper``): only
+#: the server role may create consumers, since creating one is also updating it.
+BUCKET_REQUESTS = "workflow.buckets.create"
 
 
 class BucketKey(NamedTuple):

@@ -19,26 +19,62 @@ a worker gave it back or died). Priority order holds for what is queued: a depos
 priority-5 work makes its bucket the first asked again. The queue event can outrun the
 message into the bucket (it is heard as the stream stores it), so a pull that comes back
 short within :data:`DRAINED_FOR` of a queue event does not mark the bucket drained.
+
+A missing bucket is asked of the server (:mod:`workflow.log.bucket_keeper`): only the
+server role may create consumers, since creating one is also rewriting it. Where no server
+answers (a bare nats-server, the tests of this layer), the client creates the bucket
+itself, which a server with ``workflow secure init``'s roles refuses to every other role.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.aio.client
+import nats.errors
 from nats.aio.msg import Msg
 
-from workflow.core.errors import WorkflowError
-from workflow.core.subjects import STREAM, BucketKey, bucket_from_filter
+from workflow.core.errors import PermissionDeniedError, WorkflowError
+from workflow.core.subjects import BUCKET_REQUESTS, STREAM, BucketKey, bucket_from_filter
 from workflow.log import jsapi
 from workflow.log.inbox import Inbox
 
 PRIORITIES = (5, 4, 3, 2, 1)
 #: How long a bucket that came back short is skipped unless a queue event names it (s).
 DRAINED_FOR = 0.25
+#: JetStream's error code for "consumer already exists" (a create that would have changed it).
+CONSUMER_EXISTS = 10148
+
+
+def bucket_config(key: BucketKey, lease_seconds: float) -> dict[str, Any]:
+    """The consumer configuration of a bucket: AckWait is the lease."""
+    return {
+        "durable_name": key.consumer,
+        "filter_subject": key.filter_subject,
+        "ack_policy": "explicit",
+        "ack_wait": int(lease_seconds * 1e9),
+        "deliver_policy": "all",
+        "max_deliver": -1,
+        "max_ack_pending": -1,
+        "replay_policy": "instant",
+        "description": f"bucket of {key.pipeline} at {key.site}, priority {key.priority}",
+    }
+
+
+async def create_bucket(nc: nats.aio.client.Client, key: BucketKey, lease_seconds: float) -> dict[str, Any]:
+    """Create the bucket's consumer, never changing an existing one (``action: create``:
+    the server refuses it for a consumer that exists, whose info is then answered as it is).
+    The consumer's info, or a JetStream ``error``."""
+    created = await jsapi.request(nc, f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {
+        "stream_name": STREAM, "config": bucket_config(key, lease_seconds), "action": "create"})
+    if created.get("error", {}).get("err_code") == CONSUMER_EXISTS:
+        return await jsapi.request(nc, f"CONSUMER.INFO.{STREAM}.{key.consumer}")
+    return created
 
 
 @dataclass(frozen=True)
@@ -79,30 +115,31 @@ class Buckets:
             return self._ack_wait[key]
         info = await jsapi.request(self._nc, f"CONSUMER.INFO.{STREAM}.{key.consumer}")
         if "error" in info:
-            config = {
-                "durable_name": key.consumer,
-                "filter_subject": key.filter_subject,
-                "ack_policy": "explicit",
-                "ack_wait": int(self._lease * 1e9),
-                "deliver_policy": "all",
-                "max_deliver": -1,
-                "max_ack_pending": -1,
-                "replay_policy": "instant",
-                "description": f"bucket of {key.pipeline} at {key.site}, priority {key.priority}",
-            }
-            info = await jsapi.request(
-                self._nc, f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {"stream_name": STREAM, "config": config}
-            )
+            info = await self._ask_for(key)
             if "error" in info:
-                raise WorkflowError(
-                    f"cannot create bucket {key.consumer}: {info['error'].get('description')}"
-                )
+                raise WorkflowError(f"cannot create bucket {key.consumer}: {info['error'].get('description')}")
         ack_wait = float(info["config"]["ack_wait"]) / 1e9
         self._ack_wait[key] = ack_wait
         self._by_consumer[key.consumer] = key
         if key not in self._discovered:  # so a withdraw without a site sees it at once
             self._discovered = [*self._discovered, key]
         return ack_wait
+
+    async def _ask_for(self, key: BucketKey) -> dict[str, Any]:
+        """Ask the server's bucket keeper to create the bucket (with this client's lease);
+        create it here if no keeper answers."""
+        request = {"pipeline": key.pipeline, "site": key.site, "priority": key.priority, "lease": self._lease}
+        try:
+            reply = await self._nc.request(BUCKET_REQUESTS, json.dumps(request).encode(), timeout=5)
+        except nats.errors.NoRespondersError:
+            try:
+                return await create_bucket(self._nc, key, self._lease)
+            except PermissionDeniedError as error:
+                raise PermissionDeniedError(
+                    f"{error} (no `workflow server` answered on {BUCKET_REQUESTS} to create bucket {key.consumer}, "
+                    "and only the server role may create one)") from None
+        answer: dict[str, Any] = json.loads(reply.data)
+        return answer
 
     async def ensure_all(self, keys: Iterable[BucketKey]) -> None:
         for key in set(keys):
@@ -206,6 +243,13 @@ class Buckets:
             if len(messages) < batch and now - self._queued_at.get(key, -DRAINED_FOR) >= DRAINED_FOR:
                 self._drained[key] = now  # short, and not just after a queue event that may outrun its message
             return messages
+
+    def refused(self, subject: str, error: Exception) -> None:
+        """The server refused a publish: if it was a pull, the pull waiting for its answer
+        ends with ``error`` at once (none would come)."""
+        if subject.startswith(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.") and self._pulled is not None \
+                and self._pull_lock.locked():
+            self._pulled.fail(error)
 
     async def _pull_inbox(self) -> Inbox:
         if self._pulled is None:

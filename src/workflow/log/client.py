@@ -33,7 +33,7 @@ from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
 from workflow.core.retry import retry_delay
 from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, schedule_spec
-from workflow.core.settings import lease_seconds, nats_servers, nats_url
+from workflow.core.settings import lease_seconds, nats_servers, nats_url, redacted
 from workflow.core.waits import not_before
 from workflow.core.work import Work
 from workflow.log import connection, jsapi
@@ -46,7 +46,7 @@ from workflow.log.filtered import CandidateFinder, FilteredClaims
 from workflow.log.gateway import LogGateway, Recorded
 from workflow.log.operations import Operations
 from workflow.log.outcomes import Outcomes
-from workflow.log.permissions import RefusalWatch
+from workflow.log.permissions import RefusalWatch, refused_as
 from workflow.log.tls import HandshakeFailures
 from workflow.log.watch import Watch
 
@@ -103,7 +103,7 @@ class Client:
         self._options = nats_options
         self._lease_seconds = lease if lease is not None else lease_seconds()
         self._parts: _Connected | None = None
-        self._refusals = RefusalWatch(self.url, self._options.get("user"))
+        self._refusals = RefusalWatch(self.url, self._options)
         self._token: contextvars.Token[session.Session | None] | None = None
 
     # -- connection -------------------------------------------------------------------
@@ -132,7 +132,7 @@ class Client:
         """Connect, check the server and the log, and build the parts."""
         nc = await self._connect()
         try:
-            jsapi.check_server_version(nc, self.url)
+            jsapi.check_server_version(nc, redacted(self.url))
             info = await jsapi.stream_info(nc)
         except WorkflowError:
             await nc.close()
@@ -141,6 +141,7 @@ class Client:
         limit = min(nc.max_payload, stream_limit) if stream_limit > 0 else nc.max_payload
         self._parts = _Connected.build(nc, limit - HEADER_ROOM, self.name, self._lease_seconds)
         self._refusals.requests = self._parts.gateway.requests  # a refused append fails at once
+        self._refusals.on_refusal(self._parts.buckets.refused)  # and a refused pull
         return self
 
     async def _connect(self) -> nats.aio.client.Client:
@@ -153,17 +154,19 @@ class Client:
             await refusals(error)  # a refused login or publish: say so, instead of timing out
 
         try:
-            nc = await tls_failures.bounded(connection.connect(
+            nc = await refusals.bounded(tls_failures.bounded(connection.connect(
                 servers=nats_servers(self.url), name=self.name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=on_error, **self._options,
-            ))
+            )))
+        except PermissionDeniedError:
+            raise
         except (TimeoutError, OSError, nats.errors.Error) as error:
             if refusals.login_refused is not None:
                 raise refusals.login_refused from None
             if tls_failures:
-                raise tls_failures.error(self.url) from None
+                raise tls_failures.error(redacted(self.url)) from None
             raise ConnectionFailedError(
-                f"cannot reach NATS at {self.url} ({type(error).__name__}: {error}). "
+                f"cannot reach NATS at {redacted(self.url)} ({type(error).__name__}: {error}). "
                 "Start one with `workflow server`, or point to yours with --nats URL "
                 "or WORKFLOW_NATS_URL."
             ) from None
@@ -249,7 +252,8 @@ class Client:
         """
         parts = self._connected
         due = not_before(delay, at, time.time())
-        return await deposit(parts.gateway, parts.buckets, works, not_before=due)
+        with refused_as("deposit"):
+            return await deposit(parts.gateway, parts.buckets, works, not_before=due)
 
     async def withdraw(
         self,
@@ -270,11 +274,13 @@ class Client:
         work's ``config["parent"]``) take only matching works (see
         :mod:`workflow.log.filtered`; it needs the results service)."""
         filters = WithdrawFilter.of(tags, event, user, parent)
-        if filters:
-            return await self.filtered(filters).withdraw(
-                pipeline, site=site, priority=priority, timeout=timeout, poll=poll
-            )
-        return await self._connected.claims.withdraw(pipeline, site=site, priority=priority, timeout=timeout, poll=poll)
+        with refused_as("withdraw"):
+            if filters:
+                return await self.filtered(filters).withdraw(
+                    pipeline, site=site, priority=priority, timeout=timeout, poll=poll
+                )
+            return await self._connected.claims.withdraw(
+                pipeline, site=site, priority=priority, timeout=timeout, poll=poll)
 
     def filtered(self, filters: WithdrawFilter) -> FilteredClaims:
         """Claiming by filter, in the same steps as :attr:`claims` (see :mod:`workflow.log.filtered`)."""
@@ -293,7 +299,8 @@ class Client:
         """Up to ``limit`` works at once, each ``running`` under its own lease, highest
         priority first (a lower priority only once the higher buckets are empty); an empty
         list at once if there is none. What a worker with ``limit`` free slots asks."""
-        return await self._connected.claims.withdraw_many(pipeline, limit, site=site, priority=priority)
+        with refused_as("withdraw"):
+            return await self._connected.claims.withdraw_many(pipeline, limit, site=site, priority=priority)
 
     @property
     def watch(self) -> Watch:
@@ -325,7 +332,8 @@ class Client:
         patience: float = 3600.0,
     ) -> None:
         """Record that a held work succeeded, then ack its queue message."""
-        await self._connected.outcomes.succeed(work, results, products, plots, patience=patience)
+        with refused_as("recording success"):
+            await self._connected.outcomes.succeed(work, results, products, plots, patience=patience)
 
     async def fail(
         self,
@@ -341,10 +349,11 @@ class Client:
         patience: float = 3600.0,
     ) -> ev.Failed:
         """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain."""
-        return await self._connected.outcomes.fail(
-            work, reason, error, traceback, retry=retry, results=results, products=products, plots=plots,
-            patience=patience,
-        )
+        with refused_as("recording a failure"):
+            return await self._connected.outcomes.fail(
+                work, reason, error, traceback, retry=retry, results=results, products=products, plots=plots,
+                patience=patience,
+            )
 
     async def release(self, work: Work, reason: str = "worker stopped at once") -> ev.Failed:
         """Give a held work back now (interrupted attempt; it is retried at once if it may)."""
@@ -363,19 +372,22 @@ class Client:
     async def cancel(self, work_id: str, reason: str | None = None) -> ev.Cancelled:
         """Cancel a work: a queued work never runs; a running one is stopped as soon as its
         worker hears the ``Cancelled`` event."""
-        return await self._connected.operations.cancel(work_id, reason)
+        with refused_as("cancel"):
+            return await self._connected.operations.cancel(work_id, reason)
 
     async def requeue(
         self, work_id: str, *, priority: int | None = None, site: str | None = None, reason: str | None = None
     ) -> Work:
         """Put a queued or finished work (back) in a bucket, at a new priority or site if given."""
-        return await self._connected.operations.requeue(work_id, priority=priority, site=site, reason=reason)
+        with refused_as("requeue"):
+            return await self._connected.operations.requeue(work_id, priority=priority, site=site, reason=reason)
 
     async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
         """Delete a work: hidden from lists and counts from now on, its history kept for
         audits (the log is immutable: a delete is a ``Deleted`` event). A work not yet
         finished is cancelled first. ConflictError if already deleted."""
-        return await self._connected.operations.delete(work_id, reason)
+        with refused_as("delete"):
+            return await self._connected.operations.delete(work_id, reason)
 
     # -- schedules (:mod:`workflow.log.schedules`) -------------------------------------
 
@@ -385,11 +397,13 @@ class Client:
         """Deposit a copy of ``work`` at each firing: ``every="10m"`` or a 6-field UTC
         ``cron="0 0 2 * * *"`` (or ``"@daily"``…). Recorded in the log; ``workflow server``
         fires it. ConflictError if a schedule of that name is in force."""
-        return await schedule_log.add(self._connected.gateway, name, work, schedule_spec(every, cron))
+        with refused_as("adding a schedule"):
+            return await schedule_log.add(self._connected.gateway, name, work, schedule_spec(every, cron))
 
     async def remove_schedule(self, name: str, reason: str | None = None) -> ScheduleRemoved:
         """Stop a schedule (recorded in the log). NotFoundError if none of that name is in force."""
-        return await schedule_log.remove(self._connected.gateway, name, reason)
+        with refused_as("removing a schedule"):
+            return await schedule_log.remove(self._connected.gateway, name, reason)
 
     async def schedules(self) -> list[Definition]:
         """The schedules in force, by name, read from the log."""

@@ -15,6 +15,11 @@ How: :class:`Connection` is nats-py's ``Client`` with its header-line parser rep
 :func:`connect` is ``nats.connect`` returning one. Every connection this package opens
 goes through it. nats-py ≥ 2.16 reads header lines through that one static method; a
 test fails if a later nats-py stops doing so (the speed-up would silently vanish).
+
+It also keeps the case of a refused subject: nats-py lower-cases every ``-ERR`` before
+handing it on, so a permission error would name ``wf.p.01m93p82…`` for the work
+``01M93P82…`` (and ``$js.api…``). :meth:`Connection._process_err` reads the line as the
+server sent it (still at the head of the parser's buffer while the error is handled).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 import nats.aio.client
+import nats.errors
+from nats.protocol.parser import ERR_RE, PERMISSIONS_ERR
 
 _CRLF = b"\r\n"
 #: What ``str.isspace`` calls whitespace in ASCII (nats-py skips names containing any).
@@ -63,6 +70,18 @@ class Connection(nats.aio.client.Client):
     """nats-py's client reading message headers with :func:`parse_headers`."""
 
     _parse_header_lines = staticmethod(parse_headers)
+
+    async def _process_err(self, err_msg: str) -> None:
+        """nats-py's, but a permissions violation reaches the error callback as the server
+        wrote it (subjects keep their case); nats-py handles every other error."""
+        if PERMISSIONS_ERR in err_msg:
+            sent = ERR_RE.match(self._ps.buf)
+            if sent is not None and sent.group(1) is not None and sent.group(1).decode().lower() == err_msg:
+                error = nats.errors.Error(f"nats: {sent.group(1).decode().strip(chr(39))}")
+                self._err = error
+                await self._error_cb(error)
+                return
+        await super()._process_err(err_msg)
 
 
 async def connect(servers: str | list[str], **options: Any) -> nats.aio.client.Client:

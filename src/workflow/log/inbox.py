@@ -33,7 +33,7 @@ class Inbox:
     def __init__(self, nc: nats.aio.client.Client, subject: str) -> None:
         self.nc = nc
         self.subject = subject
-        self._messages: asyncio.Queue[Msg] = asyncio.Queue()
+        self._messages: asyncio.Queue[Msg | Exception] = asyncio.Queue()
         self._subscription: object | None = None
 
     @classmethod
@@ -45,16 +45,24 @@ class Inbox:
     async def _received(self, msg: Msg) -> None:
         self._messages.put_nowait(msg)
 
+    def fail(self, error: Exception) -> None:
+        """Make the next :meth:`next` raise ``error`` (the server refused what it waits for)."""
+        self._messages.put_nowait(error)
+
     async def next(self, timeout: float) -> Msg:
         """The next message; ``nats.errors.TimeoutError`` (as ``next_msg``) if none comes
-        within ``timeout`` seconds."""
+        within ``timeout`` seconds; the error given to :meth:`fail` if that came first."""
         if not self._messages.empty():
-            return self._messages.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._messages.get()
-        except TimeoutError:
-            raise nats.errors.TimeoutError from None
+            received = self._messages.get_nowait()
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    received = await self._messages.get()
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
+        if isinstance(received, Exception):
+            raise received
+        return received
 
     async def close(self) -> None:
         """Unsubscribe; anything not read is dropped. Never raises (a closing connection

