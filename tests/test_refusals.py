@@ -94,3 +94,17 @@ def test_a_bulk_prompt_nobody_answers_cancels_nothing_and_says_so(secured, stdin
     ), result.stderr
     assert "Abort" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert statuses(secured, ids) == ["queued"] * 2
+
+
+@pytest.mark.parametrize("name", ["viewer", "depositor"])
+def test_a_filtered_worker_the_role_may_not_be_stops_at_once_with_one_line_and_exit_4(secured, name):
+    # Given a queued work tagged t1, When a viewer or a depositor runs a worker taking only t1
+    deposit_tagged(secured, f"filtered-{name}", 1)
+    result = cli("run", f"filtered-{name}", "--tag", "t1", "--lives", "1", "--sleep", "1", env=role(secured, name),
+                 timeout=60)
+    # Then its claim is refused once, and it stops: exit 4, one error line (before: a warning
+    # every few milliseconds, for ever)
+    assert result.returncode == PERMISSION_DENIED, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if "permission denied" in line] == [
+        result.stderr.splitlines()[-1]], result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1].startswith("error: permission denied:"), result.stderr[-2000:]
