@@ -108,3 +108,12 @@ def test_a_filtered_worker_the_role_may_not_be_stops_at_once_with_one_line_and_e
     assert [line for line in result.stderr.splitlines() if "permission denied" in line] == [
         result.stderr.splitlines()[-1]], result.stderr[-2000:]
     assert result.stderr.splitlines()[-1].startswith("error: permission denied:"), result.stderr[-2000:]
+
+
+def test_a_group_of_known_errors_is_its_first_errors_line_and_a_group_with_a_bug_shows_its_traceback():
+    from workflow.cli.output import classify
+
+    refused = ExceptionGroup("unhandled errors in a TaskGroup", [
+        PermissionDeniedError("permission denied: a"), ExceptionGroup("inner", [PermissionDeniedError("b")])])
+    assert classify(refused) == (4, "error: permission denied: a")
+    assert classify(ExceptionGroup("x", [PermissionDeniedError("a"), ZeroDivisionError()])) is None
