@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import typer
 from test_results_cli import cli
 
 import workflow
+from workflow.cli.app import app
+from workflow.cli.repeats import repeated_option
 
 
 async def test_ls_and_count_with_repeated_pipelines_statuses_and_sites_match_any_of_them(
@@ -30,3 +35,21 @@ async def test_ls_and_count_with_repeated_pipelines_statuses_and_sites_match_any
     assert code == 0 and sorted(w["id"] for w in json.loads(out)) == sorted([ids["b"], ids["d"]]), err
     assert await cli("count", "--site", "kko", "--site", "chime", "--json", "--nats", nats_url) == (
         0, '{"count":1}\n', "")
+
+
+def test_a_single_valued_option_given_twice_is_refused_not_silently_the_last():
+    """Click keeps the last of a repeated single-valued option: ``ls --user ann --user bob``
+    listed bob's only, without a word. Refused before anything connects (exit 2)."""
+    for args, option in ((["ls", "--user", "ann", "--user", "bob"], "--user"),
+                         (["ls", "--fresh", "--no-fresh"], "--fresh"),
+                         (["cancel", "--reason", "--user", "--reason", "x"], "--reason"),
+                         (["schedule", "add", "n", "p", "--every", "1m", "--every", "2m"], "--every"),
+                         (["deposit", "p", "--priority", "3", "--priority=5"], "--priority")):
+        result = subprocess.run([sys.executable, "-m", "workflow.cli", *args, "--nats", "nats://127.0.0.1:1"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"Invalid value for {option}: given" in result.stderr and "takes one value" in result.stderr, result
+    root = typer.main.get_command(app)
+    assert repeated_option(root, ["ls", "-p", "a", "-p", "b", "-t", "x", "-t", "y"]) is None
+    assert repeated_option(root, ["server", "--port", "-1", "--data-dir", "d"]) is None
+    assert repeated_option(root, ["deposit", "p", "--", "--priority", "--priority"]) is None
