@@ -130,7 +130,7 @@ async def test_buckets_show_their_waiting_and_held_works_per_pipeline_site_and_p
     async with metrics_server(nats_url) as port:
         samples = await asyncio.to_thread(scrape, port)
     labels = {"pipeline": PIPELINE, "site": "kko", "priority": "5"}
-    assert value(samples, "workflow_bucket_waiting", **labels) == 2
+    assert value(samples, "workflow_bucket_undelivered", **labels) == 2
     assert value(samples, "workflow_bucket_held", **labels) == 1
     # no results service runs in this test: the scrape says so instead of failing
     assert value(samples, "workflow_metrics_source_up", source="results") == 0

@@ -7,12 +7,16 @@ of the read model (it sits below it); this top-level module joins the two, so
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any, Unpack
 
 from workflow.core import session
 from workflow.core.bulk import Action, BulkReport, Seen
+from workflow.core.errors import WorkflowError
+from workflow.core.subjects import BucketKey
 from workflow.log import client as log_client
+from workflow.log.buckets import BucketStats
 from workflow.log.filtered import CandidateQuery, Found
 from workflow.results import selection
 from workflow.results.client import Results
@@ -36,6 +40,17 @@ class Client(log_client.Client):
 
     async def _find_candidates(self, query: CandidateQuery) -> list[Found]:
         return await find_candidates(self.results, query)
+
+    async def buckets(self) -> list[BucketStats]:
+        """Every bucket with its consumer's counts and, as ``waiting``, the works queued in
+        it by the read model, caught up with the log first: what can run (None where no
+        results service answers)."""
+        stats = await super().buckets()
+        try:
+            queued = await self.results.queued(fresh=True)
+        except WorkflowError:  # no results service (yet): the consumers' counts alone
+            return stats
+        return [dataclasses.replace(s, waiting=queued.get(BucketKey(s.pipeline, s.site, s.priority), 0)) for s in stats]
 
     # -- many works at once: selected in the read model, each written with its own CAS --
 

@@ -59,7 +59,7 @@ def test_help_teaches_the_commands():
 async def test_buckets_lists_each_bucket_with_its_counts(nats_url):
     workflow_cli("deposit", "p", "--count", "2", "--priority", "4", url=nats_url)
     [row] = json.loads(workflow_cli("buckets", "--json", url=nats_url).stdout)
-    assert (row["pipeline"], row["site"], row["priority"], row["waiting"], row["held"]) == ("p", "local", 4, 2, 0)
+    assert (row["pipeline"], row["site"], row["priority"], row["undelivered"], row["held"]) == ("p", "local", 4, 2, 0)
     assert "waiting" in workflow_cli("buckets", url=nats_url).stdout
 
 

@@ -84,9 +84,9 @@ async def test_a_filtered_and_an_unfiltered_worker_on_one_pipeline_each_take_the
         assert all(starts[w][0].via == "bucket" for w in plain)
         plain_order = sorted(plain, key=lambda w: starts[w][0].time)
         assert plain_order == plain  # oldest first, as deposited
-        # And no queue message is left behind in the bucket, waiting or held
+        # And no queue message is left behind in the bucket, undelivered or held
         async def bucket_empty() -> bool:
-            return all(b.waiting == 0 and b.held == 0 for b in await client.buckets() if b.pipeline == "mixed")
+            return all(b.undelivered == 0 and b.held == 0 for b in await client.buckets() if b.pipeline == "mixed")
         await until(bucket_empty, timeout=30)
 
 

@@ -298,8 +298,8 @@ async def test_buckets_show_waiting_and_held_works(client):
         [Work(pipeline="p", priority=5), Work(pipeline="p", priority=5), Work(pipeline="q", site="kko")]
     )
     held = await client.withdraw("p")
-    stats = {(s.pipeline, s.site, s.priority): (s.waiting, s.held) for s in await client.buckets()}
+    stats = {(s.pipeline, s.site, s.priority): (s.undelivered, s.held) for s in await client.buckets()}
     assert stats == {("p", "local", 5): (1, 1), ("q", "kko", 3): (1, 0)}
     await client.succeed(held)
-    stats = {(s.pipeline, s.priority): (s.waiting, s.held) for s in await client.buckets()}
+    stats = {(s.pipeline, s.priority): (s.undelivered, s.held) for s in await client.buckets()}
     assert stats[("p", 5)] == (1, 0)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import typer
 
 from workflow.cli import reading, running, schedules, secure, system, works
+from workflow.cli.repeats import RefusingRepeats
 
 
 def build() -> typer.Typer:
     """A new ``workflow`` app with every command."""
     app = typer.Typer(
         name="workflow",
+        cls=RefusingRepeats,
         help=(
             "CHIME/FRB workflow: deposit work, run it anywhere, and ask at any time what each "
             "work is, what it returned, and how it got there.\n\n"

@@ -11,6 +11,7 @@ meanwhile)``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -108,8 +109,10 @@ def confirm(action: Action, seen: list[Seen], chosen: Selection) -> None:
     question = f"{action} {len(seen):,} work{'s' if len(seen) != 1 else ''} ({chosen.describe()})?"
     try:
         agreed = typer.confirm(question, default=False, err=True)
-    except typer.Abort:  # no answer (stdin closed): not a yes
+    except typer.Abort:  # no answer (stdin at its end, or closed: see workflow.cli): not a yes
         agreed = False
+    if not sys.stdin.isatty():  # an answer read from a pipe (or none) is not echoed: end the question's line
+        typer.echo(err=True)
     if not agreed:
         raise fail(f"not confirmed; nothing was {DONE[action]} (--yes acts without asking)", 1)
 

@@ -110,12 +110,14 @@ class Connection:
 
 @dataclasses.dataclass(frozen=True)
 class WorkFilters:
-    """Which works ``ls`` and ``count`` look at (every filter given must match)."""
+    """Which works ``ls`` and ``count`` look at: every filter given must match; a repeated
+    one matches any of its values (``-p a -p b``), as the bulk commands' filters do."""
 
-    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")] = None
-    status: Annotated[str | None, typer.Option(
-        "--status", "-s", help=f"Only this status ({', '.join(LOGGED)}).")] = None
-    site: Annotated[str | None, typer.Option("--site", help="Only this site.")] = None
+    pipeline: Annotated[list[str] | None, typer.Option(
+        "--pipeline", "-p", help="Only this pipeline (repeatable: any).")] = None
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", "-s", help=f"Only this status (repeatable: any): {', '.join(LOGGED)}.")] = None
+    site: Annotated[list[str] | None, typer.Option("--site", help="Only this site (repeatable: any).")] = None
     user: Annotated[str | None, typer.Option("--user", help="Only works of this user.")] = None
     tag: Annotated[list[str] | None, typer.Option(
         "--tag", "-t", help="Only works with this tag (repeatable: all of them).")] = None
@@ -129,7 +131,8 @@ class WorkFilters:
     def query(self) -> dict[str, Any]:
         """Keyword arguments for ``client.results.query`` and ``.count``."""
         return {
-            "pipeline": self.pipeline, "status": self.status, "site": self.site, "user": self.user,
+            "pipeline": self.pipeline or None, "status": self.status or None, "site": self.site or None,
+            "user": self.user,
             "tags": self.tag or None, "event": self.event or None, "since": self.since, "until": self.until,
             "include_deleted": self.include_deleted,
         }

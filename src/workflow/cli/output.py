@@ -66,7 +66,14 @@ EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], int, Callable[[BaseExce
 
 def classify(error: BaseException) -> tuple[int, str | None] | None:
     """The exit code and the message for ``error``, or None for an error the table does
-    not know (a bug: let its traceback show)."""
+    not know (a bug: let its traceback show).
+
+    A group of errors (a TaskGroup's) is its first error's line, when the table knows
+    every error in it: forty refused writes are one refusal, never forty tracebacks.
+    """
+    if isinstance(error, BaseExceptionGroup):
+        known = [classify(leaf) for leaf in error.exceptions]
+        return known[0] if all(k is not None for k in known) else None
     for types, code, message in EXIT_CODES:
         if isinstance(error, types):
             return code, message(error) if message else None

@@ -220,16 +220,27 @@ def delete(
 
 @connection_options
 def buckets(as_json: AsJson = False, *, connection: Connection) -> None:
-    """Every bucket (pipeline, site, priority) with its waiting and held works, live from NATS."""
+    """Every bucket (pipeline, site, priority): the works waiting in it, and its messages.
+
+    waiting: works queued in the bucket, the ones that can run (a retry once its delay is
+    over), from the results service. undelivered: queue messages no worker has taken yet,
+    live from NATS; it also counts works cancelled, deleted or moved since they were
+    queued, until a worker meets their message and drops it. held: taken by a worker and
+    not yet acknowledged (running, or waiting for a retry); redelivered: of those, taken
+    more than once.
+    """
     stats = with_client(connection, lambda client: client.buckets())
     if as_json:
         print_json(stats)
         return
-    table = listing("pipeline", "site", "priority", "waiting", "held", "redelivered", "lease (s)")
+    table = listing("pipeline", "site", "priority", "waiting", "undelivered", "held", "redelivered", "lease (s)")
     for s in stats:
-        table.add_row(s.pipeline, s.site, str(s.priority), str(s.waiting), str(s.held), str(s.redelivered),
-                      f"{s.lease_seconds:g}")
+        table.add_row(s.pipeline, s.site, str(s.priority), "?" if s.waiting is None else str(s.waiting),
+                      str(s.undelivered), str(s.held), str(s.redelivered), f"{s.lease_seconds:g}")
     console.print(table if stats else "no buckets yet: deposit some work")
+    if any(s.waiting is None for s in stats):
+        errors.print("waiting: ? (no results service answers; undelivered also counts the messages of works "
+                     "cancelled or moved since they were queued)", markup=False, highlight=False)
 
 
 @connection_options

@@ -79,15 +79,25 @@ async def create_bucket(nc: nats.aio.client.Client, key: BucketKey, lease_second
 
 @dataclass(frozen=True)
 class BucketStats:
-    """What a bucket holds now, from its consumer's state on the server."""
+    """What a bucket holds now: its consumer's state on the server, and (``waiting``) the
+    read model's count of the works queued in it.
+
+    The two differ: a work cancelled, deleted or moved (re-queued elsewhere) while queued
+    leaves its queue message in the bucket, ``undelivered`` until a worker meets it and
+    drops it, so only ``waiting`` says what can run. The log alone cannot tell those
+    messages apart without reading each one; the read model folds every work and can.
+    """
 
     pipeline: str
     site: str
     priority: int
-    waiting: int       # queue messages not yet delivered (works waiting for a worker)
+    undelivered: int   # queue messages not yet delivered, of works that can run or no longer can
     held: int          # delivered and not yet acknowledged (running, or waiting for a retry)
     redelivered: int   # of those, delivered more than once (retries, lost workers)
     lease_seconds: float
+    #: Works queued in the bucket (the read model's ``queued``): what can run, a retry once
+    #: its delay is over. None when the read model was not asked or did not answer.
+    waiting: int | None = None
 
 
 class Buckets:
@@ -176,7 +186,7 @@ class Buckets:
             if "error" in info:
                 continue  # deleted meanwhile
             stats.append(BucketStats(
-                key.pipeline, key.site, key.priority, waiting=info.get("num_pending", 0),
+                key.pipeline, key.site, key.priority, undelivered=info.get("num_pending", 0),
                 held=info.get("num_ack_pending", 0), redelivered=info.get("num_redelivered", 0),
                 lease_seconds=info["config"]["ack_wait"] / 1e9,
             ))

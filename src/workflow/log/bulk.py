@@ -82,8 +82,11 @@ class Bulk:
                     return _CHANGED
             return None
 
-        async with asyncio.TaskGroup() as group:  # an unexpected error stops every write still to come
-            tasks = [group.create_task(one(work)) for work in works]
+        try:
+            async with asyncio.TaskGroup() as group:  # an unexpected error stops every write still to come
+                tasks = [group.create_task(one(work)) for work in works]
+        except BaseExceptionGroup as stopped:  # the error that stopped the run, as the docstring promises
+            raise _first(stopped) from None
         report = BulkReport(action)
         for work, task in zip(works, tasks, strict=True):
             outcome = task.result()
@@ -114,6 +117,21 @@ class Bulk:
         assert state is not None
         await self._operations.requeue_state(state, seq, priority=priority, site=site, reason=reason)
         return seq
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a stopped run, not the group the TaskGroup wraps it in: a refused
+    permission stops every write the same way, and a caller (the CLI's exit codes, a
+    script's ``except PermissionDeniedError``) must meet the error itself."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        error = stack.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            stack[:0] = error.exceptions
+        else:
+            leaves.append(error)
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
 
 
 #: The outcome of a work whose CAS was refused (compared by identity).

@@ -366,7 +366,8 @@ class Client:
     # -- operator actions -------------------------------------------------------------
 
     async def buckets(self) -> list[BucketStats]:
-        """Every bucket with how many works wait in it and how many are held by workers."""
+        """Every bucket with its consumer's counts: messages not yet delivered, and those
+        held by workers (``workflow.Client`` adds the read model's ``waiting``: what can run)."""
         return await self._connected.operations.buckets()
 
     async def cancel(self, work_id: str, reason: str | None = None) -> ev.Cancelled:

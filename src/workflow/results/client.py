@@ -18,6 +18,7 @@ import nats.errors
 
 from workflow.core import events as ev
 from workflow.core.errors import ValidationError, WorkflowError
+from workflow.core.subjects import BucketKey
 from workflow.core.work import Work
 from workflow.log import jsapi
 from workflow.log.client import Recorded
@@ -172,6 +173,12 @@ class Results:
         """Per pipeline: the total, and the number of works in each status of ``status.LOGGED``
         (deleted works are in neither)."""
         return cast(dict[str, dict[str, int]], (await self._call("pipelines", {}, fresh, after))["pipelines"])
+
+    async def queued(self, *, fresh: bool = False, after: int | None = None) -> dict[BucketKey, int]:
+        """Per bucket: the works queued in it, the ones that can run (``status`` queued; a
+        retry once its delay is over). Buckets with none are left out."""
+        answer = await self._call("buckets", {}, fresh, after)
+        return {BucketKey(pipeline, site, priority): count for pipeline, site, priority, count in answer["buckets"]}
 
     async def get(self, work_id: str, *, fresh: bool = False, after: int | None = None) -> Work:
         """One work as the projection has it (NotFoundError if unknown)."""

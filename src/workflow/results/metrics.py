@@ -8,11 +8,13 @@ Three sources, each the authority for what it reports:
   ``reason``, ``cancelled``). Recounted from the log at every start, so after a restart
   the counters are the log's totals again and agree with the read model (which folds
   the same log); only events aged out of the stream are no longer counted.
-- **The buckets' consumers**, asked at scrape time: ``workflow_bucket_waiting``,
+- **The buckets' consumers**, asked at scrape time: ``workflow_bucket_undelivered``,
   ``workflow_bucket_held`` and ``workflow_bucket_redelivered`` per pipeline, site and
-  priority.
+  priority. Undelivered counts messages, not works that can run: a work cancelled,
+  deleted or moved while queued leaves its message there until a worker drops it.
 - **The read model**, asked at scrape time through the results service: works per
-  pipeline and status (``workflow_pipeline_works``), the projector's position and its
+  pipeline and status (``workflow_pipeline_works``), the works queued in each bucket, the
+  ones that can run (``workflow_bucket_waiting``), the projector's position and its
   lag behind the log head (``workflow_projector_lag_events``).
 
 ``workflow_metrics_source_up{source}`` says whether each scrape-time source answered.
@@ -52,7 +54,7 @@ from prometheus_client.registry import Collector
 from workflow.core.errors import ConnectionFailedError, WorkflowError
 from workflow.core.events import EVENT_TYPES, FailureReason
 from workflow.core.settings import nats_servers, redacted
-from workflow.core.subjects import PREFIX, STREAM, bucket_from_filter
+from workflow.core.subjects import PREFIX, STREAM, BucketKey, bucket_from_filter
 from workflow.log import connection
 from workflow.log.tls import HandshakeFailures
 from workflow.results.client import Results
@@ -163,7 +165,7 @@ class BucketDepth(NamedTuple):
     pipeline: str
     site: str
     priority: int
-    waiting: int  # queue messages not yet delivered
+    undelivered: int  # queue messages not yet delivered (of works that can run, or no longer can)
     held: int  # delivered, not yet acknowledged (running, or waiting for a retry)
     redelivered: int  # of those, delivered more than once
 
@@ -178,6 +180,7 @@ class Live:
     log_bytes: int | None = None
     position: int | None = None
     pipelines: dict[str, dict[str, int]] | None = None
+    queued: dict[BucketKey, int] | None = None  # works queued per bucket (the read model)
 
 
 async def bucket_depths(nc: nats.aio.client.Client) -> list[BucketDepth]:
@@ -190,7 +193,7 @@ async def bucket_depths(nc: nats.aio.client.Client) -> list[BucketDepth]:
             key = bucket_from_filter(info.config.filter_subject or "")
             if key is not None:
                 depths.append(BucketDepth(
-                    key.pipeline, key.site, key.priority, waiting=info.num_pending or 0,
+                    key.pipeline, key.site, key.priority, undelivered=info.num_pending or 0,
                     held=info.num_ack_pending or 0, redelivered=info.num_redelivered or 0,
                 ))
         offset += len(page)
@@ -220,6 +223,7 @@ async def ask(nc: nats.aio.client.Client) -> Live:
     async def read_model() -> None:
         live.position = await results.position()
         live.pipelines = await results.pipelines()
+        live.queued = await results.queued()
 
     for name, source in (("buckets", buckets), ("log", stream), ("results", read_model)):
         try:
@@ -242,7 +246,8 @@ def live_metrics(live: Live) -> Iterator[Metric]:
     yield up
     if live.buckets is not None:
         for attribute, text in (
-            ("waiting", "Queue messages not yet delivered: works waiting for a worker."),
+            ("undelivered", "Queue messages not yet delivered, of works that can run and of works cancelled, "
+                            "deleted or moved since they were queued (until a worker drops them)."),
             ("held", "Delivered and not yet acknowledged: running, or waiting for a retry."),
             ("redelivered", "Of the held, delivered more than once (retries, lost workers)."),
         ):
@@ -250,6 +255,8 @@ def live_metrics(live: Live) -> Iterator[Metric]:
             for bucket in live.buckets:
                 family.add_metric([bucket.pipeline, bucket.site, str(bucket.priority)], getattr(bucket, attribute))
             yield family
+    if live.queued is not None:
+        yield _waiting(live.buckets or [], live.queued)
     if live.last_seq is not None:
         yield GaugeMetricFamily("workflow_log_last_sequence", "Sequence of the last event in the log.",
                                 value=live.last_seq)
@@ -270,6 +277,16 @@ def live_metrics(live: Live) -> Iterator[Metric]:
                 if status != "total":
                     works.add_metric([pipeline, status], count)
         yield works
+
+
+def _waiting(buckets: list[BucketDepth], queued: dict[BucketKey, int]) -> Metric:
+    """``workflow_bucket_waiting``: the works queued in each bucket (0 where none are)."""
+    family = _gauge("workflow_bucket_waiting", "Works queued in the bucket, the ones that can run (a retry once its "
+                    "delay is over), as the read model has them.", ["pipeline", "site", "priority"])
+    keys = {BucketKey(b.pipeline, b.site, b.priority) for b in buckets} | set(queued)
+    for key in sorted(keys, key=lambda k: (k.pipeline, -k.priority, k.site)):
+        family.add_metric([key.pipeline, key.site, str(key.priority)], queued.get(key, 0))
+    return family
 
 
 class ServerCollector(Collector):

@@ -217,6 +217,13 @@ PIPELINES_SQL = (
     + f" FROM works WHERE status NOT IN ({', '.join(repr(s) for s in sorted(HIDDEN))})"
     + " GROUP BY pipeline ORDER BY pipeline"
 )
+#: Per bucket (pipeline, site, priority): the works queued in it now, the ones that can run
+#: (a retry once its delay is over). Its consumer's pending messages count more: those of
+#: works cancelled, deleted or moved since they were queued, until a worker drops them.
+BUCKETS_SQL = (
+    "SELECT pipeline, site, priority, count(*) FROM works WHERE status = 'queued' "
+    "GROUP BY pipeline, site, priority ORDER BY pipeline, priority DESC, site"
+)
 GET_SQL = f"SELECT {select_list(None)} FROM works WHERE id = ?"
 HISTORY_SQL = "SELECT seq, subject, payload FROM events WHERE work_id = ? ORDER BY seq"
 assert set(JSON_FIELDS) <= set(WORK_FIELDS)

@@ -2,7 +2,7 @@
 
 DuckDB has one writer: the projector. Everyone else asks over NATS request/reply: a
 ``nats.micro`` service named ``workflow-results`` with endpoints under
-``workflow.results.`` (``query``, ``count``, ``pipelines``, ``get``, ``history``,
+``workflow.results.`` (``query``, ``count``, ``pipelines``, ``buckets``, ``get``, ``history``,
 ``throughput``, ``position``, ``export``) in the queue group ``workflow-results``, so more projector
 processes (each with its own database) serve more readers. Requests are JSON
 parameters (:mod:`workflow.results.queries`), never SQL.
@@ -64,7 +64,8 @@ class ResultsService:
         )
         group = self._service.add_group(name=SUBJECT, queue_group=QUEUE_GROUP)
         for name, handler in {
-            "query": self._query, "count": self._count, "pipelines": self._pipelines, "get": self._get,
+            "query": self._query, "count": self._count, "pipelines": self._pipelines, "buckets": self._buckets,
+            "get": self._get,
             "history": self._history, "throughput": self._throughput, "position": self._position,
             "export": self._export, "audit": self._audit,
         }.items():
@@ -146,6 +147,12 @@ class ResultsService:
         names = ("total", *queries.PIPELINE_STATUSES)
         pipelines = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
         return msgspec.json.encode({"seq": seq, "pipelines": pipelines})
+
+    async def _buckets(self, data: bytes) -> bytes:
+        request = queries.parse(data, queries.Consistency)
+        seq = await self._consistent(request)
+        rows = await self._rows(queries.BUCKETS_SQL, [])
+        return msgspec.json.encode({"seq": seq, "buckets": [list(row) for row in rows]})
 
     async def _get(self, data: bytes) -> bytes:
         request = queries.parse(data, queries.ById)

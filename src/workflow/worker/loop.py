@@ -59,7 +59,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from workflow.core.errors import ConflictError
+from workflow.core.errors import ConflictError, PermissionDeniedError
 from workflow.core.subjects import BucketKey
 from workflow.core.work import Work
 from workflow.log import eventloop
@@ -93,6 +93,8 @@ class Worker:
         self._claiming = 0  # of those, dispatched deliveries whose Started is not settled yet
         self._taken = 0  # works started (what ``lives`` counts)
         self._client: Client | None = None
+        #: Why the server refused this user a claim: the worker stops, and exits with it.
+        self._refused: PermissionDeniedError | None = None
         self._active: set[asyncio.Task[None]] = set()  # one task per dispatched delivery, until recorded
 
     @property
@@ -131,6 +133,8 @@ class Worker:
                 if self._active:
                     log.info("waiting for %d running work(s) to finish", len(self._active))
                     await asyncio.gather(*self._active, return_exceptions=True)
+                if self._refused is not None:
+                    raise self._refused
             finally:
                 for task in self._active:
                     task.cancel()
@@ -237,6 +241,10 @@ class Worker:
         the started work, or None. Each slot does its own, so a batch's starts overlap."""
         try:
             work = await (self.intake.source or source_of(client, self.config)).claim(delivered)
+        except PermissionDeniedError as error:  # no retry helps (a filtered claim's KV, its Started): stop
+            self._refused = self._refused or error
+            self.shutdown.stop.set()
+            work = None
         except Exception as error:  # NATS away: the message is delivered again after its lease
             log.warning("could not claim a delivery (%s: %s)", type(error).__name__, error)
             work = None
