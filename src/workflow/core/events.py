@@ -133,7 +133,24 @@ class Deleted(Event, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted
+class Notified(Event, frozen=True, kw_only=True):
+    """The work's ``notify`` was sent (``ok``), or given up after ``attempts`` tries.
+
+    Written once per final outcome by the server's notifier, under the work's CAS; it does
+    not change the work's status. ``status`` is the final status it told of; ``reply``
+    what each target answered (``{"slack": [...], "webhook": {...}}``); ``errors`` what each
+    failed try met, in order; ``error`` why it was given up (None when ``ok``).
+    """
+
+    status: str
+    ok: bool
+    attempts: Attempt
+    reply: dict[str, Any] | None = None
+    errors: list[str] | None = None
+    error: str | None = None
+
+
+AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted | Notified
 
 #: Every event class, in the union's order: the one list that display, projection, metrics
 #: and audit derive theirs from, so a new event that one of them forgets fails a test at once.

@@ -25,6 +25,8 @@ import msgspec
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.ids import new_id
+from workflow.core.notify import check_webhook_key
+from workflow.core.settings import webhooks
 from workflow.core.subjects import BucketKey
 from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets
@@ -53,7 +55,8 @@ async def deposit(
 
     A work may be given as its payload (a dict, as ``work.payload`` or JSON has it): a key
     the Work does not have is refused, like any bad value. So is a site this host does not
-    know (``WORKFLOW_SITES``): the one place the site list is checked is here, where a
+    know (``WORKFLOW_SITES``), and a webhook key this host's ``WORKFLOW_WEBHOOKS`` lacks
+    (``notify.webhook.key``): the one place the site list is checked is here, where a
     work enters the log, so that every reader can read what the log accepted. Nothing of
     the call is deposited when any of its works is refused.
     """
@@ -63,6 +66,7 @@ async def deposit(
         if not isinstance(work, Work):
             raise ValidationError("work", f"expected a Work or its payload (a dict), got {type(work).__name__}")
         check_site(work.site)
+        check_webhook_key(work.notify, frozenset(webhooks()))
     ids: list[str] = []
     for work in batch:
         # Shown on the caller's Work; set without the attribute check (an id just made and
