@@ -5,6 +5,9 @@ Retry-After honoured, the refusal of an unknown webhook key, escaping, the notif
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -12,8 +15,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import eventually, running
 
+import workflow
+from conftest import eventually, running
 from workflow.core import events as ev
 from workflow.core.display import describe
 from workflow.core.errors import ValidationError
@@ -220,3 +224,36 @@ async def test_a_slow_slack_does_not_hold_up_other_works(client, stand_in, monke
     assert event.ok and event.attempts == 1
 
 
+
+
+async def _workflow(*args: str) -> tuple[int, str]:
+    """Run the ``workflow`` CLI without blocking the loop (the stand-in answers on it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workflow.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 90)
+    return process.returncode or 0, out.decode()
+
+
+async def test_workflow_notify_test_and_history_through_a_real_server(tmp_path, stand_in):
+    from test_server import start_server
+
+    process, url = await asyncio.to_thread(start_server, tmp_path)
+    try:
+        code, out = await _workflow("notify", "test", "--channel", "C42", "--message", "hello <team>", "--nats", url)
+        assert code == 0, out
+        assert "sent after 1 attempt(s)" in out and '"slack:C42"' in out
+        [body] = stand_in.ok(SLACK)
+        assert body["channel"] == "C42" and body["text"] == "hello &lt;team&gt;"
+
+        async with workflow.connect(url) as client:
+            [work_id] = await client.deposit(slack_work())
+            await end(client, work_id, ok=True)
+            await eventually(lambda: notified(client, work_id), timeout=30)
+        code, out = await _workflow("history", work_id, "--nats", url)
+        assert code == 0, out
+        assert "Notified" in out and "notified of success (1 attempt): slack:C1" in out
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
