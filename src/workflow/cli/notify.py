@@ -19,7 +19,7 @@ import workflow
 from workflow.cli.options import AsJson, Connection, connection_options
 from workflow.cli.output import console, fail, print_json, with_client
 from workflow.core.display import when
-from workflow.core.notify import NOTIFY_PIPELINE
+from workflow.core.notify import NOTIFY_PIPELINE, parse
 from workflow.core.work import Work
 
 
@@ -52,7 +52,7 @@ def test(
         raise fail("say where: --channel C…, --member U… or --webhook KEY", 2)
 
     async def send(client: workflow.Client) -> Work:
-        [work_id] = await client.deposit(Work(pipeline=NOTIFY_PIPELINE, notify=notify))
+        [work_id] = await client.deposit(Work(pipeline=NOTIFY_PIPELINE, notify=parse(notify)))
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             work = await client.get(work_id)
