@@ -105,3 +105,16 @@ def test_a_notified_follows_a_final_status_and_changes_nothing_of_the_work():
         evolve(deleted, notified)
     with pytest.raises(FoldError, match="never deposited"):
         evolve(None, notified)
+    with pytest.raises(FoldError, match="Notified while the work is running; only an ended work is told of"):
+        evolve(fold([deposited, started]), notified)
+
+
+@pytest.mark.parametrize(("status", "outcome"), [("success", "succeeded"), ("failure", "failed"),
+                                                 ("cancelled", "was cancelled")])
+def test_a_notified_head_still_says_how_the_work_ended(status, outcome):
+    """Readers of a work's head alone (bulk actions, cancel, precursors) see through a Notified."""
+    from workflow.core.bulk import status_after
+    from workflow.core.waits import precursor_outcome
+
+    notified = ev.Notified(work_id="01W", pipeline="p", time=1.0, status=status, ok=True, attempts=1)
+    assert status_after(notified) == status and precursor_outcome(notified) == outcome and ev.is_final(notified)

@@ -20,7 +20,7 @@ import workflow
 from conftest import eventually, running
 from workflow.core import events as ev
 from workflow.core.display import describe
-from workflow.core.errors import ValidationError
+from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.work import Work
 from workflow.followers.notifier import run_notifier
 
@@ -123,6 +123,20 @@ async def test_one_message_per_finished_work_with_two_notifiers(client, stand_in
     assert headers["Authorization"] == "Bearer xoxb-test"
     assert any("boom" in text and ":x:" in text for text in texts)
     assert all("https://frb.example/ui/works/" in text for text in texts)
+
+
+async def test_a_notified_work_still_reads_as_ended_to_those_who_read_its_head(client, stand_in):
+    [work_id] = await client.deposit(slack_work())
+    async with running(run_notifier, client.url):
+        await end(client, work_id, ok=True)
+        await eventually(lambda: notified(client, work_id), timeout=30)
+    assert isinstance((await client.head(work_id)).event, ev.Notified)
+    [after] = await client.deposit(Work(pipeline="beta", precursors=[work_id]))
+    assert (await client.get(after)).status == "queued"  # its precursor succeeded: nothing to wait for
+    with pytest.raises(ConflictError, match="already finished"):
+        await client.cancel(work_id)
+    await client.delete(work_id)
+    assert (await client.get(work_id)).status == "deleted"
 
 
 async def test_a_500_then_a_200_is_one_message_and_two_attempts_recorded(client, stand_in):

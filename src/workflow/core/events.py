@@ -136,8 +136,10 @@ class Deleted(Event, frozen=True, kw_only=True):
 class Notified(Event, frozen=True, kw_only=True):
     """The work's ``notify`` was sent (``ok``), or given up after ``attempts`` tries.
 
-    Written once per final outcome by the server's notifier, under the work's CAS; it does
-    not change the work's status. ``status`` is the final status it told of; ``reply``
+    Written once per final outcome by the server's notifier, under the work's CAS, while
+    the work is still in that outcome (the fold refuses it of a work that has not ended),
+    and it does not change the work's status: ``status`` is that final status, so a reader
+    of a work's head alone knows the work's status from it too; ``reply``
     what each target answered (``{"slack": [...], "webhook": {...}}``); ``errors`` what each
     failed try met, in order; ``error`` why it was given up (None when ``ok``).
     """
@@ -199,7 +201,8 @@ def check_version(v: int) -> None:
 
 
 def is_final(event: Event) -> bool:
-    """True when, after this event, the work will never run again."""
-    return isinstance(event, (Succeeded, Cancelled, Deleted)) or (
+    """True when, after this event, the work will never run again (a ``Notified`` follows
+    only a work that ended: the fold refuses it otherwise)."""
+    return isinstance(event, (Succeeded, Cancelled, Deleted, Notified)) or (
         isinstance(event, Failed) and not event.will_retry
     )

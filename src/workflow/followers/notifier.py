@@ -183,10 +183,12 @@ class Notifier:
         for _ in range(_TRIES):
             try:
                 await self._client.append_durably(event, expected, patience=60)
-            except ConflictError:  # the work moved on (re-queued, deleted): record against its new head
+            except ConflictError:  # another Notified, or the work moved on (re-queued, deleted)
                 head = await self._client.head(work.id, work.pipeline)
-                if head is None or isinstance(head.event, ev.Deleted):
-                    log.warning("work %s was deleted before its notification was recorded", work.id)
+                if head is None or isinstance(head.event, ev.Deleted) or not ev.is_final(head.event):
+                    # a Notified follows only an ended work (so that its head still says how it ended)
+                    log.warning("work %s moved on before its notification was recorded (sent: %s)",
+                                work.id, outcome.ok)
                     return
                 expected = head.seq
                 continue

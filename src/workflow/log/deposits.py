@@ -28,6 +28,7 @@ from workflow.core.ids import new_id
 from workflow.core.notify import check_webhook_key
 from workflow.core.settings import webhooks
 from workflow.core.subjects import BucketKey
+from workflow.core.waits import precursor_outcome
 from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
@@ -112,7 +113,7 @@ async def _waits(gateway: LogGateway, batch: list[Work], not_before: float | Non
                     "precursors", f"work {work.id} waits for {precursor!r}, which is no work in the log "
                     "(a precursor deposited in the same call must come before the works that wait for it)"
                 )
-            if head is _IN_BATCH or not isinstance(head.event, ev.Succeeded):  # succeeded: counts at once
+            if head is _IN_BATCH or precursor_outcome(head.event) != "succeeded":  # succeeded: counts at once
                 pending.append(precursor)
         waits.append(ev.Waits(precursors=pending, not_before=not_before) if pending or not_before else None)
     return waits
