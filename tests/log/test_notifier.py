@@ -95,12 +95,12 @@ async def end(client, work_id: str, ok: bool) -> None:
 
 
 async def test_one_message_per_finished_work_with_two_notifiers(client, stand_in):
-    ids = []
+    ids = await client.deposit([slack_work(f"work {n}", priority=5) for n in range(12)])
     async with running(run_notifier, client.url, count=2):
-        for n in range(6):
-            [work_id] = await client.deposit(slack_work(f"work {n}", priority=5))
-            await end(client, work_id, ok=n % 2 == 0)
-            ids.append(work_id)
+        held = await client.withdraw_many("alpha", 12)  # all end at once: both notifiers are busy
+        assert sorted(w.id for w in held) == sorted(ids)
+        await asyncio.gather(*(client.succeed(w, {"value": 1}) if n % 2 == 0 else
+                               client.fail(w, "error", "boom", retry=False) for n, w in enumerate(held)))
         [quiet] = await client.deposit(Work(pipeline="alpha", priority=5))  # no notify: no message
         await end(client, quiet, ok=True)
         [cancelled] = await client.deposit(slack_work("not on cancel"))
