@@ -126,7 +126,11 @@ class Notifier:
                 self._spawn(self._handle(msg), f"notify {msg.subject}")
 
     async def _handle(self, msg: Msg) -> None:
-        """Send the notification an ended work asks for (once), then ack its event."""
+        """Send the notification an ended work asks for (once), then ack its event.
+
+        Until the message is sent, a failure to read the log hands the event back (``nak``:
+        it comes again); once it is sent, the event is acked whatever happens to the record,
+        so that no failure of ours makes Slack hear of a work twice."""
         beating = asyncio.create_task(_beat(msg))
         try:
             await self._notify_ended(msg)
@@ -137,6 +141,9 @@ class Notifier:
         except WorkflowError as error:
             log.error("notification for %s postponed: %s", msg.subject, error)
             await _quietly(msg.nak(delay=5))
+        except Exception:  # a bug: said loudly, and the event put aside rather than retried forever
+            log.exception("notification for %s given up", msg.subject)
+            await _quietly(msg.term())
         finally:
             beating.cancel()
 
@@ -155,7 +162,10 @@ class Notifier:
         if work is None or work.notify is None or work.status not in nt.statuses(work.notify, self.settings.on):
             return
         outcome = await deliver(self._targets(work, plain=False), self.settings)
-        await self._record(work, records, outcome)
+        try:
+            await self._record(work, records, outcome)
+        except WorkflowError as error:  # sent, not recorded: said, never sent again
+            log.error("work %s: notification sent (ok: %s) but not recorded: %s", work.id, outcome.ok, error)
 
     def _targets(self, work: Work, *, plain: bool) -> list[Target]:
         """What to send for ``work``, to whom: one try of each."""

@@ -37,11 +37,15 @@ from workflow.core.settings import webhooks
 
 DEFAULT_SLACK_API = "https://slack.com/api"
 MAX_BACKOFF = 300.0
+#: Tries at most, whatever WORKFLOW_NOTIFY_ATTEMPTS says (each failed one is recorded).
+MAX_ATTEMPTS = 20
 #: Slack errors worth another try (any other ``ok: false`` is final).
 SLACK_RETRYABLE = frozenset({"ratelimited", "internal_error", "fatal_error", "request_timeout",
                              "service_unavailable"})
-#: How much of a webhook's answer the ``Notified`` event keeps.
+#: How much of a webhook's answer, and of each error, the ``Notified`` event keeps (attempts
+#: are few, so the event stays small).
 ANSWER_LIMIT = 1000
+ERROR_LIMIT = 300
 
 
 def _number(name: str, default: float) -> float:
@@ -87,7 +91,7 @@ class Settings:
             webhooks=webhooks(),
             web_url=os.environ.get("WORKFLOW_WEB_URL") or None,
             on=on or DEFAULT_ON,
-            attempts=max(1, int(_number("WORKFLOW_NOTIFY_ATTEMPTS", 5))),
+            attempts=min(MAX_ATTEMPTS, max(1, int(_number("WORKFLOW_NOTIFY_ATTEMPTS", 5)))),
             backoff=max(0.0, _number("WORKFLOW_NOTIFY_BACKOFF", 2.0)),
         )
 
@@ -213,7 +217,7 @@ async def deliver(
             try:
                 outcome.reply[name] = await send()
             except SendError as error:
-                outcome.errors.append(f"attempt {attempt}: {name}: {error}")
+                outcome.errors.append(f"attempt {attempt}: {name}: {str(error)[:ERROR_LIMIT]}")
                 if error.permanent:
                     given_up.append(f"{name}: {error} (not tried again)")
                     continue
