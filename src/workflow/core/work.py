@@ -113,7 +113,8 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     filter ``parent=``) and ``retry_on``, the failure reasons that use a retry (any of
     ``"error"``, ``"timeout"``, ``"reported"``; all three when absent: see
     :mod:`workflow.core.retry`). ``site`` must be one the depositing host knows
-    (``WORKFLOW_SITES``), checked at deposit.
+    (``WORKFLOW_SITES``), checked at deposit. ``notify`` says whom ``workflow server`` tells
+    when the work ends (Slack, a configured webhook: :mod:`workflow.core.notify`).
     """
 
     pipeline: Pipeline
