@@ -297,9 +297,10 @@ def _start_services(
     url: str, data_dir: Path, stop: asyncio.Event, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
     *, connect: dict[str, Any] | None = None, replicas: int | None = None,
 ) -> list[asyncio.Task[None]]:
-    """The projector and results service, the resolver, the scheduler, the bucket keeper
-    (and the metrics), as tasks that end when ``stop`` is set."""
+    """The projector and results service, the resolver, the scheduler, the notifier, the
+    bucket keeper (and the metrics), as tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
+    from workflow.followers.notifier import run_notifier
     from workflow.followers.resolver import run_resolver
     from workflow.followers.scheduler import run_scheduler
     from workflow.log.bucket_keeper import run_bucket_keeper
@@ -308,9 +309,11 @@ def _start_services(
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))
     resolver = run_resolver(url, stop, **(connect or {}))  # releases works that wait
     scheduler = run_scheduler(url, stop, replicas=replicas, **(connect or {}))  # deposits schedules' firings
+    notifier = run_notifier(url, stop, **(connect or {}))  # sends works' notify when they end
     keeper = run_bucket_keeper(url, stop, **(connect or {}))  # creates the buckets clients ask for
     tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver"),
-             asyncio.create_task(scheduler, name="scheduler"), asyncio.create_task(keeper, name="bucket keeper")]
+             asyncio.create_task(scheduler, name="scheduler"), asyncio.create_task(notifier, name="notifier"),
+             asyncio.create_task(keeper, name="bucket keeper")]
     if metrics_port is not None:
         from workflow.results.metrics import run_metrics
 

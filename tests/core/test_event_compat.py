@@ -26,10 +26,10 @@ def deposited_json(**work_changes) -> bytes:
 
 
 def test_an_old_event_whose_work_has_a_field_this_code_lacks_still_decodes():
-    data = deposited_json(notify={"slack": "#frb"}, priority=4)
+    data = deposited_json(mentions={"slack": "#frb"}, priority=4)
     event = ev.decode(data)
     assert isinstance(event, ev.Deposited)
-    assert event.work.priority == 4 and not hasattr(event.work, "notify")
+    assert event.work.priority == 4 and not hasattr(event.work, "mentions")
     state = fold([event])
     assert state is not None and state.status == "queued" and state.priority == 4
     projection.decode(data)  # the read model takes it too (no ValidationError)
@@ -69,7 +69,7 @@ def test_a_schedule_whose_site_the_server_does_not_know_still_fires(monkeypatch)
     from workflow.core import schedules as sch
 
     monkeypatch.delenv("WORKFLOW_SITES", raising=False)
-    work = {**msgspec.to_builtins(Work(pipeline="alpha")), "site": "nowhere", "notify": True}
+    work = {**msgspec.to_builtins(Work(pipeline="alpha")), "site": "nowhere", "mentions": True}
     data = msgspec.json.encode({"type": "scheduleadded", "name": "nightly", "time": 1.0, "v": 1,
                                 "schedule": "@every 1h", "work": work})
     added = sch.decode(data)

@@ -134,20 +134,20 @@ def test_from_payload_round_trips_and_refuses_unknown_values():
 
 def test_an_unknown_field_at_construction_is_refused_naming_it_and_the_known_fields():
     with pytest.raises(ValidationError) as caught:
-        Work(pipeline="p", notify={"slack": "#frb"})
-    assert caught.value.field == "notify"
+        Work(pipeline="p", mentions={"slack": "#frb"})
+    assert caught.value.field == "mentions"
     message = str(caught.value)
-    assert message.startswith("notify: a work has no field 'notify'; its fields are pipeline, parameters,")
-    for field in [*SEED_PAYLOAD_KEYS, "function", "command"]:
+    assert message.startswith("mentions: a work has no field 'mentions'; its fields are pipeline, parameters,")
+    for field in [*SEED_PAYLOAD_KEYS, "function", "command", "notify"]:
         assert field in message
 
 
 def test_an_unknown_key_in_a_payload_is_refused_not_dropped():
-    payload = {**Work(pipeline="p").payload, "notify": {"slack": "#frb"}, "priorty": 5}
+    payload = {**Work(pipeline="p").payload, "mentions": {"slack": "#frb"}, "priorty": 5}
     with pytest.raises(ValidationError) as caught:
         Work.from_payload(payload)
-    assert caught.value.field == "notify"
-    assert "no field 'notify', 'priorty'; its fields are pipeline," in str(caught.value)
+    assert caught.value.field == "mentions"
+    assert "no field 'mentions', 'priorty'; its fields are pipeline," in str(caught.value)
 
 
 def test_a_payload_that_is_not_a_dict_is_refused_clearly():

@@ -25,11 +25,11 @@ async def test_a_payload_is_deposited_as_the_work_it_describes(client):
 
 async def test_a_payload_with_an_unknown_field_is_refused_and_nothing_of_the_call_is_deposited(client):
     good = {"pipeline": "unknown-field"}
-    bad = {"pipeline": "unknown-field", "notify": {"slack": "#frb"}}
+    bad = {"pipeline": "unknown-field", "mentions": {"slack": "#frb"}}
     with pytest.raises(ValidationError) as caught:
         await client.deposit([good, bad])
-    assert caught.value.field == "notify"
-    assert "a work has no field 'notify'; its fields are pipeline," in str(caught.value)
+    assert caught.value.field == "mentions"
+    assert "a work has no field 'mentions'; its fields are pipeline," in str(caught.value)
     assert await nothing_queued(client, "unknown-field")
 
 

@@ -9,6 +9,7 @@ A new event type that any of them forgets fails here at once.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from conftest import eventually, finish
 from workflow.core import events as ev
@@ -28,6 +29,9 @@ async def _live_every_event_type(client) -> list[str]:
     await finish(client, failed, ok=False)  # Started, Failed
     await client.requeue(failed, reason="by hand")  # Requeued
     await client.cancel(cancelled, reason="not needed")  # Cancelled
+    head = await client.head(cancelled)  # Notified: as the server's notifier records it, under the CAS
+    await client.append(ev.Notified(work_id=cancelled, pipeline="alpha", time=time.time(), status="cancelled",
+                                    ok=True, attempts=1, reply={"slack:C1": {"ok": True}}), head.seq)
     await client.delete(succeeded, reason="cleanup")  # Deleted
     return [succeeded, failed, cancelled]
 

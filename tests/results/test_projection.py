@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from workflow.core import events as ev
 from workflow.core.fold import FoldError, evolve, refusal
+from workflow.core.notify import Notify, Slack
 from workflow.core.work import Work
 from workflow.results import database, projection
 from workflow.results.columns import WORK_COLUMNS
@@ -38,11 +39,14 @@ works = st.builds(
     config=dicts,
     precursors=st.none() | st.lists(st.text(max_size=4), max_size=2),
     command=st.none() | st.lists(names, min_size=1, max_size=3),
+    notify=st.none() | st.builds(Notify, slack=st.builds(Slack, channel_id=names, message=st.none() | names,
+                                                         results=st.booleans())),
     creation=st.floats(1.6e9, 1.8e9),
 )
-STEPS = ["started", "succeeded", "failed", "retry", "cancelled", "requeued", "deposited"]
+STEPS = ["started", "succeeded", "failed", "retry", "cancelled", "requeued", "deposited", "notified"]
 STEP_TYPES = {"started": ev.Started, "succeeded": ev.Succeeded, "failed": ev.Failed, "retry": ev.Failed,
-              "cancelled": ev.Cancelled, "requeued": ev.Requeued, "deposited": ev.Deposited}
+              "cancelled": ev.Cancelled, "requeued": ev.Requeued, "deposited": ev.Deposited,
+              "notified": ev.Notified}
 steps = st.lists(st.sampled_from(STEPS), max_size=8)
 
 
@@ -66,7 +70,7 @@ def histories(draw, work_id: str, valid: bool = True) -> list[ev.AnyEvent]:
             continue
         now += draw(st.floats(0.001, 100))
         outcome = {"attempt": attempt, "products": draw(labels), "plots": draw(labels)}
-        if not refused:
+        if not refused and step != "notified":  # a Notified changes nothing of the work
             status = {"started": "running", "succeeded": "success", "failed": "failure",
                       "cancelled": "cancelled"}.get(step, "queued")
         if step == "deposited":
@@ -85,6 +89,9 @@ def histories(draw, work_id: str, valid: bool = True) -> list[ev.AnyEvent]:
             ))
         elif step == "cancelled":
             events.append(ev.Cancelled(**common, time=now, reason=draw(st.none() | names)))
+        elif step == "notified":
+            events.append(ev.Notified(**common, time=now, status=status, ok=draw(st.booleans()), attempts=1,
+                                      reply={"slack:C1": {"ok": True}}))
         else:
             snapshot = msgspec.structs.replace(
                 events[0].work, priority=draw(st.integers(1, 5)), attempt=attempt, status="queued"
@@ -232,12 +239,13 @@ def one_of_each_event(work_id: str = "01JW") -> list[ev.AnyEvent]:
         ev.Started(**common, attempt=1, queue_seq=1),
         ev.Failed(**common, attempt=1, reason="error", will_retry=True),
         ev.Cancelled(**common),
+        ev.Notified(**common, status="cancelled", ok=True, attempts=1),
         ev.Deleted(**common),
     ]
 
 
 STATUS_AFTER = {ev.Deposited: "queued", ev.Started: "running", ev.Succeeded: "success", ev.Failed: "queued",
-                ev.Cancelled: "cancelled", ev.Requeued: "queued", ev.Deleted: "deleted"}
+                ev.Cancelled: "cancelled", ev.Requeued: "queued", ev.Deleted: "deleted", ev.Notified: "cancelled"}
 
 
 def test_every_event_type_has_a_light_form_with_its_tag_that_the_row_fold_knows():

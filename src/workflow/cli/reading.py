@@ -243,8 +243,8 @@ def export(
 @connection_options
 def audit(as_json: AsJson = False, *, connection: Connection) -> None:
     """Check the log against the projection: rejected messages, overdue works, attempts
-    past retries, rows that differ from the fold of their events, sequence gaps.
-    Exit code 0 when clean, 1 when anything is found."""
+    past retries, rows that differ from the fold of their events, sequence gaps,
+    notifications the server gave up on. Exit code 0 when clean, 1 when anything is found."""
 
     async def ask(client: workflow.Client) -> dict[str, Any]:
         from workflow.results.client import Results

@@ -75,6 +75,8 @@ def status_after(event: ev.AnyEvent) -> Status:
             return "cancelled"
         case ev.Deleted():
             return "deleted"
+        case ev.Notified(status=status) if status in FINISHED:  # it follows only an ended work, unchanged
+            return status
     raise TypeError(f"no status follows {type(event).__name__}")
 
 

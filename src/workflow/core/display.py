@@ -69,4 +69,9 @@ def describe(event: ev.AnyEvent) -> str:
             return "cancelled" + (f": {reason}" if reason else "")
         case ev.Deleted(reason=reason):
             return "deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
+        case ev.Notified(status=status, ok=ok, attempts=attempts, reply=reply, error=error):
+            tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+            if not ok:
+                return f"notification of {status} failed after {tries}" + (f": {error[:120]}" if error else "")
+            return f"notified of {status} ({tries})" + (f": {', '.join(sorted(reply))}" if reply else "")
     assert_never(event)  # a new event type must be worded here (mypy and tests/results/test_every_event_type.py)

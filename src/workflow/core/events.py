@@ -133,7 +133,26 @@ class Deleted(Event, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted
+class Notified(Event, frozen=True, kw_only=True):
+    """The work's ``notify`` was sent (``ok``), or given up after ``attempts`` tries.
+
+    Written once per final outcome by the server's notifier, under the work's CAS, while
+    the work is still in that outcome (the fold refuses it of a work that has not ended),
+    and it does not change the work's status: ``status`` is that final status, so a reader
+    of a work's head alone knows the work's status from it too; ``reply``
+    what each target answered (``{"slack": [...], "webhook": {...}}``); ``errors`` what each
+    failed try met, in order; ``error`` why it was given up (None when ``ok``).
+    """
+
+    status: str
+    ok: bool
+    attempts: Attempt
+    reply: dict[str, Any] | None = None
+    errors: list[str] | None = None
+    error: str | None = None
+
+
+AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted | Notified
 
 #: Every event class, in the union's order: the one list that display, projection, metrics
 #: and audit derive theirs from, so a new event that one of them forgets fails a test at once.
@@ -182,7 +201,8 @@ def check_version(v: int) -> None:
 
 
 def is_final(event: Event) -> bool:
-    """True when, after this event, the work will never run again."""
-    return isinstance(event, (Succeeded, Cancelled, Deleted)) or (
+    """True when, after this event, the work will never run again (a ``Notified`` follows
+    only a work that ended: the fold refuses it otherwise)."""
+    return isinstance(event, (Succeeded, Cancelled, Deleted, Notified)) or (
         isinstance(event, Failed) and not event.will_retry
     )

@@ -12,6 +12,8 @@ on ``wf.>`` can append without the CAS headers. The rule (:func:`refusal`):
 - no start of a ``waiting`` work (it is in no bucket: a start could only be forged);
 - after a final outcome or a cancel, nothing but a ``Requeued`` (retried by hand) or a
   ``Deleted``: no second final outcome, no start of a finished work;
+- a ``Notified`` (the server told someone the work ended) only of a work that ended
+  (success, failure, cancelled): it records a message sent, and changes nothing of the work;
 - a ``Deleted`` only of a finished work (so no worker can hold a deleted work, and its
   last status is a recorded fact), and after it nothing at all: not even a ``Requeued``,
   since a deleted work is out of every list an operator would retry it from.
@@ -30,6 +32,7 @@ from workflow.core.events import (
     Deposited,
     Event,
     Failed,
+    Notified,
     Requeued,
     Started,
     Succeeded,
@@ -55,8 +58,10 @@ def refusal(status: str | None, event: Event | type[Event]) -> str | None:
         return None if status in FINISHED else f"Deleted while the work is {status}; only a finished work is deleted"
     if kind is Requeued:
         return None
+    if kind is Notified:
+        return None if status in FINISHED else f"Notified while the work is {status}; only an ended work is told of"
     if status in FINISHED:
-        return f"{name} after the work ended ({status}); only a Requeued may follow"
+        return f"{name} after the work ended ({status}); only a Requeued, a Notified or a Deleted may follow"
     if kind in (Succeeded, Failed) and status != "running":
         return f"{name} while no attempt runs ({status})"
     if kind is Started and status == "waiting":
@@ -110,6 +115,8 @@ def evolve(state: Work | None, event: AnyEvent) -> Work:
             return replace(state, status="cancelled", stop=event.time)
         case Deleted():
             return replace(state, status="deleted")  # the rest as it finished: its history says how
+        case Notified():
+            return state  # a message sent about the work: the work itself is as it was
     raise FoldError(f"unknown event {event!r}")
 
 

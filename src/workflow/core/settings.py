@@ -99,3 +99,24 @@ def retry_backoff_seconds() -> float:
 
 
 MAX_RETRY_DELAY = 300.0
+
+
+def webhooks() -> dict[str, str]:
+    """The webhooks the server may call, by key: ``WORKFLOW_WEBHOOKS`` as ``key=url,key=url``.
+    A depositor names a key (``notify.webhook.key``), never a URL, so the server calls only
+    the addresses its operator listed; a key missing here is refused at deposit. A
+    depositor's host may list bare keys (``alerts,pager``: their URLs are the server's)."""
+    return _webhooks(os.environ.get("WORKFLOW_WEBHOOKS", ""))
+
+
+@lru_cache(maxsize=8)
+def _webhooks(raw: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in raw.split(","):
+        key, sep, url = part.partition("=")
+        if not part.strip():
+            continue
+        if not key.strip() or (sep and not url.strip()):
+            raise ValueError(f"WORKFLOW_WEBHOOKS is key=url,key=url (or bare keys); got {part.strip()!r}")
+        found[key.strip()] = url.strip()
+    return found

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from workflow.core.errors import ValidationError
-from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Requeued, Succeeded, is_final
+from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Notified, Requeued, Succeeded, is_final
 from workflow.core.work import Work
 
 
@@ -63,6 +63,8 @@ def precursor_outcome(event: AnyEvent | None) -> str | None:
         return "was cancelled"
     if isinstance(event, Failed) and is_final(event):
         return "failed"
+    if isinstance(event, Notified):  # follows only an ended work, and says how it ended
+        return {"success": "succeeded", "failure": "failed", "cancelled": "was cancelled"}.get(event.status)
     return None
 
 

@@ -31,8 +31,10 @@ from typing import Annotated, Any
 
 import msgspec
 
+from workflow.core import notify as notify_
 from workflow.core import session
 from workflow.core.errors import ValidationError
+from workflow.core.notify import Notify
 from workflow.core.retry import check_retry_on
 from workflow.core.settings import allowed_sites
 from workflow.core.status import FINISHED, STATUSES, Status
@@ -71,6 +73,7 @@ RULES: dict[str, str] = {
     "precursors": "precursors is a list of work ids or None",
     "function": "function is a dotted path like 'module.func', or None",
     "command": "command is a non-empty argv list of text, like ['echo', 'hi'], or None",
+    "notify": notify_.RULE,
     "id": "id is text or None",
     "creation": "creation is a time in unix seconds or None",
     "start": "start is a time in unix seconds or None",
@@ -110,7 +113,8 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     filter ``parent=``) and ``retry_on``, the failure reasons that use a retry (any of
     ``"error"``, ``"timeout"``, ``"reported"``; all three when absent: see
     :mod:`workflow.core.retry`). ``site`` must be one the depositing host knows
-    (``WORKFLOW_SITES``), checked at deposit.
+    (``WORKFLOW_SITES``), checked at deposit. ``notify`` says whom ``workflow server`` tells
+    when the work ends (Slack, a configured webhook: :mod:`workflow.core.notify`).
     """
 
     pipeline: Pipeline
@@ -132,6 +136,7 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     config: dict[str, Any] | None = None
     function: str | None = None
     command: list[str] | None = None
+    notify: Notify | None = None
     id: str | None = None
     creation: float | None = msgspec.field(default_factory=time.time)
     start: float | None = None
@@ -140,6 +145,8 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     status: Status = "created"
 
     def __post_init__(self) -> None:
+        if self.notify is not None and not isinstance(self.notify, Notify):  # a dict a caller wrote
+            msgspec.Struct.__setattr__(self, "notify", notify_.parse(self.notify))
         # One conversion of all fields against a hook-free twin is ~10x faster than
         # checking field by field, which matters when thousands of works are deposited.
         try:
@@ -149,9 +156,13 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
         _check_extra_rules("function", self.function)
         _check_extra_rules("command", self.command)
         _check_consistency(self.function, self.command)
+        if self.notify is not None:
+            notify_.check(self.notify)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.__struct_fields__:
+        if name == "notify":
+            value = notify_.parse(value)
+        elif name in self.__struct_fields__:
             _check_field(name, value)
             if name == "function":
                 _check_consistency(value, self.command)
@@ -165,11 +176,11 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
     def payload(self) -> dict[str, Any]:
         """The whole work as a plain dict, as stored (the seed's ``work.payload``).
 
-        ``function`` and ``command`` appear only when set, so a plain work's payload is
-        exactly the seed's dictionary.
+        ``function``, ``command`` and ``notify`` appear only when set, so a plain work's
+        payload is exactly the seed's dictionary.
         """
         data: dict[str, Any] = msgspec.to_builtins(self)
-        for optional in ("function", "command"):
+        for optional in ("function", "command", "notify"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -187,6 +198,7 @@ class Work(msgspec.Struct, kw_only=True, metaclass=_WorkMeta):
         unknown = sorted(payload.keys() - set(cls.__struct_fields__), key=str)
         if unknown:
             raise unknown_fields_error(unknown)
+        notify_.check_keys(payload.get("notify"))
         try:
             work: Work = msgspec.convert(payload, type=cls)
         except msgspec.ValidationError as error:
@@ -278,6 +290,10 @@ def _as_validation_error(error: msgspec.ValidationError, values: dict[str, Any])
     if match is None or match.group(1) not in RULES:
         return ValidationError("work", re.sub(r" - at `\$[^`]*`", "", message))
     field = match.group(1)
+    if field == "notify":  # nested: say where in it
+        detail = re.search(r"(.*) - at `\$\.(notify[^`]*)`", message)
+        if detail is not None:
+            return ValidationError("notify", f"{RULES['notify']}; {detail.group(1)} at {detail.group(2)}")
     return _rule_error(field, values.get(field))
 
 

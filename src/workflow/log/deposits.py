@@ -25,7 +25,10 @@ import msgspec
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.ids import new_id
+from workflow.core.notify import check_webhook_key
+from workflow.core.settings import webhooks
 from workflow.core.subjects import BucketKey
+from workflow.core.waits import precursor_outcome
 from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
@@ -53,7 +56,8 @@ async def deposit(
 
     A work may be given as its payload (a dict, as ``work.payload`` or JSON has it): a key
     the Work does not have is refused, like any bad value. So is a site this host does not
-    know (``WORKFLOW_SITES``): the one place the site list is checked is here, where a
+    know (``WORKFLOW_SITES``), and a webhook key this host's ``WORKFLOW_WEBHOOKS`` lacks
+    (``notify.webhook.key``): the one place the site list is checked is here, where a
     work enters the log, so that every reader can read what the log accepted. Nothing of
     the call is deposited when any of its works is refused.
     """
@@ -63,6 +67,7 @@ async def deposit(
         if not isinstance(work, Work):
             raise ValidationError("work", f"expected a Work or its payload (a dict), got {type(work).__name__}")
         check_site(work.site)
+        check_webhook_key(work.notify, frozenset(webhooks()))
     ids: list[str] = []
     for work in batch:
         # Shown on the caller's Work; set without the attribute check (an id just made and
@@ -108,7 +113,7 @@ async def _waits(gateway: LogGateway, batch: list[Work], not_before: float | Non
                     "precursors", f"work {work.id} waits for {precursor!r}, which is no work in the log "
                     "(a precursor deposited in the same call must come before the works that wait for it)"
                 )
-            if head is _IN_BATCH or not isinstance(head.event, ev.Succeeded):  # succeeded: counts at once
+            if head is _IN_BATCH or precursor_outcome(head.event) != "succeeded":  # succeeded: counts at once
                 pending.append(precursor)
         waits.append(ev.Waits(precursors=pending, not_before=not_before) if pending or not_before else None)
     return waits

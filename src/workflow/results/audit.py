@@ -16,7 +16,9 @@
   saw them: whatever they said is unknown here;
 - ``stranded``: an unfinished work whose queue message (its last ``Deposited`` or
   ``Requeued``) aged out of the log: no bucket holds it any more, so no worker will run
-  it until someone re-queues it (``workflow requeue ID``).
+  it until someone re-queues it (``workflow requeue ID``);
+- ``notify``: a work's notification the notifier gave up on (a ``Notified`` with ``ok``
+  false: Slack or the webhook kept refusing it, or it had no token).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ JOIN (SELECT work_id, max(seq) AS seq FROM events WHERE type IN ('deposited', 'r
 WHERE w.status NOT IN ({", ".join(f"'{s}'" for s in sorted(FINISHED))}) AND q.seq < ?
 ORDER BY w.id
 """
+_NOTIFY_FAILED = """
+SELECT seq, work_id, json_extract_string(payload, '$.status'), json_extract_string(payload, '$.error'),
+       json_extract(payload, '$.attempts')
+FROM events WHERE type = 'notified' AND json_extract(payload, '$.ok') = 'false'::JSON ORDER BY seq
+"""
 _OVERDUE = "SELECT id, start, timeout FROM works WHERE status = 'running' AND start + timeout + ? < ? ORDER BY id"
 
 
@@ -82,6 +89,9 @@ def audit(con: Any, *, now: float, lease: float, first_seq: int) -> list[Anomaly
                            "SELECT seq FROM rejected UNION ALL SELECT seq FROM other)").fetchall()
     if checkpoint > max(top, first_seq - 1):
         found.append(Anomaly(kind="gap", seq=top + 1, detail=f"sequences {top + 1}..{checkpoint} are missing"))
+    for seq, work_id, status, error, attempts in con.execute(_NOTIFY_FAILED).fetchall():
+        found.append(Anomaly(kind="notify", seq=seq, work_id=work_id,
+                             detail=f"its notification of {status} failed after {attempts} attempt(s): {error}"))
     found.extend(_retention(con, first_seq))
     found.extend(_refold(con))
     return found

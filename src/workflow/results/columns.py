@@ -11,7 +11,7 @@ import msgspec
 from workflow.core.work import Work
 
 #: Work fields whose values are dicts or free-form lists: stored as JSON text.
-JSON_FIELDS = ("parameters", "results", "precursors", "config")
+JSON_FIELDS = ("parameters", "results", "precursors", "config", "notify")
 WORK_FIELDS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(Work))
 #: Columns of ``works``: every Work field, then the sequence and time of its last event.
 WORK_COLUMNS: tuple[str, ...] = (*WORK_FIELDS, "seq", "updated")

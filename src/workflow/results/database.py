@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS works (
     config JSON,
     function VARCHAR,
     command VARCHAR[],
+    notify JSON,
     creation DOUBLE,
     start DOUBLE,
     stop DOUBLE,
@@ -161,6 +162,9 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         return duckdb.connect(str(path), read_only=True)
     con = duckdb.connect(str(path))
     con.execute(SCHEMA)
+    # A read model made before works had ``notify``: the column is added (empty: no work
+    # could carry it then), so it keeps folding the log where it stopped.
+    con.execute("ALTER TABLE works ADD COLUMN IF NOT EXISTS notify JSON")
     # Fewer, larger checkpoints of the write-ahead log: a batch is ~10 MB while catching up.
     con.execute("SET checkpoint_threshold = '128MB'")
     # A service draws no progress bars on its output; and DuckDB's buffer cache, which

@@ -92,6 +92,7 @@ Succeeded = LIGHT[ev.Succeeded]
 Failed = LIGHT[ev.Failed]
 Cancelled = LIGHT[ev.Cancelled]
 Deleted = LIGHT[ev.Deleted]
+Notified = LIGHT[ev.Notified]
 #: A light event: one of ``LIGHT``'s values (built at import, so typed loosely).
 LightEvent = Any
 #: The core event type of each light one.
@@ -104,6 +105,8 @@ _encoder = msgspec.json.Encoder()
 def _checked_type(info: msgspec.structs.FieldInfo) -> Any:
     """A Work field's type for checking only: free-form values stay raw JSON (cheaper),
     and numbers are bounded to what the ``works`` columns hold."""
+    if info.name == "notify":  # small, and its shape is the rule (a webhook key, a channel)
+        return info.type
     if info.name in JSON_FIELDS:  # their shape; the values inside stay raw JSON (DuckDB parses them)
         return list[msgspec.Raw] | None if info.name == "precursors" else dict[str, msgspec.Raw] | None
     if info.name == "attempt":
@@ -258,7 +261,7 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
     The state machine's one guard is ``fold.refusal``, as in ``evolve``: None for an event
     of an unknown work (never deposited, or its deposit aged out of the log before this
     projection began), a second deposit, an outcome while no attempt runs, anything but a
-    Requeued or Deleted after the work ended. The caller records it as rejected.
+    Requeued, Notified or Deleted after the work ended. The caller records it as rejected.
     An event type this fold does not know is an error (TypeError), never skipped.
     """
     kind = event.__class__
@@ -293,6 +296,8 @@ def apply(row: Row | None, event: LightEvent, seq: int) -> Row | None:
         return _replace(row, status="cancelled", stop=time, stop_set=True, seq=seq, updated=time)
     if kind is Deleted:  # it keeps its fields, hidden by its status
         return _replace(row, status="deleted", seq=seq, updated=time)
+    if kind is Notified:  # a message sent about the work: nothing of the work changes
+        return _replace(row, seq=seq, updated=time)
     # Requeued: a new snapshot of the work; its last run's times and results are cleared
     return Row(id=event.work_id, base=bytes(event.work), status="queued", start_set=True, stop_set=True, seq=seq,
                updated=time)
