@@ -233,7 +233,7 @@ def buckets(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json(stats)
         return
-    table = listing("pipeline", "site", "priority", "waiting", "undelivered", "held", "redelivered", "lease (s)")
+    table = listing("pipeline", "site", "pri", "waiting", "undelivered", "held", "redelivered", "lease (s)")
     for s in stats:
         table.add_row(s.pipeline, s.site, str(s.priority), "?" if s.waiting is None else str(s.waiting),
                       str(s.undelivered), str(s.held), str(s.redelivered), f"{s.lease_seconds:g}")
