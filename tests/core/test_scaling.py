@@ -25,6 +25,11 @@ def test_pending_jobs_cover_the_works_they_will_take_so_a_deposit_is_answered_on
     assert decide(UP_TO_5, Depth(waiting=4), jobs(pending=3), idle_for=0, idle_after=60).submit == 1
 
 
+def test_held_works_beyond_the_running_jobs_lost_their_worker_and_get_a_job():
+    assert decide(UP_TO_5, Depth(waiting=0, held=1), [], idle_for=0, idle_after=60).submit == 1
+    assert decide(UP_TO_5, Depth(waiting=0, held=3), jobs(running=1), idle_for=0, idle_after=60).submit == 2
+
+
 def test_running_jobs_with_free_slots_cover_waiting_works_but_busy_ones_do_not():
     two_slots = Limits(maximum=10, works_per_job=2)
     # 2 running jobs, 4 slots, 3 held: 1 free slot covers 1 of 5 waiting; 4 more need 2 jobs.

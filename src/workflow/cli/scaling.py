@@ -50,9 +50,10 @@ def scale(
             url = options.pop("url", None)
             async with Client(url, name="workflow-scale", **options) as client:
                 steps = await Scaler(config, client, Slurm(config.name), url=config.nats or client.url).look()
-            rows: list[dict[str, Any]] = [{"pipeline": s.pipeline, "waiting": s.depth.waiting, "held": s.depth.held, "jobs": s.jobs,
-                     "submitted": s.decision.submit, "array": s.submitted, "cancelled": list(s.decision.cancel),
-                     "why": s.decision.why} for s in steps]
+            rows: list[dict[str, Any]] = [
+                {"pipeline": s.pipeline, "waiting": s.depth.waiting, "held": s.depth.held, "jobs": s.jobs,
+                 "submitted": s.decision.submit, "array": s.submitted, "cancelled": list(s.decision.cancel),
+                 "why": s.decision.why} for s in steps]
             if as_json:
                 print_json(rows)
                 return

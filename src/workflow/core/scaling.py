@@ -4,11 +4,14 @@
 pipeline's bucket depth at its site and at the worker jobs it owns on the batch system, and
 asks :func:`decide` what to do. The rule:
 
-- **Up, never past what the queue can use.** Works waiting beyond what the jobs already
-  owned will take (the free slots of running jobs, and every slot of the pending ones) need
-  new jobs, one per ``works_per_job`` (a job's worker concurrency), up to ``maximum`` jobs
-  in all; never fewer than ``minimum``. A job waiting in the batch queue counts as coverage,
-  so a deposit is answered once, not at every look while the jobs wait for nodes.
+- **Up, never past what the queue can use.** Every work waiting or held needs a slot; the
+  jobs owned give ``works_per_job`` slots each (a job's worker concurrency), pending or
+  running. Works beyond those slots need new jobs, up to ``maximum`` jobs in all; never
+  fewer than ``minimum``. A job waiting in the batch queue counts, so a deposit is answered
+  once, not at every look while the jobs wait for nodes; a held work beyond the running
+  jobs' slots lost its worker (a job cancelled or killed mid-work) and gets a job for its
+  next attempt. (Works held by workers the scaler did not start count too: it may start a
+  few jobs more than needed, never more than ``maximum``.)
 - **Down to the minimum after an idle time.** When nothing has waited or been held for
   ``idle_after`` seconds, the jobs beyond ``minimum`` are cancelled, pending ones first.
   Jobs are never cancelled while works are held (one of them may be running a work);
@@ -96,8 +99,9 @@ def decide(limits: Limits, depth: Depth, jobs: list[Job], idle_for: float, idle_
             order = _newest_first(pending) + _newest_first(running)
             return Decision(cancel=order[:surplus], why=f"nothing waiting or running for {idle_for:.0f} s")
         return Decision()
-    free_running_slots = max(0, len(running) * per_job - depth.held)
-    uncovered = depth.waiting - free_running_slots - len(pending) * per_job
+    # Every work waiting or held needs a slot: held works beyond the running jobs' slots lost
+    # their worker (a job cancelled or killed mid-work) and come back when their lease ends.
+    uncovered = depth.waiting + depth.held - len(jobs) * per_job
     if uncovered <= 0:
         return Decision()
     wanted = min(math.ceil(uncovered / per_job), limits.maximum - len(jobs))
