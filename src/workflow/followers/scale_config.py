@@ -50,7 +50,7 @@ import msgspec.yaml
 
 from workflow.core.errors import ValidationError
 from workflow.core.scaling import Limits
-from workflow.core.work import NAME_PATTERN
+from workflow.core.work import NAME_PATTERN, check_site
 
 #: The job script when the configuration gives none: the worker, exec'ed so that Slurm's
 #: signals (scancel, the time limit) reach it directly.
@@ -119,6 +119,10 @@ class ScaleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
                 raise ValidationError(f"scale.{field}", f"expected letters, digits and '-', got {value!r}")
         if not self.pipelines:
             raise ValidationError("scale.pipelines", "name at least one pipeline to scale")
+        try:
+            check_site(self.site)  # the workers' --site: refused there too, at every job start
+        except ValidationError as error:
+            raise ValidationError("scale.site", str(error).removeprefix("site: ")) from None
         if not 1 <= self.interval <= 3600:
             raise ValidationError("scale.interval", f"expected 1 to 3600 seconds, got {self.interval}")
         if self.idle < 0:
