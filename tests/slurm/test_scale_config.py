@@ -62,6 +62,7 @@ def test_the_default_job_script_execs_this_pythons_workflow():
     ("scale: {site: 'no spaces', pipelines: {p: {}}}", "scale.site"),
     ("scale: {site: nowhere, pipelines: {p: {}}}", "scale.site: unknown site 'nowhere'"),
     ("scale: {pipelines: {p: {}}, template: 'echo hi'}", "must contain {worker}"),
+    ("scale: {pipelines: {p: {template: 'exec {worker}'}}}", "must start with #!"),
     ("scale: {pipelines: {p: {lives: 0}}}", "scale.pipelines.p.lives"),
     ("scale: [unclosed", "is not YAML"),
 ])

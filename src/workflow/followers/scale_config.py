@@ -133,9 +133,13 @@ class ScaleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             scale.limits(pipeline)
             if scale.lives < 1:
                 raise ValidationError(f"scale.pipelines.{pipeline}.lives", f"expected >= 1, got {scale.lives}")
-            if "{worker}" not in self.template_of(pipeline):
+            template = self.template_of(pipeline)
+            if "{worker}" not in template:
                 raise ValidationError(f"scale.pipelines.{pipeline}.template",
                                       "the job script must contain {worker}, where the worker starts")
+            if not template.startswith("#!"):
+                raise ValidationError(f"scale.pipelines.{pipeline}.template",
+                                      "the job script must start with #! (e.g. #!/bin/bash), as sbatch requires")
         return self
 
     def template_of(self, pipeline: str) -> str:
