@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-.PHONY: demo test test-under-load lint chromium docs bench bench-peers install lock clean
+.PHONY: demo test test-under-load lint chromium slurm docs bench bench-peers install lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ lint: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# The autoscaler's tests (tests/slurm/) start a single-node Slurm cluster from Debian's packages; as
+# root only (slurmd must be), and never a failure where they cannot be installed: the tests then skip,
+# saying why.
+slurm:
+	@command -v sbatch >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) || \
+		echo "slurm-wlm and munge could not be installed: tests/slurm will skip"
+
 # One pytest process per core (pytest-xdist): the tests wait on processes and servers more
 # than they compute, and each has its own nats-server, port and temp dir.
-test: lint chromium
+test: lint chromium slurm
 	$(BIN)/python -m pytest -n auto
 
 # The suite 3 times in a row, as `make test` runs it, with every core taken by a busy loop

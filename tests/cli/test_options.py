@@ -53,7 +53,7 @@ def test_the_walk_finds_every_command_of_the_readme_and_its_options():
         "server", "deposit", "run", "ls", "count", "pipelines", "show", "history", "cancel", "requeue", "delete",
         "buckets",
         "streams apply", "replay", "sql", "export", "projector", "tui", "secure init", "audit",
-        "schedule add", "schedule ls", "schedule rm", "notify test",
+        "schedule add", "schedule ls", "schedule rm", "notify test", "scale",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
 

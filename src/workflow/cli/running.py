@@ -32,6 +32,9 @@ def run(
                                                  "every work [default: each work's own function].")] = None,
     command: Annotated[str | None, typer.Option("--command", "-c", help="Command line to run for every work "
                                                 "[default: each work's own command].")] = None,
+    argsource: Annotated[str, typer.Option(
+        "--argsource", help="What a function receives: parameters (function(**work.parameters)) or work "
+        "(function(work), the whole Work: its event, tags, path...).")] = "parameters",
     lives: Annotated[int, typer.Option("--lives", "-l", help="Stop after this many works (-1: never).")] = -1,
     sleep: Annotated[float, typer.Option(help="Seconds to wait when the buckets are empty (1 to 300).")] = 30.0,
     concurrency: Annotated[int, typer.Option(help="Works run at once by this worker.")] = 1,
@@ -65,6 +68,9 @@ def run(
     Example: workflow run sample-pipeline --tag calibration --tag beam-2 -f mymod.calibrate
 
     Example: workflow run sample-pipeline --event 12345 --user ann --parent night-2026-11-30
+
+    A function that is a click command gets the work's parameters as its command-line
+    arguments; --argsource work hands a function the whole Work instead of **parameters.
     """
     from workflow.api import Client
     from workflow.core.filters import WithdrawFilter
@@ -76,6 +82,7 @@ def run(
     with reported():  # bad options exit 2 and a lost server 3, as every command reports them
         config = WorkerConfig(
             pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
+            argsource=argsource,
             lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
             max_works_per_child=max_works_per_child, connect=connection.options(),
             filters=WithdrawFilter.of(tag, event, user, parent),

@@ -67,7 +67,8 @@ class Attempts:
         parameters = work.parameters or {}
         function = config.function or (None if config.command else work.function)
         if function is not None:
-            return FunctionCall(function=function, parameters=parameters, path=work.path)
+            whole = work if config.argsource == "work" else None
+            return FunctionCall(function=function, parameters=parameters, path=work.path, work=whole)
         argv = config.command or work.command
         if argv is not None:
             env = work_environment(work.id or "", work.pipeline, work.attempt, work.parameters)

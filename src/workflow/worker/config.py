@@ -13,6 +13,7 @@ from workflow.core.errors import ValidationError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.work import validate_field
 from workflow.worker.isolation import ISOLATIONS
+from workflow.worker.runner import ARGSOURCES
 
 
 @dataclass
@@ -23,6 +24,7 @@ class WorkerConfig:
     site: str = "local"
     function: str | None = None
     command: list[str] | None = None
+    argsource: str = "parameters"  # "work": the function receives the whole Work, not **parameters
     lives: int = -1
     sleep: float = 30.0
     concurrency: int = 1
@@ -53,6 +55,8 @@ class WorkerConfig:
             validate_field("function", self.function)
         if self.command is not None and not self.command:
             raise ValidationError("command", "expected a non-empty command line")
+        if self.argsource not in ARGSOURCES:
+            raise ValidationError("argsource", f"expected one of {', '.join(ARGSOURCES)}, got {self.argsource!r}")
 
     def _check_how_it_runs(self) -> None:
         if self.concurrency < 1:

@@ -1,7 +1,9 @@
 """What a worker runs for a work, and the rule that turns what it returned into an outcome.
 
-A work names a Python *function* (a dotted path, called as ``function(**parameters)``) or
-a *command* (an argv run as a subprocess). Both end in one :class:`Outcome`, a plain
+A work names a Python *function* (a dotted path, called as ``function(**parameters)``,
+or ``function(work)`` with ``workflow run --argsource work``; a ``click`` command gets the
+parameters as its arguments, see :mod:`workflow.worker.clicks`) or a *command* (an argv
+run as a subprocess). Both end in one :class:`Outcome`, a plain
 msgspec Struct that crosses process boundaries as JSON, so a child process reports the
 same thing a thread would.
 
@@ -27,6 +29,7 @@ import functools
 import importlib
 import inspect
 import os
+import sys
 import traceback as tb
 from collections.abc import Callable
 from pathlib import PurePath
@@ -35,6 +38,7 @@ from typing import Any, Literal
 import msgspec
 
 from workflow.core.errors import ResultsError, UnknownFunctionError
+from workflow.core.work import Work
 
 #: Error texts and tracebacks are capped so that the event recording them always fits.
 MAX_ERROR_CHARS = 20_000
@@ -43,12 +47,18 @@ MAX_ERROR_CHARS = 20_000
 MAX_OUTPUT_BYTES = 1 << 20
 
 
+#: What a function receives: the work's parameters as keyword arguments, or the whole Work.
+ARGSOURCES = ("parameters", "work")
+
+
 class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
-    """Call ``function(**parameters)`` (``path`` is the work's working directory)."""
+    """Call ``function(**parameters)``, or ``function(work)`` when ``work`` is given
+    (``--argsource work``); ``path`` is the work's working directory."""
 
     function: str
     parameters: dict[str, Any] = {}
     path: str = "."
+    work: Work | None = None
 
 
 class CommandCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,14 +174,21 @@ def call_function(call: FunctionCall) -> Outcome:
         function = resolve(call.function)
     except UnknownFunctionError as error:
         return Outcome(status="unrunnable", error=str(error))
+    if is_click_command(function):
+        if call.work is not None:
+            return Outcome(status="unrunnable", error=f"{call.function} is a click command: it takes the work's "
+                           "parameters as its arguments, not the whole work (--argsource work)")
+        from workflow.worker.clicks import call_click  # only where click is in use
+
+        return call_click(function, call.function, call.parameters)
     misfit = _parameters_misfit(function, call)
     if misfit is not None:
         return Outcome(status="unrunnable", error=misfit)
     try:
-        value = function(**call.parameters)
+        value = function(call.work) if call.work is not None else function(**call.parameters)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-        results, products, plots = normalize(value)
+        results, products, plots = returned_work(value) if isinstance(value, Work) else normalize(value)
     except (Exception, SystemExit) as error:
         return Outcome(
             status="failed",
@@ -179,6 +196,23 @@ def call_function(call: FunctionCall) -> Outcome:
             traceback=clip(tb.format_exc()),
         )
     return Outcome(status="succeeded", results=results, products=products, plots=plots)
+
+
+def is_click_command(function: object) -> bool:
+    """Whether ``function`` is a ``click.Command``, recognised through ``sys.modules``: a
+    click command was imported with click, so the worker never imports click itself."""
+    click = sys.modules.get("click")
+    command_type = getattr(click, "Command", None)
+    return isinstance(command_type, type) and isinstance(function, command_type)
+
+
+def returned_work(work: Work) -> tuple[dict[str, Any] | None, list[str] | None, list[str] | None]:
+    """(results, products, plots) of a Work a function returned (``--argsource work``): the
+    ones it set on it; its other fields are the system's to change, not the function's."""
+    results = jsonable(work.results) if work.results is not None else None
+    products = _paths(work.products) if work.products is not None else None
+    plots = _paths(work.plots) if work.plots is not None else None
+    return results, products, plots
 
 
 def _parameters_misfit(function: Callable[..., Any], call: FunctionCall) -> str | None:
@@ -191,7 +225,10 @@ def _parameters_misfit(function: Callable[..., Any], call: FunctionCall) -> str 
     if signature is None:  # some builtins have no signature: just call them
         return None
     try:
-        signature.bind(**call.parameters)
+        if call.work is not None:
+            signature.bind(call.work)
+        else:
+            signature.bind(**call.parameters)
     except TypeError as error:
         bare = signature.replace(
             parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
