@@ -122,12 +122,19 @@ class EmbeddedNats:
         self.stop()
 
 
-async def prepare_log(url: str, *, replicas: int | None = None, **connect_options: Any) -> None:
+async def prepare_log(
+    url: str, *, replicas: int | None = None, products_max_bytes: int | None = None, **connect_options: Any,
+) -> None:
     """Connect to ``url`` (one URL, or a comma-separated list of a cluster's), check the
-    server, and apply ``streams/`` (idempotent). ``connect_options`` go to ``nats.connect``
+    server, apply ``streams/`` and create the products object store (both idempotent).
+    ``products_max_bytes`` is the object store's size (default ``WORKFLOW_PRODUCTS_MAX_BYTES``,
+    else 10 GiB), apart from the log's. ``connect_options`` go to ``nats.connect``
     (``user``, ``password``, …)."""
+    from workflow.archive.objectstore import ensure_bucket
+    from workflow.core.archiving import DEFAULT_BUCKET
     from workflow.core.errors import ConnectionFailedError
     from workflow.core.settings import nats_servers
+    from workflow.core.settings import products_max_bytes as configured_max_bytes
     from workflow.log import connection, jsapi
     from workflow.log.streams import apply_streams
     from workflow.log.tls import HandshakeFailures
@@ -145,6 +152,9 @@ async def prepare_log(url: str, *, replicas: int | None = None, **connect_option
         jsapi.check_server_version(nc, url)
         for applied in await apply_streams(nc, replicas=replicas):
             log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
+        max_bytes = products_max_bytes if products_max_bytes is not None else configured_max_bytes()
+        if await ensure_bucket(nc, DEFAULT_BUCKET, max_bytes, replicas):
+            log.info("object store %s created (max_bytes %d)", DEFAULT_BUCKET, max_bytes)
     finally:
         await nc.close()
 

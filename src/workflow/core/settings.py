@@ -68,3 +68,20 @@ def retry_backoff_seconds() -> float:
 
 
 MAX_RETRY_DELAY = 300.0
+
+
+#: The products object store's size when ``WORKFLOW_PRODUCTS_MAX_BYTES`` is unset: 10 GiB.
+DEFAULT_PRODUCTS_MAX_BYTES = 10 << 30
+
+
+def products_max_bytes() -> int:
+    """The size (bytes) of the products object store that ``workflow server`` creates, apart
+    from the log's stream so products can never fill the log's disk.
+    ``WORKFLOW_PRODUCTS_MAX_BYTES``, default 10 GiB."""
+    raw = os.environ.get("WORKFLOW_PRODUCTS_MAX_BYTES")
+    if not raw:
+        return DEFAULT_PRODUCTS_MAX_BYTES
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"WORKFLOW_PRODUCTS_MAX_BYTES must be a number of bytes, got {raw!r}") from None

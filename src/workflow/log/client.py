@@ -31,6 +31,7 @@ from workflow.core import session
 from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, WorkflowError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
+from workflow.core.products import ArchivedFile
 from workflow.core.retry import retry_delay
 from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, schedule_spec
 from workflow.core.settings import lease_seconds, nats_servers, nats_url
@@ -322,10 +323,12 @@ class Client:
         products: list[str] | None = None,
         plots: list[str] | None = None,
         *,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> None:
-        """Record that a held work succeeded, then ack its queue message."""
-        await self._connected.outcomes.succeed(work, results, products, plots, patience=patience)
+        """Record that a held work succeeded, then ack its queue message (``archived``: the
+        products and plots archived for this attempt, :mod:`workflow.core.products`)."""
+        await self._connected.outcomes.succeed(work, results, products, plots, archived=archived, patience=patience)
 
     async def fail(
         self,
@@ -338,12 +341,13 @@ class Client:
         results: dict[str, Any] | None = None,
         products: list[str] | None = None,
         plots: list[str] | None = None,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> ev.Failed:
         """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain."""
         return await self._connected.outcomes.fail(
             work, reason, error, traceback, retry=retry, results=results, products=products, plots=plots,
-            patience=patience,
+            archived=archived, patience=patience,
         )
 
     async def release(self, work: Work, reason: str = "worker stopped at once") -> ev.Failed:

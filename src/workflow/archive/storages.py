@@ -1,0 +1,18 @@
+"""Which storage a site archives into, and which storage reads a URI: the one place that
+maps settings and URI schemes to the storage classes."""
+
+from __future__ import annotations
+
+import nats.aio.client
+
+from workflow.archive.objectstore import ObjectStoreStorage
+from workflow.archive.storage import Storage
+from workflow.core.archiving import ArchiveSettings
+from workflow.core.products import ArchiveError
+
+
+def storage_for(settings: ArchiveSettings, nc: nats.aio.client.Client) -> Storage:
+    """The storage ``settings`` name, over ``nc`` for the object store."""
+    if settings.storage == "objectstore":
+        return ObjectStoreStorage(nc, settings.bucket)
+    raise ArchiveError(f"storage {settings.storage!r} is not available in this version")
