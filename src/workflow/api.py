@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Unpack
 
+from workflow.archive.products import Products
 from workflow.core import session
 from workflow.core.bulk import Action, BulkReport, Seen
 from workflow.log import client as log_client
@@ -28,6 +29,11 @@ class Client(log_client.Client):
         # candidates in the read model: see :mod:`workflow.log.filtered`.
         nats_options.setdefault("candidate_finder", self._find_candidates)
         super().__init__(url, lease=lease, **nats_options)
+
+    @property
+    def products(self) -> Products:
+        """A work's archived products and plots: ``list(id)``, ``download(id, dest)``, ``open(uri)``."""
+        return Products(self)
 
     @property
     def results(self) -> Results:
