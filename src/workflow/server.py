@@ -165,6 +165,7 @@ async def serve(
     data_dir: Path = Path("data"),
     nats_url: str | None = None,
     replicas: int | None = None,
+    products_max_bytes: int | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
     config: Path | None = None,
@@ -192,7 +193,7 @@ async def serve(
     stop = _stop_on_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
-        await prepare_log(url, replicas=replicas, **connect)
+        await prepare_log(url, replicas=replicas, products_max_bytes=products_max_bytes, **connect)
         tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
                                 replicas=replicas)
         print(f"workflow server ready on {url}", flush=True)

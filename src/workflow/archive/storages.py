@@ -6,6 +6,7 @@ from __future__ import annotations
 import nats.aio.client
 
 from workflow.archive.objectstore import ObjectStoreStorage
+from workflow.archive.posix import PosixStorage
 from workflow.archive.storage import Storage
 from workflow.core.archiving import ArchiveSettings
 from workflow.core.products import ArchiveError
@@ -15,4 +16,8 @@ def storage_for(settings: ArchiveSettings, nc: nats.aio.client.Client) -> Storag
     """The storage ``settings`` name, over ``nc`` for the object store."""
     if settings.storage == "objectstore":
         return ObjectStoreStorage(nc, settings.bucket)
+    if settings.storage == "posix":
+        if not settings.mount:
+            raise ArchiveError("storage posix needs a mount (archive.mount in the workspace; WORKFLOW_ARCHIVE_MOUNT)")
+        return PosixStorage(settings.mount, settings.permissions, settings.permissions_fields)
     raise ArchiveError(f"storage {settings.storage!r} is not available in this version")
