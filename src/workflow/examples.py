@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
-def add(a: int, b: int) -> int:
-    """The seed's function: returns a + b, recorded as ``{"value": a + b}``."""
-    return a + b
+def add(a: int, b: int, plot: str | None = None) -> int | tuple[dict[str, Any], list[str], list[str]]:
+    """The seed's function: returns a + b, recorded as ``{"value": a + b}``. With ``plot``
+    (a directory) it also draws a small PNG there and returns it as a plot, which the
+    worker archives (``make demo`` does this for one work)."""
+    if plot is None:
+        return a + b
+    picture = Path(plot) / f"sum-{a}-{b}.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    picture.write_bytes(png(24, 24, seed=int(a + b)))
+    return {"value": a + b}, [], [str(picture)]
 
 
 def add_results(a: float, b: float) -> dict[str, Any]:
