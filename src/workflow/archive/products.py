@@ -13,22 +13,38 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
+
 from workflow.archive.objectstore import ObjectStoreStorage, parse_uri
-from workflow.archive.posix import read_file
+from workflow.archive.posix import path_of, read_file
 from workflow.core import events as ev
+from workflow.core.archiving import DEFAULT_BUCKET
 from workflow.core.errors import NotFoundError, WorkflowError
-from workflow.core.products import ArchivedFile, ChecksumMismatchError, names_for, scheme
+from workflow.core.products import ArchivedFile, ArchiveError, ChecksumMismatchError, key_prefix, names_for, scheme
 from workflow.log.client import Client
 
 
 def recorded(history: list[ev.AnyEvent]) -> list[ArchivedFile]:
     """The files the work's last outcome recorded: its ``archived`` records, or, for an
-    outcome written before archiving existed, its bare paths (as ``bypass``)."""
+    outcome written before archiving existed, its bare paths (as ``bypass``). A file
+    removed since (``workflow delete --products``) has no URI any more."""
+    removed = {uri for event in history if isinstance(event, ev.Deleted) for uri in event.products_removed or []}
+    return [msgspec.structs.replace(item, uri=None) if item.uri in removed else item for item in _last(history)]
+
+
+def every_archived(history: list[ev.AnyEvent]) -> list[ArchivedFile]:
+    """Every file any recorded outcome of the work archived into a storage (all attempts)."""
+    return [item for event in history if isinstance(event, (ev.Succeeded, ev.Failed))
+            for item in event.archived or [] if item.uri is not None and item.storage is not None]
+
+
+def _last(history: list[ev.AnyEvent]) -> list[ArchivedFile]:
     for event in reversed(history):
         if isinstance(event, (ev.Succeeded, ev.Failed)) and (event.archived or event.products or event.plots):
             if event.archived is not None:
@@ -50,6 +66,29 @@ class Products:
     async def list(self, work_id: str) -> list[ArchivedFile]:
         """The work's products and plots as its last outcome recorded them (empty if none)."""
         return recorded(await self._client.history(work_id))
+
+    async def remove(self, work_id: str) -> builtins.list[str]:
+        """Remove every archived file of the work (each attempt's recorded files, and
+        whatever else the object store holds under the work's key prefix: a failed or
+        zombie attempt's leftovers); the URIs removed. Bypassed paths are not ours and
+        are left alone."""
+        history = await self._client.history(work_id)
+        uris = {item.uri for item in every_archived(history) if item.uri is not None}
+        store = ObjectStoreStorage(self._client.nc, DEFAULT_BUCKET)
+        with contextlib.suppress(ArchiveError):  # no object store on this server: nothing there
+            uris.update(await store.keys(key_prefix(work_id)))
+        removed = []
+        for uri in sorted(uris):
+            kind = scheme(uri)
+            if kind == "obj":
+                bucket, _ = parse_uri(uri)
+                await ObjectStoreStorage(self._client.nc, bucket).delete(uri)
+            elif kind == "file":
+                await asyncio.to_thread(path_of(uri).unlink, missing_ok=True)
+            else:
+                raise WorkflowError(f"cannot remove {uri}: no storage for it here")
+            removed.append(uri)
+        return removed
 
     def open(self, uri: str) -> AsyncIterator[bytes]:
         """The bytes at ``uri``, chunk by chunk (``async for chunk in client.products.open(uri)``)."""
@@ -82,7 +121,10 @@ class Products:
 
     async def _fetch(self, item: ArchivedFile, folder: Path) -> Path:
         if item.uri is None:
-            raise WorkflowError(f"{item.name} was deleted when archived (method delete): there is nothing to fetch")
+            raise WorkflowError(
+                f"{item.name} was deleted when archived (method delete) or removed since "
+                "(workflow delete --products): there is nothing to fetch"
+            )
         target = folder / item.name
         partial = folder / f".{item.name}.part"
         digest = hashlib.sha256()

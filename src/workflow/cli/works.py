@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shlex
 from typing import Annotated, Any
@@ -158,19 +159,33 @@ def requeue(
 @connection_options
 @option_group(Selection, "chosen")
 def delete(
-    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False, *, chosen: Selection,
-    connection: Connection,
+    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False,
+    products: Annotated[bool, typer.Option(
+        "--products", help="Also remove the works' archived products and plots (every attempt's); the "
+        "Deleted event records which. Takes work ids.")] = False,
+    *, chosen: Selection, connection: Connection,
 ) -> None:
     """Delete works: hidden from ls, count, pipelines and the TUI from now on (ls and count
     show them with --include-deleted); show and history still read them, and the log keeps
     every event for audits. A work not yet finished is cancelled first.
 
     Example: workflow delete --pipeline sample-pipeline --status success --until 2026-01-01 --yes
+
+    Example: workflow delete 01J... --products
     """
 
     async def one(client: workflow.Client, work_id: str) -> str:
-        await client.delete(work_id, reason=reason)
-        return f"deleted {work_id}"
+        event = await client.delete(work_id, reason=reason, products=products)
+        removed = f", {len(event.products_removed or [])} archived files removed" if products else ""
+        return f"deleted {work_id}{removed}"
+
+    if products:
+        if not ids or chosen.filters():
+            raise fail("--products takes work ids (workflow delete ID... --products), not filters", 2)
+        for work_id in ids:
+            console.print(with_client(connection, functools.partial(one, work_id=work_id)),
+                          highlight=False)
+        return
 
     act("delete", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one, reason=reason)
 

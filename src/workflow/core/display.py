@@ -73,6 +73,7 @@ def describe(event: ev.AnyEvent) -> str:
             return f"attempt {attempt} failed ({reason}){': ' + error[:120] if error else ''}{then}"
         case ev.Cancelled(reason=reason):
             return "cancelled" + (f": {reason}" if reason else "")
-        case ev.Deleted(reason=reason):
-            return "deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
+        case ev.Deleted(reason=reason, products_removed=removed):
+            return ("deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
+                    + (f"; {len(removed)} archived files removed" if removed else ""))
     assert_never(event)  # a new event type must be worded here (mypy and tests/results/test_every_event_type.py)

@@ -137,9 +137,11 @@ class Deleted(Event, frozen=True, kw_only=True):
     may follow. The log is immutable, so this is a fact added, not a history removed: the
     work's events stay for audits (``workflow history``), and ``show`` says it is deleted.
     Only a finished work (success, failure, cancelled) may be deleted; a delete of one still
-    waiting, queued or running is a ``Cancelled`` first (:mod:`workflow.core.bulk`)."""
+    waiting, queued or running is a ``Cancelled`` first (:mod:`workflow.core.bulk`).
+    ``products_removed``: the archived files removed with it (``workflow delete --products``)."""
 
     reason: str | None = None
+    products_removed: list[str] | None = None
 
 
 AnyEvent = Deposited | Requeued | Started | Succeeded | Failed | Cancelled | Deleted

@@ -374,11 +374,14 @@ class Client:
         """Put a queued or finished work (back) in a bucket, at a new priority or site if given."""
         return await self._connected.operations.requeue(work_id, priority=priority, site=site, reason=reason)
 
-    async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
+    async def delete(
+        self, work_id: str, reason: str | None = None, *, products_removed: list[str] | None = None,
+    ) -> ev.Deleted:
         """Delete a work: hidden from lists and counts from now on, its history kept for
         audits (the log is immutable: a delete is a ``Deleted`` event). A work not yet
-        finished is cancelled first. ConflictError if already deleted."""
-        return await self._connected.operations.delete(work_id, reason)
+        finished is cancelled first. ConflictError if already deleted. ``products_removed``
+        records archived files removed with it (``workflow.Client.delete(products=True)``)."""
+        return await self._connected.operations.delete(work_id, reason, products_removed)
 
     # -- schedules (:mod:`workflow.log.schedules`) -------------------------------------
 
