@@ -23,6 +23,7 @@ import nats.errors
 
 from workflow.archive.objectstore import ObjectStoreStorage
 from workflow.archive.posix import path_of, read_file
+from workflow.archive.s3 import read_s3
 from workflow.archive.storage import sha256_of
 from workflow.core import events as ev
 from workflow.core.archiving import DEFAULT_BUCKET
@@ -91,7 +92,7 @@ async def audit_products(nc: nats.aio.client.Client, bucket: str = DEFAULT_BUCKE
             audit.skipped += 1  # the mount is not on this machine
             continue
         try:
-            chunks = store.read(uri) if kind == "obj" else read_file(uri)
+            chunks = store.read(uri) if kind == "obj" else read_s3(uri) if kind == "s3" else read_file(uri)
             size, sha256 = await sha256_of(chunks)
         except NotFoundError:
             audit.anomalies.append({"kind": "missing", "uri": uri, "work_id": work_id,

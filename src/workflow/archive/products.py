@@ -23,6 +23,8 @@ import msgspec
 
 from workflow.archive.objectstore import ObjectStoreStorage, parse_uri
 from workflow.archive.posix import path_of, read_file
+from workflow.archive.s3 import read_s3
+from workflow.archive.s3 import remove as remove_s3
 from workflow.core import events as ev
 from workflow.core.archiving import DEFAULT_BUCKET
 from workflow.core.errors import NotFoundError, WorkflowError
@@ -85,6 +87,8 @@ class Products:
                 await ObjectStoreStorage(self._client.nc, bucket).delete(uri)
             elif kind == "file":
                 await asyncio.to_thread(path_of(uri).unlink, missing_ok=True)
+            elif kind == "s3":
+                await remove_s3(uri)
             else:
                 raise WorkflowError(f"cannot remove {uri}: no storage for it here")
             removed.append(uri)
@@ -98,6 +102,8 @@ class Products:
             return ObjectStoreStorage(self._client.nc, bucket).read(uri)
         if kind in ("file", "path"):
             return read_file(uri)
+        if kind == "s3":
+            return read_s3(uri)
         raise WorkflowError(f"no storage reads {uri!r} (known: obj://, file://, s3://, a plain path)")
 
     async def download(

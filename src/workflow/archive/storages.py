@@ -7,6 +7,7 @@ import nats.aio.client
 
 from workflow.archive.objectstore import ObjectStoreStorage
 from workflow.archive.posix import PosixStorage
+from workflow.archive.s3 import S3Storage
 from workflow.archive.storage import Storage
 from workflow.core.archiving import ArchiveSettings
 from workflow.core.products import ArchiveError
@@ -20,4 +21,6 @@ def storage_for(settings: ArchiveSettings, nc: nats.aio.client.Client) -> Storag
         if not settings.mount:
             raise ArchiveError("storage posix needs a mount (archive.mount in the workspace; WORKFLOW_ARCHIVE_MOUNT)")
         return PosixStorage(settings.mount, settings.permissions, settings.permissions_fields)
-    raise ArchiveError(f"storage {settings.storage!r} is not available in this version")
+    if settings.s3 is None:
+        raise ArchiveError("storage s3 needs its bucket (archive.s3 in the workspace)")
+    return S3Storage(settings.s3)
