@@ -78,6 +78,8 @@ async def test_workspace_set_ls_show_unset_and_run_with_a_workspace_archives_to_
     assert listed.stdout.split() == ["*", "test-site"]
     shown = await asyncio.to_thread(cli, "workspace", "show", env=env, cwd=tmp_path)
     assert shown.stdout == file.read_text()
+    refused = await asyncio.to_thread(cli, "deposit", "arch", "--site", "kko", env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "'kko' is not a site of workspace test-site" in refused.stderr
     [work_id] = await client.deposit(product_work(work_dir))
     # the NATS URL and the mount come from the active workspace: no --nats, no environment
     ran = await asyncio.to_thread(cli, "run", "arch", "--function", "workflow.examples.with_products",

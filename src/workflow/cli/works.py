@@ -18,6 +18,7 @@ import workflow
 from workflow.cli.bulk import Ids, Selection, Yes, act
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
 from workflow.cli.output import console, fail, print_json, reported, with_client
+from workflow.cli.workspace import chosen
 from workflow.core.display import describe, waits_of, when
 
 WorkId = Annotated[str, typer.Argument(metavar="ID", help="The work's id.")]
@@ -95,10 +96,18 @@ def deposit(
     """Deposit work into its bucket (or make it wait: --after, --delay, --at); prints the new ids.
 
     Example: workflow deposit sample-pipeline --param a=1 --param b=2 --priority 5
+
+    With an active workspace (`workflow workspace set`), a site it does not name is refused
+    and its NATS URLs are used when --nats is not given.
     """
     parameters = dict(parse_param(p) for p in param or []) or None
     with reported():
         works = [fields.work(pipeline, parameters) for _ in range(count)]
+        workspace = chosen(None)  # the active workspace (`workflow workspace set`): its sites are strict
+        if workspace is not None:
+            workspace.check_site(works[0].site)
+            if connection.url is None:
+                connection = dataclasses.replace(connection, url=workspace.nats_url())
     ids = with_client(connection, lambda client: client.deposit(works, delay=delay, at=at))
     if as_json:
         print_json(ids)
