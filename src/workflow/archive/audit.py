@@ -54,7 +54,7 @@ async def outcome_events(nc: nats.aio.client.Client) -> list[ev.AnyEvent]:
         total = sum((info.state.subjects or {}).values())
         if not total:
             continue
-        sub = await js.subscribe(subject, ordered_consumer=True)
+        sub = await js.subscribe(subject, stream=STREAM, ordered_consumer=True)
         try:
             for _ in range(total):
                 msg = await sub.next_msg(timeout=READ_TIMEOUT)

@@ -15,6 +15,7 @@ URIs are ``obj://<bucket>/<key>``.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,7 +141,7 @@ class ObjectStoreStorage:
 
         digest = hashlib.sha256()
         subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
-        sub = await self._nc.jetstream().subscribe(subject, ordered_consumer=True)
+        sub = await self._nc.jetstream().subscribe(subject, stream=f"OBJ_{bucket}", ordered_consumer=True)
         try:
             received = 0
             while received < info.size:
@@ -165,9 +166,25 @@ class ObjectStoreStorage:
             pass
 
     async def keys(self, prefix: str = "") -> list[str]:
-        store = await self.store()
+        """Every live object's URI (under ``prefix``): the last metadata message of each
+        object, read with an ordered consumer named by its stream (nats-py's ``list`` looks
+        the stream up by subject, which a role without ``STREAM.NAMES`` may not)."""
+        await self.store()
+        js = self._nc.jetstream()
+        stream, subject = f"OBJ_{self.bucket}", f"$O.{self.bucket}.M.>"
+        info = await js.stream_info(stream, subjects_filter=subject)
+        total = len(info.state.subjects or {})  # one message per object (rolled up)
+        found: list[str] = []
+        if not total:
+            return found
+        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True,
+                                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)
         try:
-            infos = await store.list()
-        except nats.js.errors.NotFoundError:
-            return []
-        return [uri_of(self.bucket, info.name) for info in infos if info.name.startswith(prefix) and not info.deleted]
+            for _ in range(total):
+                meta = json.loads((await sub.next_msg(timeout=30)).data)
+                name = meta.get("name", "")
+                if not meta.get("deleted") and name.startswith(prefix):
+                    found.append(uri_of(self.bucket, name))
+        finally:
+            await sub.unsubscribe()
+        return sorted(found)
