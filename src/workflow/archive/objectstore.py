@@ -6,9 +6,10 @@ NATS credentials. It has its own ``max_bytes``, apart from the ``WORKFLOW`` log 
 products that fill it fail their attempts (reason ``archive``) and never stop the log.
 ``workflow server`` creates it, as it creates the log's stream (:func:`ensure_bucket`).
 
-Uploads go through nats-py's object store ``put``, fed by a :class:`HashingReader`: the
-file is read in chunks in a thread, each chunk published and acknowledged before the next,
-so memory is flat with the file's size; a failed upload purges the chunks it sent.
+Uploads go through nats-py's object store ``put``, fed by a :class:`HashingReader` that
+counts and enforces the limit: the file is read in chunks in a thread, each chunk hashed
+(by nats-py: its digest is the sha256 recorded), published and acknowledged before the
+next, so memory is flat with the file's size; a failed upload purges the chunks it sent.
 URIs are ``obj://<bucket>/<key>``.
 """
 
@@ -103,8 +104,8 @@ class ObjectStoreStorage:
         meta = api.ObjectMeta(name=key, options=api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
         try:
             with open(source, "rb") as file:
-                reader = HashingReader(file, place.name, limit, self.name)
-                await store.put(key, reader, meta=meta)  # type: ignore[arg-type]  # reads with readinto
+                reader = HashingReader(file, place.name, limit, self.name, hashing=False)
+                info = await store.put(key, reader, meta=meta)  # type: ignore[arg-type]  # reads with readinto
         except ArchiveError:
             raise
         except OSError as error:
@@ -115,7 +116,9 @@ class ObjectStoreStorage:
             raise ArchiveError(
                 f"cannot upload {place.name} to the object store {self.bucket}: {type(error).__name__} {error}"
             ) from None
-        return Stored(uri=uri_of(self.bucket, key), size=reader.size, sha256=reader.sha256)
+        # nats-py hashed each chunk as it published it: the digest of the bytes stored
+        sha256 = base64.urlsafe_b64decode((info.digest or "").replace(OBJ_DIGEST_TYPE, "")).hex()
+        return Stored(uri=uri_of(self.bucket, key), size=reader.size, sha256=sha256)
 
     def _refusal(self, name: str, error: nats.js.errors.APIError) -> str:
         text = error.description or str(error)

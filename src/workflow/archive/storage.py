@@ -17,7 +17,7 @@ from typing import IO, Protocol
 from workflow.core.products import ArchiveError, FileKind, over_limit_message
 
 #: Bytes read from a file (or a storage) at a time.
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,18 @@ class Storage(Protocol):
 
 
 class HashingReader:
-    """A binary file read through: counts and hashes every byte read, and refuses (raises
-    ArchiveError) to read past ``limit``, so a file that grows while it is uploaded is
-    never stored partly over the limit."""
+    """A binary file read through: counts (and with ``hashing``, hashes) every byte read,
+    and refuses (raises ArchiveError) to read past ``limit``, so a file that grows while it
+    is uploaded is never stored partly over the limit. A storage whose client hashes what it
+    sends already (nats-py's object store) passes ``hashing=False``: sha256 once, not twice."""
 
-    def __init__(self, file: IO[bytes], name: str, limit: int | None, storage: str) -> None:
+    def __init__(self, file: IO[bytes], name: str, limit: int | None, storage: str, hashing: bool = True) -> None:
         self._file = file
         self._name = name
         self._limit = limit
         self._storage = storage
         self.size = 0
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashing else None
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         n = self._file.readinto(buffer)  # type: ignore[attr-defined]
@@ -84,7 +85,8 @@ class HashingReader:
         self.size += n
         if self._limit is not None and self.size > self._limit:
             raise ArchiveError(over_limit_message(self._name, self.size, self._limit, self._storage))
-        self._hash.update(memoryview(buffer)[:n])
+        if self._hash is not None:
+            self._hash.update(memoryview(buffer)[:n])
         return int(n)
 
     def read(self, size: int = CHUNK) -> bytes:
@@ -94,6 +96,8 @@ class HashingReader:
 
     @property
     def sha256(self) -> str:
+        if self._hash is None:
+            raise ValueError("this reader does not hash (hashing=False)")
         return self._hash.hexdigest()
 
 
