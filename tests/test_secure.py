@@ -106,8 +106,8 @@ def test_a_depositor_deposits_and_a_worker_runs_it(secured):
 
 
 def test_a_viewer_cannot_deposit_or_cancel(secured):
+    work_id = deposit(secured).stdout.strip()  # first: the bucket exists, whichever test ran before (xdist)
     assert_denied(deposit(secured, "viewer"), "may not publish to wf.secured.")
-    work_id = deposit(secured).stdout.strip()
     assert_denied(cli("cancel", work_id, env=role(secured, "viewer")), ".cancelled")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -76,7 +77,7 @@ def show(name: WorkspaceName = None) -> None:
     if not path.exists():
         raise fail("no workspace is set (workflow workspace set FILE)" if name is None
                    else f"no workspace named {name} (workflow workspace ls)", 1)
-    console.print(path.read_text(), highlight=False, markup=False, end="")
+    sys.stdout.write(path.read_text())  # as written: no wrapping, no markup
 
 
 def unset() -> None:
