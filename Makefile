@@ -70,6 +70,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/archive.py
 
 # workflow side by side with Dramatiq, Celery, RQ (on redis-server from Debian) and taskiq-nats (on the
 # embedded nats-server), the peers into .venv.

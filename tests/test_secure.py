@@ -106,8 +106,8 @@ def test_a_depositor_deposits_and_a_worker_runs_it(secured):
 
 
 def test_a_viewer_cannot_deposit_or_cancel(secured):
+    work_id = deposit(secured).stdout.strip()  # first: the bucket exists, whichever test ran before (xdist)
     assert_denied(deposit(secured, "viewer"), "may not publish to wf.secured.")
-    work_id = deposit(secured).stdout.strip()
     assert_denied(cli("cancel", work_id, env=role(secured, "viewer")), ".cancelled")
 
 
@@ -179,3 +179,26 @@ def test_a_worker_may_take_works_by_filter_and_heartbeat_its_claim(secured):
     viewer = role(secured, "viewer")
     assert '"status":"success"' in cli("show", tagged.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")
     assert '"status":"queued"' in cli("show", plain.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")
+
+
+
+async def test_a_worker_archives_products_a_viewer_gets_them_and_cannot_put_any(secured, tmp_path):
+    from workflow.archive.objectstore import ObjectStoreStorage
+    from workflow.archive.storage import Place
+    from workflow.core.products import ArchiveError
+
+    async with workflow.connect(secured[1], **credentials(secured, "depositor")) as depositor:
+        [work_id] = await depositor.deposit(workflow.Work(
+            pipeline="secured-products", function="workflow.examples.with_products", path=str(tmp_path),
+            parameters={"name": "cand", "directory": str(tmp_path)}))
+    run = cli("run", "secured-products", "--lives", "1", "--sleep", "1", env=role(secured, "worker"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = cli("products", "get", work_id, "cand.dat", "--to", str(tmp_path / "viewer"), env=role(secured, "viewer"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "viewer" / "cand.dat").read_bytes() == (tmp_path / "cand.dat").read_bytes()
+    forged = Place(work_id="forged", pipeline="p", attempt=1, kind="product", name="cand.dat", created=0.0)
+    async with workflow.connect(secured[1], **credentials(secured, "viewer")) as viewer:
+        with pytest.raises((ArchiveError, PermissionDeniedError)):
+            await ObjectStoreStorage(viewer.nc, "PRODUCTS").put(tmp_path / "cand.dat", forged, limit=None)
+    async with workflow.connect(secured[1], **credentials(secured, "worker")) as worker:
+        assert await ObjectStoreStorage(worker.nc, "PRODUCTS").keys("forged/") == []

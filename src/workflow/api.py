@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, Unpack
 
+from workflow.archive.products import Products
+from workflow.core import events as ev
 from workflow.core import session
 from workflow.core.bulk import Action, BulkReport, Seen
 from workflow.core.errors import WorkflowError
@@ -32,6 +34,22 @@ class Client(log_client.Client):
         # candidates in the read model: see :mod:`workflow.log.filtered`.
         nats_options.setdefault("candidate_finder", self._find_candidates)
         super().__init__(url, lease=lease, **nats_options)
+
+    async def delete(
+        self, work_id: str, reason: str | None = None, *, products: bool = False,
+        products_removed: list[str] | None = None,
+    ) -> ev.Deleted:
+        """Delete a work (see the log client's ``delete``); with ``products=True`` its
+        archived files are removed first (every attempt's, from their storages) and the
+        ``Deleted`` event records which: nothing is recorded as removed unless it was."""
+        if products:
+            products_removed = await self.products.remove(work_id)
+        return await super().delete(work_id, reason, products_removed=products_removed)
+
+    @property
+    def products(self) -> Products:
+        """A work's archived products and plots: ``list(id)``, ``download(id, dest)``, ``open(uri)``."""
+        return Products(self)
 
     @property
     def results(self) -> Results:

@@ -5,7 +5,8 @@
 2. deposits the seed's ``sample-pipeline`` works, ``add(a, b)`` with a few parameters;
 3. runs a worker, ``workflow run sample-pipeline --function workflow.examples.add``,
    until every work is done;
-4. prints each work's result and the history of one of them;
+4. prints each work's result and the history of one of them, and where that one's plot
+   (a small PNG its ``add`` drew) was archived, fetched back with its checksum verified;
 5. stops the worker and the server cleanly (SIGTERM), leaving nothing running.
 """
 
@@ -67,10 +68,25 @@ def start_worker(url: str, lives: int) -> subprocess.Popen[bytes]:
     )
 
 
-async def deposit(url: str) -> list[str]:
+async def deposit(url: str, plots: Path) -> list[str]:
+    """The works; the first also draws its sum as a small PNG in ``plots`` (its ``path``),
+    which the worker archives into the object store."""
+    plots.mkdir(parents=True, exist_ok=True)
     async with workflow.connect(url) as client:
         works = [workflow.Work(pipeline="sample-pipeline", parameters=p, user="demo") for p in PARAMETERS]
+        works[0] = workflow.Work(pipeline="sample-pipeline", parameters={**PARAMETERS[0], "plot": str(plots)},
+                                 path=str(plots), user="demo")
         return await client.deposit(works)
+
+
+async def archived_plot(url: str, work_id: str) -> str:
+    """Where the first work's plot was archived, fetched back and checked."""
+    async with workflow.connect(url) as client:
+        [plot] = await client.products.list(work_id)
+        with tempfile.TemporaryDirectory() as fetched:
+            [path] = await client.products.download(work_id, fetched)
+            return (f"{plot.name}, {plot.size or 0:,} bytes, at {plot.uri} (sha256 {(plot.sha256 or '')[:12]}…; "
+                    f"fetched back: {path.stat().st_size:,} bytes, verified)")
 
 
 async def wait_until_done(url: str, ids: list[str], timeout: float = 120) -> list[workflow.Work]:
@@ -130,13 +146,15 @@ def main() -> None:
         worker = None
         try:
             console.print(f"1. server up: embedded nats-server at [bold]{url}[/], log and projector running")
-            ids = asyncio.run(deposit(url))
+            ids = asyncio.run(deposit(url, Path(tmp) / "plots"))
             console.print(f"2. deposited {len(ids)} works of [bold]sample-pipeline[/] (add(a, b))")
             worker = start_worker(url, lives=len(ids))
             console.print("3. worker started: workflow run sample-pipeline --function workflow.examples.add")
             works = asyncio.run(wait_until_done(url, ids))
             console.print(results_table(works))
             console.print(asyncio.run(history_table(url, ids[0])))
+            console.print(f"   its plot, archived by the worker: {asyncio.run(archived_plot(url, ids[0]))}",
+                          highlight=False)
             console.print(asyncio.run(counts_table(url)))
             if not all(w.status == "success" for w in works):
                 raise SystemExit("some works did not succeed")

@@ -9,13 +9,23 @@ Each shows one shape of the return-value rule (see :mod:`workflow.worker.runner`
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
+import zlib
+from pathlib import Path
 from typing import Any
 
 
-def add(a: int, b: int) -> int:
-    """The seed's function: returns a + b, recorded as ``{"value": a + b}``."""
-    return a + b
+def add(a: int, b: int, plot: str | None = None) -> int | tuple[dict[str, Any], list[str], list[str]]:
+    """The seed's function: returns a + b, recorded as ``{"value": a + b}``. With ``plot``
+    (a directory) it also draws a small PNG there and returns it as a plot, which the
+    worker archives (``make demo`` does this for one work)."""
+    if plot is None:
+        return a + b
+    picture = Path(plot) / f"sum-{a}-{b}.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    picture.write_bytes(png(24, 24, seed=int(a + b)))
+    return {"value": a + b}, [], [str(picture)]
 
 
 def add_results(a: float, b: float) -> dict[str, Any]:
@@ -23,9 +33,39 @@ def add_results(a: float, b: float) -> dict[str, Any]:
     return {"sum": a + b}
 
 
-def with_products(name: str = "demo") -> tuple[dict[str, Any], list[str], list[str]]:
-    """The CHIME/FRB pipeline interface: (results, products, plots)."""
-    return {"name": name}, [f"/data/{name}.fits"], [f"/plots/{name}.png"]
+def with_products(
+    name: str = "demo", directory: str = ".", size: int = 1024,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The CHIME/FRB pipeline interface: (results, products, plots). Writes ``<name>.dat``
+    (``size`` bytes) and ``<name>.png`` (a small picture) in ``directory`` and returns
+    their paths; the worker archives them (the work's ``config["archive"]``)."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    product = folder / f"{name}.dat"
+    with open(product, "wb") as file:
+        block = bytes(range(256)) * 4096
+        left = size
+        while left > 0:
+            file.write(block[:left])
+            left -= len(block)
+    plot = folder / f"{name}.png"
+    plot.write_bytes(png(32, 32, seed=size))
+    return {"name": name, "bytes": size}, [str(product)], [str(plot)]
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    """A small RGB PNG (a gradient), written with zlib alone: a plot without matplotlib."""
+    rows = b"".join(
+        b"\x00" + bytes(((x * 8 + seed) % 256, (y * 8) % 256, (x * y + seed) % 256)[c]
+                        for x in range(width) for c in range(3))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def sleep(seconds: float = 1.0) -> dict[str, float]:

@@ -140,18 +140,25 @@ class EmbeddedNats:
         self.stop()
 
 
-async def prepare_log(url: str, *, replicas: int | None = None, **connect_options: Any) -> None:
+async def prepare_log(
+    url: str, *, replicas: int | None = None, products_max_bytes: int | None = None, **connect_options: Any,
+) -> None:
     """Connect to ``url`` (one URL, or a comma-separated list of a cluster's), check the
     server and that this process may manage the log (the server role, :func:`check_server_role`),
-    and apply ``streams/`` and the claims' heartbeat bucket (idempotent). ``connect_options``
+    apply ``streams/`` and the claims' heartbeat bucket, and create the products object store
+    (all idempotent). ``products_max_bytes`` is the object store's size (default
+    ``WORKFLOW_PRODUCTS_MAX_BYTES``, else 10 GiB), apart from the log's. ``connect_options``
     go to ``nats.connect`` (``user``, ``password``, …).
 
     A refused login or a missing permission is a PermissionDeniedError at once (``workflow
     server`` exits 4, which systemd's ``RestartPreventExitStatus=4`` does not restart):
     nats-py alone would retry the login and then report "no servers available", and a
     refused request would wait for its timeout."""
+    from workflow.archive.objectstore import ensure_bucket
+    from workflow.core.archiving import DEFAULT_BUCKET
     from workflow.core.errors import ConnectionFailedError, PermissionDeniedError
     from workflow.core.settings import nats_servers, redacted
+    from workflow.core.settings import products_max_bytes as configured_max_bytes
     from workflow.log import connection, heartbeats, jsapi
     from workflow.log.permissions import RefusalWatch
     from workflow.log.streams import apply_stream, apply_streams
@@ -184,6 +191,9 @@ async def prepare_log(url: str, *, replicas: int | None = None, **connect_option
             log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
         claims = await apply_stream(nc, heartbeats.STREAM_CONFIG)  # workers may not create it
         log.info("stream %s %s", claims.name, "created" if claims.created else "up to date")
+        max_bytes = products_max_bytes if products_max_bytes is not None else configured_max_bytes()
+        if await ensure_bucket(nc, DEFAULT_BUCKET, max_bytes, replicas):
+            log.info("object store %s created (max_bytes %d)", DEFAULT_BUCKET, max_bytes)
     finally:
         await nc.close()
 
@@ -210,6 +220,7 @@ async def serve(
     data_dir: Path = Path("data"),
     nats_url: str | None = None,
     replicas: int | None = None,
+    products_max_bytes: int | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
     config: Path | None = None,
@@ -244,7 +255,7 @@ async def serve(
     stop = _stop_on_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
-        await prepare_log(url, replicas=replicas, **connect)
+        await prepare_log(url, replicas=replicas, products_max_bytes=products_max_bytes, **connect)
         tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
                                 replicas=replicas)
         print(f"workflow server ready on {redacted(url)}", flush=True)

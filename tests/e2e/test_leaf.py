@@ -95,3 +95,37 @@ async def _answers_from_hub(url: str) -> bool:
 
 async def _at_least(client, count: int) -> bool:
     return await succeeded(client) >= count
+
+
+async def test_a_leaf_site_worker_archives_products_through_the_hub_and_the_hub_fetches_them(
+    hub_and_leaf, tmp_path,
+):
+    hub, leaf = hub_and_leaf
+    server = workflow_process(["server", "--nats", hub.url, "--data-dir", str(tmp_path / "server")],
+                              env_for(hub.url), tmp_path / "server.log", tmp_path)
+    worker = None
+    try:
+        await until(lambda: "workflow server ready" in (tmp_path / "server.log").read_text(), timeout=30)
+        await until(lambda: _answers_from_hub(leaf.url), timeout=20)
+        site_dir = tmp_path / "site-disk"
+        async with workflow.connect(hub.url) as client:
+            [work_id] = await client.deposit(Work(
+                pipeline="site", site="chime", path=str(site_dir),
+                parameters={"name": "cand", "directory": str(site_dir), "size": 700_000}))
+            site_dir.mkdir()
+            worker = workflow_process(["run", "site", "--site", "chime", "--lives", "1", "--sleep", "1",
+                                       "--function", "workflow.examples.with_products"],
+                                      env_for(leaf.url), tmp_path / "worker.log", tmp_path)
+            await until(lambda: _status_is(client, work_id, "success"), timeout=60)
+            [product, _] = await client.products.list(work_id)
+            assert product.uri.startswith("obj://PRODUCTS/") and product.size == 700_000
+            [fetched] = await client.products.download(work_id, tmp_path / "at-hub", ["cand.dat"])
+            assert fetched.read_bytes() == (site_dir / "cand.dat").read_bytes()
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                end(process)
+
+
+async def _status_is(client, work_id: str, status: str) -> bool:
+    return (await client.get(work_id)).status == status

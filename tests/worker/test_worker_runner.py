@@ -125,15 +125,19 @@ def test_parameters_that_do_not_fit_the_function_are_unrunnable_not_retried():
     outcome = call_function(FunctionCall(function="workflow.examples.add", parameters={"a": 1, "c": 2}))
     assert outcome.status == "unrunnable"
     assert outcome.error == (
-        "the work's parameters do not fit workflow.examples.add(a, b): missing a required argument: 'b'"
+        "the work's parameters do not fit workflow.examples.add(a, b, plot=None): missing a required argument: 'b'"
     )
 
 
-def test_the_example_functions_show_each_shape_of_the_return_value_rule():
+def test_the_example_functions_show_each_shape_of_the_return_value_rule(tmp_path):
     def outcome(function: str, **parameters: object) -> tuple[object, ...]:
         o = call_function(FunctionCall(function=f"workflow.examples.{function}", parameters=parameters))
         return o.status, o.results, o.products, o.plots
 
     assert outcome("add", a=1, b=2) == ("succeeded", {"value": 3}, None, None)
+    assert outcome("add", a=1, b=2, plot=str(tmp_path)) == (
+        "succeeded", {"value": 3}, [], [str(tmp_path / "sum-1-2.png")])
     assert outcome("add_results", a=1, b=2) == ("succeeded", {"sum": 3}, None, None)
-    assert outcome("with_products", name="x") == ("succeeded", {"name": "x"}, ["/data/x.fits"], ["/plots/x.png"])
+    assert outcome("with_products", name="x", directory=str(tmp_path), size=10) == (
+        "succeeded", {"name": "x", "bytes": 10}, [str(tmp_path / "x.dat")], [str(tmp_path / "x.png")])
+    assert (tmp_path / "x.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

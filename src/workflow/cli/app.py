@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from workflow.cli import notify, reading, running, scaling, schedules, secure, system, works
+from workflow.cli import notify, products, reading, running, scaling, schedules, secure, system, works, workspace
 from workflow.cli.repeats import RefusingRepeats
 
 
@@ -29,7 +29,7 @@ def build() -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
     )
-    for module in (system, works, running, scaling, reading, schedules, secure, notify):
+    for module in (system, works, running, scaling, reading, schedules, secure, notify, products, workspace):
         module.register(app)
     system.register_tui(app)
     return app

@@ -241,10 +241,19 @@ def export(
 
 
 @connection_options
-def audit(as_json: AsJson = False, *, connection: Connection) -> None:
+def audit(
+    as_json: AsJson = False,
+    products: Annotated[bool, typer.Option(
+        "--products", help="Check the archive against the log instead: objects no event records (orphans), "
+        "recorded files missing or whose sha256 differs (reads every archived file).")] = False,
+    *, connection: Connection,
+) -> None:
     """Check the log against the projection: rejected messages, overdue works, attempts
     past retries, rows that differ from the fold of their events, sequence gaps,
     notifications the server gave up on. Exit code 0 when clean, 1 when anything is found."""
+    if products:
+        _audit_products(as_json, connection)
+        return
 
     async def ask(client: workflow.Client) -> dict[str, Any]:
         from workflow.results.client import Results
@@ -266,6 +275,26 @@ def audit(as_json: AsJson = False, *, connection: Connection) -> None:
         more = f" (the first {len(anomalies)} shown)" if answer["total"] > len(anomalies) else ""
         console.print(f"{answer['total']} anomalies up to sequence {answer['seq']}{more}", highlight=False)
     if answer["total"]:
+        raise typer.Exit(1)
+
+
+def _audit_products(as_json: bool, connection: Connection) -> None:
+    from workflow.archive.audit import ProductsAudit, audit_products
+
+    found: ProductsAudit = with_client(connection, lambda client: audit_products(client.nc))
+    if as_json:
+        print_json({"anomalies": found.anomalies, "checked": found.checked, "skipped": found.skipped})
+    elif not found.anomalies:
+        console.print(f"clean: {found.checked} archived files match the log"
+                      + (f" ({found.skipped} on mounts not present here, not checked)" if found.skipped else ""),
+                      highlight=False)
+    else:
+        table = Table("kind", "work", "uri", "detail")
+        for anomaly in found.anomalies:
+            table.add_row(anomaly["kind"], anomaly["work_id"], anomaly["uri"], anomaly["detail"])
+        console.print(table)
+        console.print(f"{len(found.anomalies)} anomalies; {found.checked} archived files checked", highlight=False)
+    if found.anomalies:
         raise typer.Exit(1)
 
 

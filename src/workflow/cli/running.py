@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, reported, setup_logging
+from workflow.cli.workspace import chosen
+from workflow.core.workspace import Workspace
 
 # The withdraw filters (core.filters), shown in a panel of their own by --help.
 TagFilter = Annotated[list[str] | None, typer.Option(
@@ -51,6 +55,9 @@ def run(
     metrics_host: MetricsHost = "0.0.0.0",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", help="Workspace YAML file: the site's NATS URLs and archive settings "
+        "[default: the one `workflow workspace set` made active, if any].")] = None,
     *,
     connection: Connection,
 ) -> None:
@@ -71,6 +78,9 @@ def run(
 
     A function that is a click command gets the work's parameters as its command-line
     arguments; --argsource work hands a function the whole Work instead of **parameters.
+    After each attempt the files its function returned (products, plots) are archived
+    into the storage the workspace names for this --site (default: the object store on
+    the system's NATS); WORKFLOW_ARCHIVE_* variables override the workspace.
     """
     from workflow.api import Client
     from workflow.core.filters import WithdrawFilter
@@ -80,12 +90,18 @@ def run(
         *buckets, function = buckets
     setup_logging(log_level, log_format)
     with reported():  # bad options exit 2 and a lost server 3, as every command reports them
+        site_config = chosen(workspace)
+        connect = connection.options()
+        if site_config is not None:
+            site_config.check_site(site)
+            connect["url"] = connect["url"] or site_config.nats_url()
+        archive = (site_config or Workspace(name="default")).archive_for(site, os.environ)
         config = WorkerConfig(
             pipelines=buckets, site=site, function=function, command=shlex.split(command) if command else None,
             argsource=argsource,
             lives=lives, sleep=sleep, concurrency=concurrency, isolation=isolation,
-            max_works_per_child=max_works_per_child, connect=connection.options(),
-            filters=WithdrawFilter.of(tag, event, user, parent),
+            max_works_per_child=max_works_per_child, connect=connect,
+            filters=WithdrawFilter.of(tag, event, user, parent), archive=archive,
         ).check()
         if metrics_port is not None:
             from workflow.worker import metrics

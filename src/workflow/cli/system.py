@@ -13,6 +13,7 @@ import typer
 from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, console, fail, reported, run, setup_logging
 from workflow.core.errors import ConnectionFailedError
+from workflow.core.workspace import parse_size
 
 
 def server(
@@ -22,6 +23,10 @@ def server(
     nats: Annotated[str | None, typer.Option(
         "--nats", help="Use this NATS server or cluster instead of starting one.")] = None,
     replicas: Annotated[int | None, typer.Option(help="Stream replicas (3 on a JetStream cluster).")] = None,
+    products_max_bytes: Annotated[str | None, typer.Option(
+        "--products-max-bytes", envvar="WORKFLOW_PRODUCTS_MAX_BYTES",
+        help="Size of the products object store, apart from the log's stream: 10GiB, 500GB, or bytes "
+             "[default: 10GiB].")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", exists=True, dir_okay=False,
         help="The embedded nats-server's config [default: the repository's nats.conf]; with one from "
@@ -45,7 +50,9 @@ def server(
         raise fail("--config configures the embedded nats-server, which --nats replaces: give one of them", 2)
     if listen != "127.0.0.1" and nats is not None:
         raise fail("--listen is the embedded nats-server's address, which --nats replaces: give one of them", 2)
-    run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas,
+    with reported():
+        max_bytes = None if products_max_bytes is None else parse_size(products_max_bytes, "products-max-bytes")
+    run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas, products_max_bytes=max_bytes,
               metrics_port=metrics_port, metrics_host=metrics_host, config=config, listen=listen))
 
 

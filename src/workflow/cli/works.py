@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import shlex
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ import workflow
 from workflow.cli.bulk import Ids, Selection, Yes, act
 from workflow.cli.options import AsJson, Connection, connection_options, option_group
 from workflow.cli.output import console, errors, fail, listing, print_json, reported, with_client
+from workflow.cli.workspace import chosen
 from workflow.core.display import describe, waits_of, when
 from workflow.core.status import FINISHED
 
@@ -100,10 +102,18 @@ def deposit(
     """Deposit work into its bucket (or make it wait: --after, --delay, --at); prints the new ids.
 
     Example: workflow deposit sample-pipeline --param a=1 --param b=2 --priority 5
+
+    With an active workspace (`workflow workspace set`), a site it does not name is refused
+    and its NATS URLs are used when --nats is not given.
     """
     parameters = dict(parse_param(p) for p in param or []) or None
     with reported():
         works = [fields.work(pipeline, parameters) for _ in range(count)]
+        workspace = chosen(None)  # the active workspace (`workflow workspace set`): its sites are strict
+        if workspace is not None:
+            workspace.check_site(works[0].site)
+            if connection.url is None:
+                connection = dataclasses.replace(connection, url=workspace.nats_url())
     ids = with_client(connection, lambda client: client.deposit(works, delay=delay, at=at))
     if as_json:
         print_json(ids)
@@ -201,19 +211,33 @@ def confirm_rerun(connection: Connection, ids: list[str], *, priority: int | Non
 @connection_options
 @option_group(Selection, "chosen")
 def delete(
-    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False, *, chosen: Selection,
-    connection: Connection,
+    ids: Ids = None, reason: Reason = None, yes: Yes = False, as_json: AsJson = False,
+    products: Annotated[bool, typer.Option(
+        "--products", help="Also remove the works' archived products and plots (every attempt's); the "
+        "Deleted event records which. Takes work ids.")] = False,
+    *, chosen: Selection, connection: Connection,
 ) -> None:
     """Delete works: hidden from ls, count, pipelines and the TUI from now on (ls and count
     show them with --include-deleted); show and history still read them, and the log keeps
     every event for audits. A work not yet finished is cancelled first.
 
     Example: workflow delete --pipeline sample-pipeline --status success --until 2026-01-01 --yes
+
+    Example: workflow delete 01J... --products
     """
 
     async def one(client: workflow.Client, work_id: str) -> str:
-        await client.delete(work_id, reason=reason)
-        return f"deleted {work_id}"
+        event = await client.delete(work_id, reason=reason, products=products)
+        removed = f", {len(event.products_removed or [])} archived files removed" if products else ""
+        return f"deleted {work_id}{removed}"
+
+    if products:
+        if not ids or chosen.filters():
+            raise fail("--products takes work ids (workflow delete ID... --products), not filters", 2)
+        for work_id in ids:
+            console.print(with_client(connection, functools.partial(one, work_id=work_id)),
+                          highlight=False)
+        return
 
     act("delete", ids, chosen, yes=yes, as_json=as_json, connection=connection, single=one, reason=reason)
 

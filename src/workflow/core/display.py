@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import assert_never
 
 from workflow.core import events as ev
+from workflow.core.products import ArchivedFile
 from workflow.core.work import Work
 
 
@@ -48,6 +49,15 @@ def waiting(waits: ev.Waits | None) -> str:
     return "; waiting " + " and ".join(parts)
 
 
+def archived_count(archived: list[ArchivedFile] | None) -> str:
+    """``; 2 files archived`` (empty when the attempt returned none)."""
+    if not archived:
+        return ""
+    stored = sum(1 for item in archived if item.uri is not None and item.method in ("copy", "move"))
+    return f"; {stored} of {len(archived)} returned files archived" if stored != len(archived) else (
+        f"; {stored} file{'s' if stored != 1 else ''} archived")
+
+
 def describe(event: ev.AnyEvent) -> str:
     """One line saying what an event means, for ``workflow history``."""
     match event:
@@ -57,8 +67,9 @@ def describe(event: ev.AnyEvent) -> str:
             return f"requeued at priority {work.priority}, site {work.site}" + (f": {reason}" if reason else "")
         case ev.Started(attempt=attempt, host=host, via=via):
             return f"attempt {attempt} started on {host}" + (f" (claimed by {via})" if via != "bucket" else "")
-        case ev.Succeeded(attempt=attempt, results=results):
-            return f"attempt {attempt} succeeded" + (f": {json.dumps(results)[:120]}" if results else "")
+        case ev.Succeeded(attempt=attempt, results=results, archived=archived):
+            return (f"attempt {attempt} succeeded" + (f": {json.dumps(results)[:120]}" if results else "")
+                    + archived_count(archived))
         case ev.Failed(attempt=attempt, reason=reason, error=error, will_retry=will_retry, retry_in=retry_in):
             if not will_retry:
                 then = "; no retry left"
@@ -67,8 +78,9 @@ def describe(event: ev.AnyEvent) -> str:
             return f"attempt {attempt} failed ({reason}){': ' + error[:120] if error else ''}{then}"
         case ev.Cancelled(reason=reason):
             return "cancelled" + (f": {reason}" if reason else "")
-        case ev.Deleted(reason=reason):
-            return "deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
+        case ev.Deleted(reason=reason, products_removed=removed):
+            return ("deleted (hidden from lists; its history stays)" + (f": {reason}" if reason else "")
+                    + (f"; {len(removed)} archived files removed" if removed else ""))
         case ev.Notified(status=status, ok=ok, attempts=attempts, reply=reply, error=error):
             tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
             if not ok:

@@ -15,6 +15,7 @@ import msgspec
 
 from workflow.core.errors import PayloadTooLargeError, ValidationError
 from workflow.core.ids import new_id
+from workflow.core.products import ArchivedFile
 from workflow.core.work import Work
 
 SCHEMA_VERSION = 1
@@ -36,6 +37,7 @@ FailureReason = Literal[
     "too-large",    # its results were larger than the log accepts
     "unrunnable",   # nothing to run: unknown function, or neither function nor command
     "reported",     # recorded by hand through ``client.update`` with status failure
+    "archive",      # its returned products/plots could not be archived (retried like ``lost``)
 ]
 
 
@@ -93,17 +95,23 @@ class Started(Event, frozen=True, kw_only=True):
 
 
 class Succeeded(Event, frozen=True, kw_only=True):
-    """An attempt finished well; its results are the work's results."""
+    """An attempt finished well; its results are the work's results.
+
+    ``archived`` records every product and plot the attempt's function returned (name,
+    original path, archived URI, size, sha256); ``products``/``plots`` are then their URIs.
+    Events written before archiving have none (None)."""
 
     attempt: Attempt
     results: dict[str, Any] | None = None
     products: list[str] | None = None
     plots: list[str] | None = None
+    archived: list[ArchivedFile] | None = None
 
 
 class Failed(Event, frozen=True, kw_only=True):
     """An attempt failed. With ``will_retry`` the work goes back to its bucket after
-    ``retry_in`` seconds; without, the work has failed for good."""
+    ``retry_in`` seconds; without, the work has failed for good. ``archived`` as for
+    :class:`Succeeded` (a failed function's files are archived too)."""
 
     attempt: Attempt
     reason: FailureReason
@@ -115,6 +123,7 @@ class Failed(Event, frozen=True, kw_only=True):
     results: dict[str, Any] | None = None
     products: list[str] | None = None
     plots: list[str] | None = None
+    archived: list[ArchivedFile] | None = None
 
 
 class Cancelled(Event, frozen=True, kw_only=True):
@@ -128,9 +137,11 @@ class Deleted(Event, frozen=True, kw_only=True):
     may follow. The log is immutable, so this is a fact added, not a history removed: the
     work's events stay for audits (``workflow history``), and ``show`` says it is deleted.
     Only a finished work (success, failure, cancelled) may be deleted; a delete of one still
-    waiting, queued or running is a ``Cancelled`` first (:mod:`workflow.core.bulk`)."""
+    waiting, queued or running is a ``Cancelled`` first (:mod:`workflow.core.bulk`).
+    ``products_removed``: the archived files removed with it (``workflow delete --products``)."""
 
     reason: str | None = None
+    products_removed: list[str] | None = None
 
 
 class Notified(Event, frozen=True, kw_only=True):

@@ -11,8 +11,9 @@ Which failures retry (while ``retries`` remain):
   work's own failures, retried by default as the old system did. A work narrows them
   with ``config["retry_on"]``, the list of these reasons that retry: ``["error"]`` keeps
   a work that hung once from hanging again; ``[]`` retries none of them.
-- ``lost`` and ``interrupted`` (its worker vanished, or was stopped and gave it back):
-  not the work's doing, so always retried, whatever ``retry_on`` says.
+- ``lost``, ``interrupted`` and ``archive`` (its worker vanished, was stopped and gave it
+  back, or could not archive its products: storage full or away): not the work's doing,
+  so always retried, whatever ``retry_on`` says.
 - ``too-large`` and ``unrunnable``: never, another attempt would fail alike.
 """
 

@@ -27,6 +27,9 @@ denied). What the subjects are for:
   ``$JS.FC.>``: flow-control replies of the ordered consumers that read the log in order
   (the server's: the projector, the resolver, the scheduler, the metrics).
 - ``workflow.results.>`` and ``$SRV.>``: the results service (``nats.micro``) and its discovery.
+- ``$O.PRODUCTS.>`` and ``$JS.API.…OBJ_PRODUCTS``: the products object store. Every role
+  reads it (``workflow products get``); workers write it (their attempts' products), and
+  operators remove from it (``workflow delete --products``).
 - ``_INBOX.>``: replies to every request (each role subscribes; only the service answers).
 
 This module is pure: it renders text, the command writes the files.
@@ -41,10 +44,28 @@ from dataclasses import dataclass
 
 import bcrypt
 
+from workflow.core.archiving import DEFAULT_BUCKET
 from workflow.core.schedules import SCHEDULE_PREFIX, TIMER_PREFIX
 from workflow.core.subjects import BUCKET_REQUESTS, CLAIMS_BUCKET, PREFIX, STREAM
 
 _API = "$JS.API"
+
+#: The products object store (``workflow.archive.objectstore``), read by every role: its
+#: stream's info, an object's metadata (direct or stream gets) and an ordered consumer on
+#: its chunks (delivered to an ``_INBOX``, flow control on ``$JS.FC.>``).
+_PRODUCTS = f"OBJ_{DEFAULT_BUCKET}"
+PRODUCTS_READ = (
+    f"{_API}.STREAM.INFO.{_PRODUCTS}",
+    f"{_API}.STREAM.MSG.GET.{_PRODUCTS}",
+    f"{_API}.DIRECT.GET.{_PRODUCTS}",
+    f"{_API}.DIRECT.GET.{_PRODUCTS}.>",
+    f"{_API}.CONSUMER.CREATE.{_PRODUCTS}",
+    f"{_API}.CONSUMER.CREATE.{_PRODUCTS}.>",
+    f"{_API}.CONSUMER.DELETE.{_PRODUCTS}.>",
+)
+#: Writing products: a worker's chunks and metadata, and the purge of a failed upload's
+#: chunks or a removed object's (an operator's ``delete --products`` needs the same).
+PRODUCTS_WRITE = (f"$O.{DEFAULT_BUCKET}.C.>", f"$O.{DEFAULT_BUCKET}.M.>", f"{_API}.STREAM.PURGE.{_PRODUCTS}")
 
 #: What every role needs to look: the stream, works' histories, buckets, the results service,
 #: the live events, and the replies to its own requests.
@@ -58,6 +79,7 @@ READ_PUBLISH: tuple[str, ...] = (
     f"{_API}.CONSUMER.LIST.{STREAM}",
     f"{_API}.CONSUMER.NAMES.{STREAM}",
     "workflow.results.>",
+    *PRODUCTS_READ,
 )
 READ_SUBSCRIBE: tuple[str, ...] = ("_INBOX.>", f"{PREFIX}.>")
 
@@ -99,10 +121,10 @@ ROLES: dict[str, Role] = {
         Role("worker", "withdraw, heartbeat, record outcomes, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*", f"$JS.ACK.{STREAM}.>",
                       f"{PREFIX}.*.*.started", f"{PREFIX}.*.*.succeeded", f"{PREFIX}.*.*.failed",
-                      *CLAIM_HEARTBEATS)),
+                      *CLAIM_HEARTBEATS, *PRODUCTS_WRITE)),
         Role("operator", "cancel, re-queue, re-prioritise, delete (one work or many), add and remove schedules, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.cancelled", f"{PREFIX}.*.*.deleted",
-                      *SCHEDULE_EVENTS)),
+                      *SCHEDULE_EVENTS, *PRODUCTS_WRITE)),
         Role("viewer", "read only", publish=READ_PUBLISH),
     )
 }
@@ -255,6 +277,16 @@ JETSTREAM_ACTIONS: tuple[JetStreamAction, ...] = tuple(JetStreamAction(label, f"
     ("purge the claim heartbeat bucket", f"STREAM.PURGE.{_KV}"),
     ("update the schedules' timers", f"STREAM.UPDATE.{_TIMERS}"),
     ("delete the schedules' timers", f"STREAM.DELETE.{_TIMERS}"),
+    ("products store info", f"STREAM.INFO.{_PRODUCTS}"),
+    ("read a product's chunk by sequence", f"STREAM.MSG.GET.{_PRODUCTS}"),
+    ("direct get in the products store", f"DIRECT.GET.{_PRODUCTS}"),
+    ("direct get of a product's metadata", f"DIRECT.GET.{_PRODUCTS}.$O.{DEFAULT_BUCKET}.M.Y2FuZGlkYXRl"),
+    ("read a product's chunks (ordered consumer)", f"CONSUMER.CREATE.{_PRODUCTS}"),
+    ("read a product's chunks (filtered)", f"CONSUMER.CREATE.{_PRODUCTS}.reader.$O.{DEFAULT_BUCKET}.C.abc"),
+    ("stop reading a product", f"CONSUMER.DELETE.{_PRODUCTS}.reader"),
+    ("remove products' chunks", f"STREAM.PURGE.{_PRODUCTS}"),
+    ("update the products store", f"STREAM.UPDATE.{_PRODUCTS}"),
+    ("delete the products store", f"STREAM.DELETE.{_PRODUCTS}"),
     ("names of the streams", "STREAM.NAMES"),
     ("list the streams", "STREAM.LIST"),
     ("purge the account", "ACCOUNT.PURGE.workflow"),

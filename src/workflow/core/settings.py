@@ -120,3 +120,20 @@ def _webhooks(raw: str) -> dict[str, str]:
             raise ValueError(f"WORKFLOW_WEBHOOKS is key=url,key=url (or bare keys); got {part.strip()!r}")
         found[key.strip()] = url.strip()
     return found
+
+
+#: The products object store's size when ``WORKFLOW_PRODUCTS_MAX_BYTES`` is unset: 10 GiB.
+DEFAULT_PRODUCTS_MAX_BYTES = 10 << 30
+
+
+def products_max_bytes() -> int:
+    """The size (bytes) of the products object store that ``workflow server`` creates, apart
+    from the log's stream so products can never fill the log's disk.
+    ``WORKFLOW_PRODUCTS_MAX_BYTES``, default 10 GiB."""
+    raw = os.environ.get("WORKFLOW_PRODUCTS_MAX_BYTES")
+    if not raw:
+        return DEFAULT_PRODUCTS_MAX_BYTES
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"WORKFLOW_PRODUCTS_MAX_BYTES must be a number of bytes, got {raw!r}") from None

@@ -31,6 +31,7 @@ from workflow.core import session
 from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, WorkflowError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
+from workflow.core.products import ArchivedFile
 from workflow.core.retry import retry_delay
 from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, schedule_spec
 from workflow.core.settings import lease_seconds, nats_servers, nats_url, redacted
@@ -329,11 +330,15 @@ class Client:
         products: list[str] | None = None,
         plots: list[str] | None = None,
         *,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> None:
-        """Record that a held work succeeded, then ack its queue message."""
+        """Record that a held work succeeded, then ack its queue message (``archived``: the
+        products and plots archived for this attempt, :mod:`workflow.core.products`)."""
         with refused_as("recording success"):
-            await self._connected.outcomes.succeed(work, results, products, plots, patience=patience)
+            await self._connected.outcomes.succeed(
+                work, results, products, plots, archived=archived, patience=patience
+            )
 
     async def fail(
         self,
@@ -346,13 +351,14 @@ class Client:
         results: dict[str, Any] | None = None,
         products: list[str] | None = None,
         plots: list[str] | None = None,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> ev.Failed:
         """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain."""
         with refused_as("recording a failure"):
             return await self._connected.outcomes.fail(
                 work, reason, error, traceback, retry=retry, results=results, products=products, plots=plots,
-                patience=patience,
+                archived=archived, patience=patience,
             )
 
     async def release(self, work: Work, reason: str = "worker stopped at once") -> ev.Failed:
@@ -383,12 +389,15 @@ class Client:
         with refused_as("requeue"):
             return await self._connected.operations.requeue(work_id, priority=priority, site=site, reason=reason)
 
-    async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
+    async def delete(
+        self, work_id: str, reason: str | None = None, *, products_removed: list[str] | None = None,
+    ) -> ev.Deleted:
         """Delete a work: hidden from lists and counts from now on, its history kept for
         audits (the log is immutable: a delete is a ``Deleted`` event). A work not yet
-        finished is cancelled first. ConflictError if already deleted."""
+        finished is cancelled first. ConflictError if already deleted. ``products_removed``
+        records archived files removed with it (``workflow.Client.delete(products=True)``)."""
         with refused_as("delete"):
-            return await self._connected.operations.delete(work_id, reason)
+            return await self._connected.operations.delete(work_id, reason, products_removed)
 
     # -- schedules (:mod:`workflow.log.schedules`) -------------------------------------
 

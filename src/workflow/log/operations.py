@@ -71,7 +71,9 @@ class Operations:
             with contextlib.suppress(Exception):
                 await lease.msg.term()
 
-    async def delete(self, work_id: str, reason: str | None = None) -> ev.Deleted:
+    async def delete(
+        self, work_id: str, reason: str | None = None, products_removed: list[str] | None = None,
+    ) -> ev.Deleted:
         """Delete a work: lists and counts hide it from now on; its history stays. A work
         not yet finished is cancelled first (a running one is stopped). Raises ConflictError
         if it is already deleted, NotFoundError if unknown."""
@@ -88,7 +90,8 @@ class Operations:
                     cancel = ev.Cancelled(**self._log.envelope(work_id, head.event.pipeline), reason=reason)
                     seq = await self._log.append(cancel, seq)
                     await self.stop_held(work_id)
-                event = ev.Deleted(**self._log.envelope(work_id, head.event.pipeline), reason=reason)
+                event = ev.Deleted(**self._log.envelope(work_id, head.event.pipeline), reason=reason,
+                                   products_removed=products_removed)
                 await self._log.append(event, seq)
             except ConflictError:
                 continue  # something happened meanwhile: look again

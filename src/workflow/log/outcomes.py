@@ -23,6 +23,7 @@ import msgspec
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
 from workflow.core.fold import evolve
+from workflow.core.products import ArchivedFile
 from workflow.core.retry import may_retry, retries_after, retry_delay
 from workflow.core.work import Work
 from workflow.log.claims import Lease, Leases
@@ -52,12 +53,14 @@ class Outcomes:
         products: list[str] | None = None,
         plots: list[str] | None = None,
         *,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> None:
         """Record that a held work succeeded, then ack its queue message."""
         lease = self._leases.held(work)
         event = ev.Succeeded(
             **self._envelope(lease), attempt=lease.attempt, results=results, products=products, plots=plots,
+            archived=archived,
         )
         await self._record(lease, event, patience)
         with contextlib.suppress(Exception):
@@ -75,6 +78,7 @@ class Outcomes:
         results: dict[str, Any] | None = None,
         products: list[str] | None = None,
         plots: list[str] | None = None,
+        archived: list[ArchivedFile] | None = None,
         patience: float = 3600.0,
     ) -> ev.Failed:
         """Record a failed attempt; retried later (``nak`` with backoff) if attempts remain
@@ -88,6 +92,7 @@ class Outcomes:
             **self._envelope(lease), attempt=lease.attempt, reason=reason, will_retry=will_retry,
             queue_seq=lease.queue_seq, error=error, traceback=traceback,
             retry_in=retry_delay(chain) if will_retry else None, results=results, products=products, plots=plots,
+            archived=archived,
         )
         await self._record(lease, event, patience)
         with contextlib.suppress(Exception):

@@ -24,7 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workflow.core.errors import PayloadTooLargeError
+import msgspec
+
+from workflow.archive.archiver import Archiver
+from workflow.archive.storages import storage_for
+from workflow.core.errors import ConflictError, PayloadTooLargeError
+from workflow.core.products import ArchivedFile, ArchiveError, uris
 from workflow.core.work import Work
 from workflow.log.client import Client
 from workflow.worker.config import WorkerConfig
@@ -60,6 +65,8 @@ class Attempts:
         #: Why a work's attempt failed (``Type: message``), by work id, until the worker's
         #: ``finish`` line for it takes it: the line an operator reads names the error.
         self.errors: dict[str, str] = {}
+        self._archive_for: Client | None = None
+        self._archiver_now: Archiver | None = None
 
     def plan(self, work: Work) -> FunctionCall | CommandCall | Outcome:
         """What to run for ``work``: the worker's --function/--command, else the work's own."""
@@ -171,17 +178,58 @@ class Attempts:
         }.get(self.isolation.name, "it was stopped")
 
     async def record(self, client: Client, work: Work, outcome: Outcome) -> str:
-        """Record an Outcome: Succeeded, or Failed with the right reason and retry."""
+        """Archive what the attempt returned, then record its Outcome: Succeeded, or Failed
+        with the right reason and retry. An archive that fails fails the attempt (reason
+        ``archive``, retried); an outcome the log refuses (a zombie attempt) has its
+        uploads removed, so the recorded products are never replaced."""
+        archived: list[ArchivedFile] | None = None
+        if outcome.products or outcome.plots:
+            try:
+                archived = await self._archiver(client).archive(work, work.attempt, outcome.products, outcome.plots)
+            except ArchiveError as error:
+                return await self._archive_failed(client, work, outcome, error)
+            outcome = msgspec.structs.replace(
+                outcome, products=uris(archived, "product") if outcome.products else outcome.products,
+                plots=uris(archived, "plot") if outcome.plots else outcome.plots,
+            )
+        try:
+            return await self._record(client, work, outcome, archived)
+        except ConflictError:
+            if archived:
+                await self._archiver(client).discard(archived)
+            raise
+
+    def _archiver(self, client: Client) -> Archiver:
+        """The archiver over ``client``'s connection (one per client)."""
+        if self._archive_for is not client or self._archiver_now is None:
+            self._archiver_now = Archiver(self.config.archive, storage_for(self.config.archive, client.nc))
+            self._archive_for = client
+        return self._archiver_now
+
+    async def _archive_failed(self, client: Client, work: Work, outcome: Outcome, error: ArchiveError) -> str:
+        text = f"archiving the returned files failed: {error}"
+        if outcome.status != "succeeded" and outcome.error:
+            text += f" (the attempt had also failed: {outcome.error})"
+        log.warning("%s: %s", work.id, text, extra=log_fields(work))
+        event = await client.fail(work, "archive", text, outcome.traceback, results=outcome.results)
+        if event.will_retry and event.retry_in is not None:
+            self._retry_due(event.retry_in)
+            return "archive, will retry"
+        return "archive"
+
+    async def _record(
+        self, client: Client, work: Work, outcome: Outcome, archived: list[ArchivedFile] | None,
+    ) -> str:
         if outcome.status == "succeeded":
             try:
-                await client.succeed(work, outcome.results, outcome.products, outcome.plots)
+                await client.succeed(work, outcome.results, outcome.products, outcome.plots, archived=archived)
                 return "success"
             except PayloadTooLargeError as error:
                 await client.fail(
                     work, "too-large",
                     f"{error}. The results were not recorded; write large data to files and "
                     "return their paths as products.",
-                    retry=False,
+                    retry=False, archived=archived,
                 )
                 return "too-large"
         if outcome.error is not None and work.id is not None:
@@ -190,10 +238,12 @@ class Attempts:
             await client.fail(work, "unrunnable", outcome.error, retry=False)
             return "unrunnable"
         try:
-            event = await client.fail(work, "error", outcome.error, outcome.traceback, results=outcome.results)
+            event = await client.fail(work, "error", outcome.error, outcome.traceback, results=outcome.results,
+                                      products=outcome.products, plots=outcome.plots, archived=archived)
         except PayloadTooLargeError as error:
             error_text = f"{outcome.error} (results not recorded: {error})"
-            event = await client.fail(work, "error", error_text, outcome.traceback)
+            event = await client.fail(work, "error", error_text, outcome.traceback,
+                                      products=outcome.products, plots=outcome.plots, archived=archived)
         if event.will_retry and event.retry_in is not None:
             self._retry_due(event.retry_in)
             return "failed, will retry"

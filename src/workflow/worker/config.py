@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from workflow.core.archiving import ArchiveSettings
 from workflow.core.errors import ValidationError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.work import validate_field
@@ -32,6 +33,7 @@ class WorkerConfig:
     max_works_per_child: int | None = None  # process isolation: recycle a child after this many works
     filters: WithdrawFilter = field(default_factory=WithdrawFilter)  # take only matching works (--tag, …)
     connect: dict[str, Any] = field(default_factory=dict)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)  # where returned files go (the workspace)
 
     def check(self) -> WorkerConfig:
         """Raise ValidationError naming the first wrong option; ``self`` if all are right."""

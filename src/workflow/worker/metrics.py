@@ -46,6 +46,8 @@ OUTCOMES = {
     "failed": "failed",
     "failed, will retry": "retrying",
     "too-large": "too_large",
+    "archive": "archive",
+    "archive, will retry": "retrying",
     "unrunnable": "unrunnable",
     "timeout": "timeout",
     "timeout, will retry": "timeout",
