@@ -3,6 +3,7 @@ and a site is checked against the depositing host's list (issue 19 §5). Real pr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,17 @@ async def deposited(url: str) -> bool:
     """Whether a work of pipeline ``p`` (any site) can be withdrawn within a second."""
     async with workflow.connect(url) as client:
         return await client.withdraw("p", timeout=1.0, poll=0.05) is not None
+
+
+async def test_deposit_config_is_a_json_object_given_to_the_work(nats_url):
+    result = workflow_cli("deposit", "p", "--config", '{"archive": {"products": "move"}, "retry_on": ["error"]}',
+                          "--json", url=nats_url)
+    assert result.returncode == 0, result.stderr
+    async with workflow.connect(nats_url) as client:
+        [work_id] = json.loads(result.stdout)
+        work = await client.get(work_id)
+    assert work.config == {"archive": {"products": "move"}, "retry_on": ["error"]}
+    for bad, why in (('{"retry_on": ', "is a JSON object, e.g."), ('["error"]', "not list")):
+        refused = workflow_cli("deposit", "p", "--config", bad, url=nats_url)
+        assert refused.returncode == 2 and refused.stderr.startswith("error: invalid config: --config") \
+            and why in refused.stderr, refused.stderr

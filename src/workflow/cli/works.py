@@ -21,6 +21,7 @@ from workflow.cli.options import AsJson, Connection, connection_options, option_
 from workflow.cli.output import console, errors, fail, listing, print_json, reported, with_client
 from workflow.cli.workspace import chosen
 from workflow.core.display import describe, waits_of, when
+from workflow.core.errors import ValidationError
 from workflow.core.status import FINISHED
 
 WorkId = Annotated[str, typer.Argument(metavar="ID", help="The work's id.")]
@@ -76,9 +77,28 @@ class WorkFields(TemplateFields):
     user: Annotated[str | None, typer.Option("--user", help="Who asked (the work's user, not a NATS login).")] = None
     after: Annotated[list[str] | None, typer.Option(
         "--after", help="Wait until this work succeeded (a work id, repeatable: all of them).")] = None
+    config: Annotated[str | None, typer.Option(
+        "--config", help='The work\'s config as a JSON object, e.g. \'{"archive": {"products": "move"}, '
+                         '"retry_on": ["error"]}\'.')] = None
 
     def _fields(self) -> dict[str, Any]:
-        return {**super()._fields(), "event": self.event or None, "user": self.user, "precursors": self.after or None}
+        return {**super()._fields(), "event": self.event or None, "user": self.user, "precursors": self.after or None,
+                "config": _json_object("config", self.config)}
+
+
+def _json_object(name: str, text: str | None) -> dict[str, Any] | None:
+    """An option's JSON object (None when not given); a ValidationError naming the option
+    for anything else."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValidationError(name, f"--{name} is a JSON object, e.g. '{{\"retry_on\": [\"error\"]}}': {error}") \
+            from None
+    if not isinstance(value, dict):
+        raise ValidationError(name, f"--{name} is a JSON object ({{...}}), not {type(value).__name__}")
+    return value
 
 
 @connection_options
