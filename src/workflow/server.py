@@ -156,34 +156,12 @@ async def prepare_log(
     refused request would wait for its timeout."""
     from workflow.archive.objectstore import ensure_bucket
     from workflow.core.archiving import DEFAULT_BUCKET
-    from workflow.core.errors import ConnectionFailedError, PermissionDeniedError
-    from workflow.core.settings import nats_servers, redacted
     from workflow.core.settings import products_max_bytes as configured_max_bytes
+    from workflow.core.settings import redacted
     from workflow.log import connection, heartbeats, jsapi
-    from workflow.log.permissions import RefusalWatch
     from workflow.log.streams import apply_stream, apply_streams
-    from workflow.log.tls import HandshakeFailures
 
-    refusals = RefusalWatch(url, connect_options)
-    tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
-
-    async def on_error(error: Exception) -> None:
-        tls_failures.note(error)
-        await refusals(error)
-
-    try:
-        nc = await refusals.bounded(tls_failures.bounded(connection.connect(
-            servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=3,
-            error_cb=on_error, **connect_options)))
-    except PermissionDeniedError:
-        raise
-    except Exception as error:
-        if refusals.login_refused is not None:
-            raise refusals.login_refused from None
-        if tls_failures:
-            raise tls_failures.error(redacted(url)) from None
-        raise ConnectionFailedError(f"cannot reach NATS at {redacted(url)}: {error}") from None
-    refusals.nc = nc  # a refused request fails at once, naming the subject
+    nc = await connection.open_connection(url, attempts=3, **connect_options)
     try:
         jsapi.check_server_version(nc, redacted(url))
         await check_server_role(nc)

@@ -12,7 +12,6 @@ import typer
 
 from workflow.cli.options import Connection, LogLevel, MetricsHost, MetricsPort, connection_options
 from workflow.cli.output import LogFormat, console, fail, reported, run, setup_logging
-from workflow.core.errors import ConnectionFailedError
 from workflow.core.workspace import parse_size
 
 
@@ -64,26 +63,16 @@ def streams_apply(
     connection: Connection,
 ) -> None:
     """Create the WORKFLOW stream from streams/*.json (idempotent); report a differing one."""
-    from workflow.core.settings import nats_servers, nats_url, redacted
-    from workflow.log.connection import connect as nats_connect
+    from workflow.core.settings import nats_url
+    from workflow.log.connection import open_connection
     from workflow.log.streams import apply_streams
-    from workflow.log.tls import HandshakeFailures
 
     with reported():  # unreadable TLS files: one line, not a traceback
         options = connection.options()
     url = nats_url(options.pop("url"))
 
     async def apply() -> None:
-        tls_failures = HandshakeFailures()  # the failure is reported once, below; nats-py hangs after one
-        try:
-            nc = await tls_failures.bounded(nats_connect(
-                servers=nats_servers(url), connect_timeout=2, max_reconnect_attempts=2,
-                reconnect_time_wait=0.5, error_cb=tls_failures.error_callback, **options))
-        except Exception as error:
-            if tls_failures:
-                raise tls_failures.error(redacted(url)) from None
-            raise ConnectionFailedError(
-                f"cannot reach NATS at {redacted(url)} ({error}); start one with `workflow server`") from None
+        nc = await open_connection(url, **options)
         try:
             for applied in await apply_streams(nc, replicas=replicas, update=update):
                 state = "created" if applied.created else "updated" if applied.updated else "up to date"

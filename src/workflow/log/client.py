@@ -28,13 +28,13 @@ import nats.errors
 
 from workflow.core import events as ev
 from workflow.core import session
-from workflow.core.errors import ConnectionFailedError, PermissionDeniedError, WorkflowError
+from workflow.core.errors import PermissionDeniedError, WorkflowError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
 from workflow.core.products import ArchivedFile
 from workflow.core.retry import retry_delay
 from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, schedule_spec
-from workflow.core.settings import lease_seconds, nats_servers, nats_url, redacted
+from workflow.core.settings import lease_seconds, nats_url, redacted
 from workflow.core.waits import not_before
 from workflow.core.work import Work
 from workflow.log import connection, jsapi
@@ -48,7 +48,6 @@ from workflow.log.gateway import LogGateway, Recorded
 from workflow.log.operations import Operations
 from workflow.log.outcomes import Outcomes
 from workflow.log.permissions import RefusalWatch, refused_as
-from workflow.log.tls import HandshakeFailures
 from workflow.log.watch import Watch
 
 __all__ = ["Client", "Lease", "Recorded", "retry_delay"]
@@ -146,37 +145,13 @@ class Client:
         return self
 
     async def _connect(self) -> nats.aio.client.Client:
-        refusals = self._refusals
-        tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded below
-
         async def on_error(error: Exception) -> None:
             log.debug("nats: %s", error)
-            tls_failures.note(error)  # the cause behind nats-py's "no servers available"
-            await refusals(error)  # a refused login or publish: say so, instead of timing out
 
-        try:
-            nc = await refusals.bounded(tls_failures.bounded(connection.connect(
-                servers=nats_servers(self.url), name=self.name, connect_timeout=2, allow_reconnect=True,
-                max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=on_error, **self._options,
-            )))
-        except PermissionDeniedError:
-            raise
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            if refusals.login_refused is not None:
-                raise refusals.login_refused from None
-            if tls_failures:
-                raise tls_failures.error(redacted(self.url)) from None
-            raise ConnectionFailedError(
-                f"cannot reach NATS at {redacted(self.url)} ({type(error).__name__}: {error}). "
-                "Start one with `workflow server`, or point to yours with --nats URL "
-                "or WORKFLOW_NATS_URL."
-            ) from None
-        refusals.nc = nc
-        # nats-py applies one setting to the first connect and to reconnects; -1 at first
-        # connect would hang forever on a wrong URL, so "reconnect forever" (a worker must
-        # ride out a server restart) is set once connected.
-        nc.options["max_reconnect_attempts"] = -1
-        nc.options["reconnect_time_wait"] = 1
+        nc = await connection.open_connection(
+            self.url, refusals=self._refusals, on_error=on_error, name=self.name, allow_reconnect=True,
+            **self._options,
+        )
         return nc
 
     async def close(self, *, release: bool = True) -> None:

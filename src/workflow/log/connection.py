@@ -16,6 +16,10 @@ How: :class:`Connection` is nats-py's ``Client`` with its header-line parser rep
 goes through it. nats-py ≥ 2.16 reads header lines through that one static method; a
 test fails if a later nats-py stops doing so (the speed-up would silently vanish).
 
+:func:`open_connection` is the one way this package connects: with a time limit, and a
+failure named (a refused login, a TLS handshake, no server), never nats-py's bare
+"no servers available".
+
 It also keeps the case of a refused subject: nats-py lower-cases every ``-ERR`` before
 handing it on, so a permission error would name ``wf.p.01m93p82…`` for the work
 ``01M93P82…`` (and ``$js.api…``). :meth:`Connection._process_err` reads the line as the
@@ -24,11 +28,17 @@ server sent it (still at the head of the parser's buffer while the error is hand
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.aio.client
 import nats.errors
 from nats.protocol.parser import ERR_RE, PERMISSIONS_ERR
+
+from workflow.core.errors import ConnectionFailedError, PermissionDeniedError
+from workflow.core.settings import nats_servers, redacted
+from workflow.log.permissions import RefusalWatch
+from workflow.log.tls import HandshakeFailures
 
 _CRLF = b"\r\n"
 #: What ``str.isspace`` calls whitespace in ASCII (nats-py skips names containing any).
@@ -88,4 +98,66 @@ async def connect(servers: str | list[str], **options: Any) -> nats.aio.client.C
     """``nats.connect``: a connected :class:`Connection` (same options, same errors)."""
     nc = Connection()
     await nc.connect(servers, **options)
+    return nc
+
+
+#: Seconds one connect attempt may take (per server of a cluster's list).
+CONNECT_TIMEOUT = 2.0
+
+
+async def open_connection(
+    url: str,
+    *,
+    refusals: RefusalWatch | None = None,
+    on_error: Callable[[Exception], Awaitable[None]] | None = None,
+    attempts: int = 2,
+    **options: Any,
+) -> nats.aio.client.Client:
+    """A connected :class:`Connection` to ``url`` (one URL, or a comma-separated list of a
+    cluster's), or the failure named:
+
+    - PermissionDeniedError at once for a refused login, naming the user (nats-py alone
+      retries it and then says "no servers available");
+    - the TLS handshake's error (nats-py hangs after one: bounded here);
+    - ConnectionFailedError "cannot reach NATS at URL" (credentials redacted) otherwise,
+      after ``attempts`` tries of :data:`CONNECT_TIMEOUT` seconds each.
+
+    Once connected, it reconnects for ever (a long-running part rides out a restart).
+
+    ``refusals`` (a :class:`RefusalWatch`, made here if not given) is the connection's
+    error callback: once connected it also fails a refused request at once. ``on_error``
+    hears every error after it. ``options`` go to ``nats.connect``.
+    """
+    refusals = refusals if refusals is not None else RefusalWatch(url, options)
+    tls_failures = HandshakeFailures()
+
+    async def error_cb(error: Exception) -> None:
+        tls_failures.note(error)  # the cause behind nats-py's "no servers available"
+        await refusals(error)  # a refused login or publish: said at once, not after a timeout
+        if on_error is not None:
+            await on_error(error)
+
+    options.setdefault("reconnect_time_wait", 0.5)
+    try:
+        nc = await refusals.bounded(tls_failures.bounded(connect(
+            servers=nats_servers(url), connect_timeout=CONNECT_TIMEOUT, max_reconnect_attempts=attempts,
+            error_cb=error_cb, **options,
+        )))
+    except PermissionDeniedError:
+        raise
+    except (TimeoutError, OSError, nats.errors.Error) as error:
+        if refusals.login_refused is not None:
+            raise refusals.login_refused from None
+        if tls_failures:
+            raise tls_failures.error(redacted(url)) from None
+        raise ConnectionFailedError(
+            f"cannot reach NATS at {redacted(url)} ({type(error).__name__}: {error}). "
+            "Start one with `workflow server`, or point to yours with --nats URL or WORKFLOW_NATS_URL."
+        ) from None
+    refusals.nc = nc  # a refused request fails at once, naming the subject
+    # nats-py applies one setting to the first connect and to reconnects; -1 at first
+    # connect would hang forever on a wrong URL, so "reconnect forever" (a worker, the
+    # metrics, must ride out a server restart) is set once connected.
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 1
     return nc

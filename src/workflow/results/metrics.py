@@ -51,12 +51,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workflow.core.errors import ConnectionFailedError, WorkflowError
+from workflow.core.errors import WorkflowError
 from workflow.core.events import EVENT_TYPES, FailureReason
-from workflow.core.settings import nats_servers, redacted
 from workflow.core.subjects import PREFIX, STREAM, BucketKey, bucket_from_filter
 from workflow.log import connection
-from workflow.log.tls import HandshakeFailures
 from workflow.results.client import Results
 
 log = logging.getLogger("workflow.metrics")
@@ -353,16 +351,7 @@ async def run_metrics(
     ``connect_options`` go to ``nats.connect`` (``user``, ``password``, ``user_credentials``, …).
     ``on_ready`` is called with the port bound once the HTTP server listens.
     """
-    tls_failures = HandshakeFailures()  # nats-py hangs after one: bounded
-    try:
-        nc = await tls_failures.bounded(connection.connect(
-            servers=nats_servers(url), name="workflow-metrics", connect_timeout=2,
-            error_cb=tls_failures.error_callback, **connect_options,
-        ))
-    except Exception as error:
-        if tls_failures:
-            raise tls_failures.error(url) from None
-        raise ConnectionFailedError(f"metrics cannot reach NATS at {redacted(url)}: {error}") from None
+    nc = await connection.open_connection(url, name="workflow-metrics", **connect_options)
     try:
         counts = EventCounts()
         subscription = await follow_log(nc, counts)
