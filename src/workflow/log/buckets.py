@@ -47,8 +47,6 @@ from workflow.log.inbox import Inbox
 PRIORITIES = (5, 4, 3, 2, 1)
 #: How long a bucket that came back short is skipped unless a queue event names it (s).
 DRAINED_FOR = 0.25
-#: JetStream's error code for "consumer already exists" (a create that would have changed it).
-CONSUMER_EXISTS = 10148
 
 
 def bucket_config(key: BucketKey, lease_seconds: float) -> dict[str, Any]:
@@ -72,7 +70,7 @@ async def create_bucket(nc: nats.aio.client.Client, key: BucketKey, lease_second
     The consumer's info, or a JetStream ``error``."""
     created = await jsapi.request(nc, f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {
         "stream_name": STREAM, "config": bucket_config(key, lease_seconds), "action": "create"})
-    if created.get("error", {}).get("err_code") == CONSUMER_EXISTS:
+    if created.get("error", {}).get("err_code") == jsapi.CONSUMER_EXISTS:
         return await jsapi.request(nc, f"CONSUMER.INFO.{STREAM}.{key.consumer}")
     return created
 
