@@ -289,10 +289,10 @@ def _start_services(
     """The projector and results service, the resolver, the scheduler, the notifier, the
     bucket keeper (and the metrics), as tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
+    from workflow.followers.bucket_keeper import run_bucket_keeper
     from workflow.followers.notifier import run_notifier
     from workflow.followers.resolver import run_resolver
     from workflow.followers.scheduler import run_scheduler
-    from workflow.log.bucket_keeper import run_bucket_keeper
     from workflow.results.service import run_projector_service
 
     projector = run_projector_service(url, data_dir / "workflow.duckdb", stop, **(connect or {}))

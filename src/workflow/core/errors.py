@@ -30,6 +30,11 @@ class ConflictError(WorkflowError):
     """
 
 
+class AlreadyExistsError(ConflictError):
+    """Raised when something to be created (a stream, a bucket) exists already: whoever
+    asked second may take the existing one as it is."""
+
+
 class NotFoundError(WorkflowError, KeyError):
     """Raised when no work with the given id exists in the log."""
 

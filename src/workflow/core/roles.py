@@ -20,7 +20,7 @@ denied). What the subjects are for:
   deletes streams and consumers: a consumer's ``CONSUMER.CREATE`` is also its *update*,
   so a role allowed to create a bucket could rewrite every bucket's lease (``ack_wait``)
   and ``max_deliver``. A client that needs a new bucket asks the server for it
-  (``workflow.buckets.create``, :mod:`workflow.log.bucket_keeper`), which creates it and
+  (``workflow.buckets.create``, :mod:`workflow.followers.bucket_keeper`), which creates it and
   never changes one that exists. :data:`JETSTREAM_ACTIONS` lists what each role may do in
   the JetStream API (the table of docs/howto/roles.md is generated from it).
   ``$JS.ACK.WORKFLOW.>``: acks, naks, terms and heartbeats of held works;
@@ -83,7 +83,7 @@ READ_PUBLISH: tuple[str, ...] = (
 )
 READ_SUBSCRIBE: tuple[str, ...] = ("_INBOX.>", f"{PREFIX}.>")
 
-#: Asking the server for a bucket (:mod:`workflow.log.bucket_keeper`): whoever puts work in
+#: Asking the server for a bucket (:mod:`workflow.followers.bucket_keeper`): whoever puts work in
 #: a bucket, or withdraws from one at a given site, may need it to exist.
 BUCKET_CREATE = BUCKET_REQUESTS
 QUEUED = f"{PREFIX}.*.*.queued.>"

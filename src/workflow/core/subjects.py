@@ -18,7 +18,7 @@ STREAM = "WORKFLOW"
 PREFIX = "wf"
 #: The key-value bucket of filtered claims' heartbeats (``workflow.log.heartbeats``).
 CLAIMS_BUCKET = "workflow-claims"
-#: Where a client asks the server to create a bucket (``workflow.log.bucket_keeper``): only
+#: Where a client asks the server to create a bucket (``workflow.followers.bucket_keeper``): only
 #: the server role may create consumers, since creating one is also updating it.
 BUCKET_REQUESTS = "workflow.buckets.create"
 

@@ -46,7 +46,11 @@ Pipeline = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NAM
 Site = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 Timeout = Annotated[int, msgspec.Meta(ge=1, le=259_200)]
 Retries = Annotated[int, msgspec.Meta(ge=0, le=5)]
-Priority = Annotated[int, msgspec.Meta(ge=1, le=5)]
+#: Priorities run from 1 (lowest) to 5 (highest): the one place their bounds are written.
+LOWEST_PRIORITY, HIGHEST_PRIORITY = 1, 5
+Priority = Annotated[int, msgspec.Meta(ge=LOWEST_PRIORITY, le=HIGHEST_PRIORITY)]
+#: Every priority, highest first: the order buckets are asked in.
+PRIORITIES: tuple[int, ...] = tuple(range(HIGHEST_PRIORITY, LOWEST_PRIORITY - 1, -1))
 Attempt = Annotated[int, msgspec.Meta(ge=0)]
 
 #: Each field's rule as a user reads it in an error ("priority is 1 (lowest) to 5 (highest)"),

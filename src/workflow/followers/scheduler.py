@@ -44,7 +44,7 @@ from workflow.followers.restarts import restarting
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
 from workflow.log.client import Client
-from workflow.log.gateway import UNAVAILABLE
+from workflow.log.gateway import UNAVAILABLE, last_message
 from workflow.log.lifetimes import until_stopped_or_failed
 from workflow.log.schedules import (
     DEFINITION_HEADER,
@@ -148,14 +148,10 @@ class Scheduler:
 
     async def _timer(self, name: str) -> tuple[int, str | None]:
         """The sequence of the timer of ``name`` (0: none) and the definition it serves."""
-        reply = await self._client.nc.request(
-            f"$JS.API.DIRECT.GET.{TIMER_STREAM}", json.dumps({"last_by_subj": timer_subject(name)}).encode(), timeout=5
-        )
-        headers = reply.headers or {}
-        if headers.get("Status") == "404":
+        msg = await last_message(self._client.nc, timer_subject(name), TIMER_STREAM)
+        if msg is None:
             return 0, None
-        if headers.get("Status") is not None:
-            raise WorkflowError(f"direct get failed: {headers.get('Status')} {headers.get('Description', '')}")
+        headers = msg.headers or {}
         return int(headers["Nats-Sequence"]), headers.get(DEFINITION_HEADER)
 
     async def _set_timer(self, added: sch.ScheduleAdded, expected: int) -> None:
@@ -169,10 +165,11 @@ class Scheduler:
         error = json.loads(reply.data).get("error")
         if error is None:
             log.info("schedule %s: timer set (%s)", added.name, added.schedule)
-        elif error.get("err_code") == jsapi.WRONG_LAST_SEQUENCE:
-            log.debug("schedule %s: another scheduler set its timer", added.name)
-        else:
-            raise WorkflowError(f"the server refused the timer {added.schedule!r}: {error.get('description')}")
+            return
+        refused = jsapi.error_of(error, f"the server refused the timer {added.schedule!r}")
+        if not isinstance(refused, ConflictError):
+            raise refused
+        log.debug("schedule %s: another scheduler set its timer", added.name)
 
     # -- the firings -------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ priority-5 work makes its bucket the first asked again. The queue event can outr
 message into the bucket (it is heard as the stream stores it), so a pull that comes back
 short within :data:`DRAINED_FOR` of a queue event does not mark the bucket drained.
 
-A missing bucket is asked of the server (:mod:`workflow.log.bucket_keeper`): only the
+A missing bucket is asked of the server (:mod:`workflow.followers.bucket_keeper`): only the
 server role may create consumers, since creating one is also rewriting it. Where no server
 answers (a bare nats-server, the tests of this layer), the client creates the bucket
 itself, which a server with ``workflow secure init``'s roles refuses to every other role.
@@ -41,14 +41,12 @@ from nats.aio.msg import Msg
 
 from workflow.core.errors import PermissionDeniedError, WorkflowError
 from workflow.core.subjects import BUCKET_REQUESTS, STREAM, BucketKey, bucket_from_filter
+from workflow.core.work import PRIORITIES
 from workflow.log import jsapi
 from workflow.log.inbox import Inbox
 
-PRIORITIES = (5, 4, 3, 2, 1)
 #: How long a bucket that came back short is skipped unless a queue event names it (s).
 DRAINED_FOR = 0.25
-#: JetStream's error code for "consumer already exists" (a create that would have changed it).
-CONSUMER_EXISTS = 10148
 
 
 def bucket_config(key: BucketKey, lease_seconds: float) -> dict[str, Any]:
@@ -72,7 +70,7 @@ async def create_bucket(nc: nats.aio.client.Client, key: BucketKey, lease_second
     The consumer's info, or a JetStream ``error``."""
     created = await jsapi.request(nc, f"CONSUMER.CREATE.{STREAM}.{key.consumer}", {
         "stream_name": STREAM, "config": bucket_config(key, lease_seconds), "action": "create"})
-    if created.get("error", {}).get("err_code") == CONSUMER_EXISTS:
+    if created.get("error", {}).get("err_code") == jsapi.CONSUMER_EXISTS:
         return await jsapi.request(nc, f"CONSUMER.INFO.{STREAM}.{key.consumer}")
     return created
 

@@ -143,37 +143,40 @@ class LogGateway:
         fact landed (same event id at the head) counts as landed, not as a conflict.
         """
         data = ev.encode(event, limit=self.max_payload)
-        headers = {
-            "Nats-Msg-Id": event.id,
-            "Nats-Expected-Last-Subject-Sequence": str(expected_seq),
-            "Nats-Expected-Last-Subject-Sequence-Subject": work_filter(event.work_id, event.pipeline),
-        }
+        kind = type(event).__name__
         try:
-            seq = await self._publish(event_subject(event), data, headers)
-        except nats.js.errors.APIError as error:
-            if error.err_code != jsapi.WRONG_LAST_SEQUENCE:
-                raise WorkflowError(f"the log refused {type(event).__name__}: {error.description}") from None
+            return await self.append_at(event_subject(event), data, msg_id=event.id, expected_seq=expected_seq,
+                                        over=work_filter(event.work_id, event.pipeline), what=kind)
+        except ConflictError:
             head = await self.head(event.work_id, event.pipeline)
             if head is not None and head.event.id == event.id:
                 return head.seq
             raise ConflictError(
                 f"work {event.work_id} changed since it was read "
-                f"(now: {type(head.event).__name__ if head else 'nothing'}); "
-                f"{type(event).__name__} was not recorded"
+                f"(now: {type(head.event).__name__ if head else 'nothing'}); {kind} was not recorded"
             ) from None
-        return seq
 
-    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
-        """``js.publish`` with the acknowledgement decoded by msgspec: the same request and
-        the same errors, at a fraction of the cost (its ``json.loads`` and ``PubAck``
-        dataclass were a visible part of each work's time in the worker's loop)."""
+    async def append_at(self, subject: str, data: bytes, *, msg_id: str, expected_seq: int, over: str,
+                        what: str) -> int:
+        """Append ``data`` on ``subject`` if the last message on the subjects ``over`` is
+        still ``expected_seq`` (0: none yet); its sequence. The one compare-and-set of the
+        log, for a work's events and a schedule's alike: ConflictError when another write
+        came first (error 10071, :data:`workflow.log.jsapi.ERRORS`), the error named
+        otherwise (``the log refused <what>: …``). ``msg_id`` makes a retry idempotent."""
+        headers = {
+            "Nats-Msg-Id": msg_id,
+            "Nats-Expected-Last-Subject-Sequence": str(expected_seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": over,
+        }
         try:
             reply = await self.requests.request(subject, data, headers=headers)
         except nats.errors.NoRespondersError:
             raise nats.js.errors.NoStreamResponseError from None
+        # The acknowledgement decoded by msgspec: nats-py's ``json.loads`` and ``PubAck``
+        # dataclass were a visible part of each work's time in the worker's loop.
         ack = _ACK.decode(reply.data)
         if ack.error is not None:
-            nats.js.errors.APIError.from_error(msgspec.structs.asdict(ack.error))  # raises the named error
+            raise jsapi.error_of(msgspec.structs.asdict(ack.error), f"the log refused {what}")
         return ack.seq
 
     async def append_durably(self, event: ev.AnyEvent, expected_seq: int, *, patience: float = 3600.0) -> int:
@@ -214,12 +217,28 @@ class _PubAck(msgspec.Struct):
 _ACK = msgspec.json.Decoder(_PubAck)
 
 
-def _recorded(reply: Msg) -> Recorded | None:
-    """The event a direct get answered, None for "no such message", or why it failed."""
+def found(reply: Msg) -> Msg | None:
+    """A direct get's answer: the message, None for "no such message", or why it failed."""
     headers = reply.headers or {}
     status = headers.get("Status")
     if status == "404":
         return None
     if status is not None:
         raise WorkflowError(f"direct get failed: {status} {headers.get('Description', '')}")
-    return Recorded(int(headers["Nats-Sequence"]), headers["Nats-Subject"], ev.decode(reply.data))
+    return reply
+
+
+async def last_message(nc: nats.aio.client.Client, subjects: str, stream: str = STREAM) -> Msg | None:
+    """The last message of ``stream`` on ``subjects`` (a filter), by direct get; None if none."""
+    reply = await nc.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"last_by_subj": subjects}).encode(),
+                             timeout=5)
+    return found(reply)
+
+
+def _recorded(reply: Msg) -> Recorded | None:
+    """The event a direct get answered, None for "no such message", or why it failed."""
+    msg = found(reply)
+    if msg is None:
+        return None
+    headers = msg.headers or {}
+    return Recorded(int(headers["Nats-Sequence"]), headers["Nats-Subject"], ev.decode(msg.data))

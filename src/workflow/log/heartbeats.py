@@ -18,6 +18,7 @@ The bucket's watchdog (:mod:`workflow.log.claims`) reads the key with a direct g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -25,7 +26,7 @@ import msgspec
 import nats.aio.client
 import nats.errors
 
-from workflow.core.errors import WorkflowError
+from workflow.core.errors import AlreadyExistsError, WorkflowError
 from workflow.core.subjects import CLAIMS_BUCKET
 from workflow.log import jsapi
 
@@ -48,8 +49,6 @@ STREAM_CONFIG = {
     "allow_rollup_hdrs": True,
     "deny_delete": True,
 }
-#: JetStream's error code for "stream name already in use" (another client created it first).
-STREAM_NAME_IN_USE = 10058
 #: What a key is given when its claim ends: gone almost at once (a marker, not a value).
 ENDED_TTL = 1.0
 
@@ -86,9 +85,8 @@ class Heartbeats:
         info = await jsapi.request(self._nc, f"STREAM.INFO.{STREAM}")
         if "error" in info:
             created = await jsapi.request(self._nc, f"STREAM.CREATE.{STREAM}", STREAM_CONFIG)
-            error = created.get("error")
-            if error and error.get("err_code") != STREAM_NAME_IN_USE:
-                raise WorkflowError(f"cannot create the claim heartbeat bucket {BUCKET}: {error.get('description')}")
+            with contextlib.suppress(AlreadyExistsError):  # another client created it first
+                jsapi.checked(created, f"cannot create the claim heartbeat bucket {BUCKET}")
         self._ready = True
 
     async def put(self, work_id: str, beat: Beat, lease: float) -> None:

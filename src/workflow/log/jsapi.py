@@ -10,22 +10,50 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import nats.aio.client
 
-from workflow.core.errors import ServerTooOldError, WorkflowError
+from workflow.core.errors import AlreadyExistsError, ConflictError, NotFoundError, ServerTooOldError, WorkflowError
 from workflow.core.settings import redacted
 from workflow.core.subjects import STREAM
 
 #: ``Nats-Expected-Last-Subject-Sequence-Subject`` (per-work CAS over a filter) first
 #: shipped in nats-server 2.11.
 MIN_SERVER_VERSION = (2, 11, 0)
-#: JetStream's error code for a refused ``Nats-Expected-Last-Subject-Sequence``.
-WRONG_LAST_SEQUENCE = 10071
-#: JetStream's error code for "stream not found".
+#: JetStream's error codes workflow acts on (``err_code`` of an API or publish answer).
+WRONG_LAST_SEQUENCE = 10071  # a refused ``Nats-Expected-Last-Subject-Sequence``: the CAS lost
 STREAM_NOT_FOUND = 10059
+STREAM_NAME_IN_USE = 10058  # another client created it first
+CONSUMER_NOT_FOUND = 10014
+CONSUMER_EXISTS = 10148  # ``action: create`` of a consumer that exists
+
+#: The one table from a JetStream error code to the error workflow raises (nats.py's
+#: ``ErrorCode`` -> exception is the model); a code not listed is a plain WorkflowError.
+ERRORS: dict[int, type[WorkflowError]] = {
+    WRONG_LAST_SEQUENCE: ConflictError,
+    STREAM_NOT_FOUND: NotFoundError,
+    CONSUMER_NOT_FOUND: NotFoundError,
+    STREAM_NAME_IN_USE: AlreadyExistsError,
+    CONSUMER_EXISTS: AlreadyExistsError,
+}
+
+
+def error_of(error: Mapping[str, Any], doing: str) -> WorkflowError:
+    """The workflow error a JetStream ``error`` object (``{"code", "err_code",
+    "description"}``) stands for, worded as ``doing: description``."""
+    kind = ERRORS.get(error.get("err_code") or 0, WorkflowError)
+    return kind(f"{doing}: {error.get('description') or error}")
+
+
+def checked(answer: dict[str, Any], doing: str) -> dict[str, Any]:
+    """``answer`` if it holds no ``error``; else that error (:func:`error_of`) raised."""
+    error = answer.get("error")
+    if error:
+        raise error_of(error, doing)
+    return answer
 
 
 async def request(

@@ -30,11 +30,10 @@ import nats.aio.client
 from nats.aio.msg import Msg
 
 from workflow.core import schedules as sch
-from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError
 from workflow.core.subjects import STREAM
 from workflow.core.work import Work, check_site
-from workflow.log import jsapi
-from workflow.log.gateway import LogGateway
+from workflow.log.gateway import LogGateway, last_message
 from workflow.log.inbox import Inbox
 from workflow.log.streams import StreamApplied, apply_stream
 
@@ -119,32 +118,20 @@ async def last_schedule_sequence(nc: nats.aio.client.Client) -> int:
 
 
 async def _last(nc: nats.aio.client.Client, subjects: str) -> tuple[int, Logged | None]:
-    reply = await nc.request(
-        f"$JS.API.DIRECT.GET.{STREAM}", json.dumps({"last_by_subj": subjects}).encode(), timeout=5
-    )
-    headers = reply.headers or {}
-    if headers.get("Status") == "404":
+    msg = await last_message(nc, subjects)
+    if msg is None:
         return 0, None
-    if headers.get("Status") is not None:
-        raise WorkflowError(f"direct get failed: {headers.get('Status')} {headers.get('Description', '')}")
-    return int(headers["Nats-Sequence"]), _logged(reply)
+    return int((msg.headers or {})["Nats-Sequence"]), _logged(msg)
 
 
 async def _append(gateway: LogGateway, event: sch.ScheduleEvent, expected: int) -> int:
     """Append a schedule event if the schedule's last sequence is still ``expected``."""
-    headers = {
-        "Nats-Msg-Id": event.id,
-        "Nats-Expected-Last-Subject-Sequence": str(expected),
-        "Nats-Expected-Last-Subject-Sequence-Subject": sch.name_filter(event.name),
-    }
-    reply = await gateway.nc.request(sch.event_subject(event), sch.encode(event), timeout=5, headers=headers)
-    ack = json.loads(reply.data)
-    error = ack.get("error")
-    if error is None:
-        return int(ack["seq"])
-    if error.get("err_code") == jsapi.WRONG_LAST_SEQUENCE:
-        raise ConflictError(f"schedule {event.name} changed meanwhile; nothing was recorded, try again")
-    raise WorkflowError(f"the log refused {type(event).__name__}: {error.get('description')}")
+    try:
+        return await gateway.append_at(sch.event_subject(event), sch.encode(event), msg_id=event.id,
+                                       expected_seq=expected, over=sch.name_filter(event.name),
+                                       what=type(event).__name__)
+    except ConflictError:
+        raise ConflictError(f"schedule {event.name} changed meanwhile; nothing was recorded, try again") from None
 
 
 async def add(gateway: LogGateway, name: str, work: Work, spec: str) -> sch.ScheduleAdded:

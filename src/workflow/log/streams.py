@@ -15,7 +15,7 @@ from typing import Any
 
 import nats.aio.client
 
-from workflow.core.errors import StreamConfigMismatchError, WorkflowError
+from workflow.core.errors import NotFoundError, StreamConfigMismatchError
 from workflow.log import jsapi
 from workflow.log.resources import data_path
 
@@ -54,13 +54,10 @@ async def apply_stream(
     if replicas is not None:
         config["num_replicas"] = replicas
     name = config["name"]
-    info = await jsapi.request(nc, f"STREAM.INFO.{name}")
-    if "error" in info:
-        if info["error"].get("err_code") != jsapi.STREAM_NOT_FOUND:
-            raise WorkflowError(f"cannot read stream {name}: {info['error'].get('description')}")
-        created = await jsapi.request(nc, f"STREAM.CREATE.{name}", config)
-        if "error" in created:
-            raise WorkflowError(f"cannot create stream {name}: {created['error'].get('description')}")
+    try:
+        info = jsapi.checked(await jsapi.request(nc, f"STREAM.INFO.{name}"), f"cannot read stream {name}")
+    except NotFoundError:
+        jsapi.checked(await jsapi.request(nc, f"STREAM.CREATE.{name}", config), f"cannot create stream {name}")
         return StreamApplied(name, created=True, updated=False)
     diff = differences(config, info["config"])
     if not diff:
@@ -71,9 +68,8 @@ async def apply_stream(
             f"stream {name} exists with a different configuration ({listing}). "
             "It was left unchanged; run `workflow streams apply --update` to change it."
         )
-    updated = await jsapi.request(nc, f"STREAM.UPDATE.{name}", {**info["config"], **config})
-    if "error" in updated:
-        raise WorkflowError(f"cannot update stream {name}: {updated['error'].get('description')}")
+    jsapi.checked(await jsapi.request(nc, f"STREAM.UPDATE.{name}", {**info["config"], **config}),
+                  f"cannot update stream {name}")
     return StreamApplied(name, created=False, updated=True)
 
 

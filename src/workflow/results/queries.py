@@ -13,7 +13,7 @@ import msgspec
 
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
 from workflow.core.status import HIDDEN, LOGGED, Status
-from workflow.core.work import Pipeline, Site
+from workflow.core.work import Pipeline, Priority, Site
 from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
 
 #: The service's name, subjects and error headers: the wire contract of both sides.
@@ -62,7 +62,7 @@ class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
     include_deleted: bool = False  # deleted works too (hidden unless asked, or ``status`` names them)
     any_tags: list[str] | None = None  # works carrying any of these tags (a filtered withdraw's rule)
     parent: str | None = None  # works whose config names this parent (``config.parent``)
-    priority: list[Annotated[int, msgspec.Meta(ge=1, le=5)]] | None = None  # works at any of these priorities
+    priority: list[Priority] | None = None  # works at any of these priorities
 
 
 class Query(Filters, kw_only=True, forbid_unknown_fields=True):

@@ -30,43 +30,46 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import re
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from nats.aio.msg import Msg
 
+from workflow.core.errors import ValidationError
 from workflow.core.subjects import BUCKET_REQUESTS, BucketKey
-from workflow.core.work import NAME_PATTERN
+from workflow.core.work import Site, validate_field
 from workflow.log.buckets import create_bucket
 from workflow.log.client import Client
 
 log = logging.getLogger("workflow.buckets")
 
-_NAME = re.compile(NAME_PATTERN)
 #: The longest lease a request may ask for (a day): beyond it, a lost worker's work is lost for good.
 MAX_LEASE = 86400.0
+
+
+class BucketRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """What a client asks for: a bucket (its fields checked as the Work's) and the lease a
+    new one gets. A site is checked for its form only: which sites exist is the
+    depositing host's to say (``WORKFLOW_SITES``), not the server's."""
+
+    pipeline: str
+    site: Site
+    priority: int
+    lease: Annotated[float, msgspec.Meta(gt=0, le=MAX_LEASE)]
+
+
+_request = msgspec.json.Decoder(BucketRequest)
 
 
 def requested_bucket(data: bytes) -> tuple[BucketKey, float]:
     """The bucket and lease a request asks for; ValueError says what is wrong with it."""
     try:
-        request = json.loads(data)
-    except ValueError:
-        raise ValueError("a bucket request is a JSON object") from None
-    if not isinstance(request, dict):
-        raise ValueError("a bucket request is a JSON object")
-    pipeline, site, priority, lease = (request.get(key) for key in ("pipeline", "site", "priority", "lease"))
-    for field, value in (("pipeline", pipeline), ("site", site)):
-        if not isinstance(value, str) or not _NAME.match(value) or len(value) > 128:
-            raise ValueError(f"{field}: letters, digits and '-' only, got {value!r}")
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 1 <= priority <= 5:
-        raise ValueError(f"priority: 1 to 5, got {priority!r}")
-    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or not math.isfinite(lease) \
-            or not 0 < lease <= MAX_LEASE:
-        raise ValueError(f"lease: seconds, more than 0 and at most {MAX_LEASE:.0f}, got {lease!r}")
-    assert isinstance(pipeline, str) and isinstance(site, str)
-    return BucketKey(pipeline, site, priority), float(lease)
+        request = _request.decode(data)
+        for field in ("pipeline", "priority"):  # in the user's words
+            validate_field(field, getattr(request, field))
+    except (msgspec.DecodeError, ValidationError) as error:  # msgspec's ValidationError is a DecodeError
+        raise ValueError(str(error)) from None
+    return BucketKey(request.pipeline, request.site, request.priority), request.lease
 
 
 async def answer(client: Client, msg: Msg) -> None:
