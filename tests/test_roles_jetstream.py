@@ -33,7 +33,7 @@ from workflow.core.ids import new_id
 from workflow.core.roles import JETSTREAM_ACTIONS, ROLES, SAMPLE_BUCKET, actions_table, may_publish, parse_env
 from workflow.core.settings import redacted
 from workflow.core.subjects import BUCKET_REQUESTS, STREAM
-from workflow.log import connection, heartbeats
+from workflow.log import claimer_keys, connection
 from workflow.log import schedules as schedule_log
 from workflow.server import nats_server_binary, prepare_log
 
@@ -165,7 +165,7 @@ async def server_view(secured: tuple[Path, str]) -> dict[str, object]:
         seen: dict[str, object] = {}
         for name, subject in (("bucket", f"CONSUMER.INFO.{STREAM}.{SAMPLE_BUCKET}"),
                               ("intruder", f"CONSUMER.INFO.{STREAM}.intruder"),
-                              ("log", f"STREAM.INFO.{STREAM}"), ("claims", f"STREAM.INFO.{heartbeats.STREAM}"),
+                              ("log", f"STREAM.INFO.{STREAM}"), ("claims", f"STREAM.INFO.{claimer_keys.STREAM}"),
                               ("timers", f"STREAM.INFO.{schedule_log.TIMER_STREAM}")):
             reply = json.loads((await nc.request(f"$JS.API.{subject}", b"", timeout=10)).data)
             seen[name] = reply.get("config", reply.get("error"))
@@ -263,7 +263,7 @@ def test_the_table_covers_every_jetstream_api_subject_and_every_permission_a_rol
     subjects = [action.subject for action in JETSTREAM_ACTIONS]
     uncovered = [api for api in JETSTREAM_API if not any(subject_matches(api, subject) for subject in subjects)]
     assert not uncovered, uncovered
-    assert schedule_log.TIMER_STREAM in " ".join(subjects) and heartbeats.STREAM in " ".join(subjects)
+    assert schedule_log.TIMER_STREAM in " ".join(subjects) and claimer_keys.STREAM in " ".join(subjects)
     for name in CLIENT_ROLES:  # no JetStream permission beyond what the table asks
         for pattern in ROLES[name].publish:
             if pattern.startswith("$JS.API"):

@@ -158,7 +158,7 @@ async def prepare_log(
     from workflow.core.archiving import DEFAULT_BUCKET
     from workflow.core.settings import products_max_bytes as configured_max_bytes
     from workflow.core.settings import redacted
-    from workflow.log import connection, heartbeats, jsapi
+    from workflow.log import claimer_keys, connection, jsapi
     from workflow.log.streams import apply_stream, apply_streams
 
     nc = await connection.open_connection(url, attempts=3, **connect_options)
@@ -167,7 +167,7 @@ async def prepare_log(
         await check_server_role(nc)
         for applied in await apply_streams(nc, replicas=replicas):
             log.info("stream %s %s", applied.name, "created" if applied.created else "up to date")
-        claims = await apply_stream(nc, heartbeats.STREAM_CONFIG)  # workers may not create it
+        claims = await apply_stream(nc, claimer_keys.STREAM_CONFIG)  # workers may not create it
         log.info("stream %s %s", claims.name, "created" if claims.created else "up to date")
         max_bytes = products_max_bytes if products_max_bytes is not None else configured_max_bytes()
         if await ensure_bucket(nc, DEFAULT_BUCKET, max_bytes, replicas):

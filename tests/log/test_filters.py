@@ -14,7 +14,7 @@ from conftest import eventually
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core.errors import ConflictError, ValidationError
-from workflow.log.heartbeats import Beat
+from workflow.log.claimer_keys import Beat
 
 #: Leases long enough to survive a stalled, loaded test machine where a claim must stay alive.
 LEASE = 6.0

@@ -16,7 +16,7 @@ from workflow.core.events import Deposited, Event, Requeued
 
 STREAM = "WORKFLOW"
 PREFIX = "wf"
-#: The key-value bucket of filtered claims' heartbeats (``workflow.log.heartbeats``).
+#: The key-value bucket of filtered claims' heartbeats (``workflow.log.claimer_keys``).
 CLAIMS_BUCKET = "workflow-claims"
 #: Where a client asks the server to create a bucket (``workflow.followers.bucket_keeper``): only
 #: the server role may create consumers, since creating one is also updating it.

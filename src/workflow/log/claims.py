@@ -52,8 +52,8 @@ from workflow.core.errors import ConflictError
 from workflow.core.subjects import BucketKey
 from workflow.core.work import Work, amend, validate_field
 from workflow.log.buckets import Buckets
+from workflow.log.claimer_keys import Heartbeats
 from workflow.log.gateway import LogGateway
-from workflow.log.heartbeats import Heartbeats
 from workflow.log.leases import Lease, Leases
 from workflow.log.watch import Watch
 

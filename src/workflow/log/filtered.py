@@ -10,7 +10,7 @@ them (DESIGN.md, "Withdraw filters"). So a filtered withdraw never pulls from a 
 2. **The claim** reads each candidate's head from the log and asks the pure
    :func:`~workflow.core.claim.decide_filtered` whether it may start it (it must still be
    waiting in its bucket, and match as the log has it). Then it puts the claim's
-   heartbeat key (:mod:`workflow.log.heartbeats`) and appends ``Started(via="filter")``
+   heartbeat key (:mod:`workflow.log.claimer_keys`) and appends ``Started(via="filter")``
    naming the queue message, with the CAS against the head: a bucket worker, another
    filtered worker or a cancel that got there first wins, and this claim moves on.
 3. **The lease** is the heartbeat key, renewed by the client's one heartbeat (it is the
@@ -43,9 +43,9 @@ from workflow.core.filters import WithdrawFilter
 from workflow.core.subjects import STREAM, BucketKey
 from workflow.core.work import Work, validate_field
 from workflow.log.buckets import Buckets
+from workflow.log.claimer_keys import Beat, HeartbeatTicket
 from workflow.log.claims import Claims, first_within
 from workflow.log.gateway import LogGateway
-from workflow.log.heartbeats import Beat, HeartbeatTicket
 from workflow.log.leases import Lease, Leases
 from workflow.log.watch import Watch
 

@@ -37,7 +37,7 @@ MIN_TICK = 0.05
 class Holding(Protocol):
     """What a lease holds its work by: the queue message a bucket delivered (a nats-py
     ``Msg``), or, for a filtered claim, its heartbeat key
-    (:class:`workflow.log.heartbeats.HeartbeatTicket`). The heartbeat renews it; an
+    (:class:`workflow.log.claimer_keys.HeartbeatTicket`). The heartbeat renews it; an
     outcome ends it (``ack`` done, ``nak`` retry later, ``term`` never again)."""
 
     async def in_progress(self) -> None: ...

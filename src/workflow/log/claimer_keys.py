@@ -1,4 +1,4 @@
-"""Claim heartbeats: how a filtered claimer says it is alive, and how the bucket asks.
+"""Filtered claimers' keys: how a filtered claimer says it is alive, and how the bucket asks.
 
 A filtered withdraw claims a work without holding its queue message (DESIGN.md, "Withdraw
 filters"), so the message's AckWait cannot carry its lease. The claimer keeps one key per
@@ -13,7 +13,8 @@ with different leases share one bucket. A key's value names the claimer and the 
 so a key left by an earlier claim never vouches for a later one.
 
 The bucket's watchdog (:mod:`workflow.log.claims`) reads the key with a direct get: absent
-(expired, or ended), or naming another attempt, means the claimer is gone.
+(expired, or ended), or naming another attempt, means the claimer is gone. (The heartbeat
+of a work held through its queue message, bucket or filtered, is :mod:`workflow.log.leases`.)
 """
 
 from __future__ import annotations
