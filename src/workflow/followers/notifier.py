@@ -42,6 +42,7 @@ from workflow.core.errors import ConflictError, ValidationError, WorkflowError
 from workflow.core.fold import fold
 from workflow.core.subjects import PREFIX, STREAM
 from workflow.core.work import Work
+from workflow.followers.pulling import pull
 from workflow.followers.restarts import restarting
 from workflow.followers.sending import Outcome, Sender, Settings, Target, deliver
 from workflow.log.client import Client
@@ -114,15 +115,7 @@ class Notifier:
     async def _pull(self, subscription: Any) -> None:
         while True:
             free = await self._free()
-            try:
-                messages = await subscription.fetch(free, timeout=1)
-            except TimeoutError:
-                continue
-            except UNAVAILABLE as error:  # the server is away a moment: ask again
-                log.debug("pull of final events failed: %r", error)
-                await asyncio.sleep(1)
-                continue
-            for msg in messages:
+            for msg in await pull(subscription, free, "final events", log):
                 self._spawn(self._handle(msg), f"notify {msg.subject}")
 
     async def _handle(self, msg: Msg) -> None:

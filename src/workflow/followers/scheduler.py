@@ -40,6 +40,7 @@ from workflow.core import schedules as sch
 from workflow.core.errors import ConflictError, ValidationError, WorkflowError
 from workflow.core.settings import lease_seconds
 from workflow.core.subjects import STREAM, BucketKey
+from workflow.followers.pulling import pull
 from workflow.followers.restarts import restarting
 from workflow.log import jsapi
 from workflow.log.buckets import Buckets
@@ -180,15 +181,7 @@ class Scheduler:
         subscription = await js.pull_subscribe(FIRED_FILTER, durable=CONSUMER, stream=TIMER_STREAM, config=config)
         self._subscriptions.append(subscription)  # unsubscribed on stop, or the client's drain would wait for it
         while True:
-            try:
-                messages = await subscription.fetch(_BATCH, timeout=1)
-            except TimeoutError:
-                continue
-            except UNAVAILABLE as error:  # the server is away a moment: ask again
-                log.debug("pull of firings failed: %r", error)
-                await asyncio.sleep(1)
-                continue
-            for msg in messages:
+            for msg in await pull(subscription, _BATCH, "firings", log):
                 await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:
