@@ -48,7 +48,7 @@ async def test_a_batch_of_a_small_limit_never_takes_lower_priority_work_while_hi
 async def test_an_empty_batch_comes_back_at_once_and_withdraw_still_takes_one(client):
     assert await client.withdraw_many("b", 16) == []
     [work_id] = await client.deposit(Work(pipeline="b"))
-    work = await client.withdraw("b")
+    work = await client.withdraw("b", timeout=10)
     assert work is not None and work.id == work_id and work.status == "running"
 
 
