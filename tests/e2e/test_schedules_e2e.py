@@ -7,6 +7,7 @@ at the edges), each once although two servers handle firings, and none after it 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -80,7 +81,7 @@ async def test_a_schedule_every_second_for_ten_seconds_deposits_ten_works_once_e
             # One work per firing time, a period apart: a second timer, or a firing deposited
             # twice under two times, puts two works within a fraction of a period
             fired_at.sort()
-            gaps = [round(later - earlier, 3) for earlier, later in zip(fired_at, fired_at[1:], strict=False)]
+            gaps = [round(later - earlier, 3) for earlier, later in itertools.pairwise(fired_at)]
             assert all(gap > 0.5 for gap in gaps), (gaps, seconds)
             # And none after its removal (watched for three periods: absence has no event to wait for)
             deadline = time.monotonic() + 3
