@@ -46,13 +46,19 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
              "--port", "-1", "--data-dir", str(directory / "data")],
             env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 30
-    while not (match := re.search(r"workflow server ready on (\S+)", log_path.read_text())):
-        assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.05)
-    yield directory / "roles", match.group(1)
-    server.send_signal(signal.SIGTERM)
-    server.wait(20)
+    try:  # a server that never got ready is stopped too
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"workflow server ready on (\S+)", log_path.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield directory / "roles", match.group(1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def role(secured: tuple[Path, str], name: str) -> dict[str, str]:
