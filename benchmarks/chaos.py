@@ -315,7 +315,6 @@ async def run(
     timeout: float = 900.0,
 ) -> Figures:
     """One chaos run (see the module docstring); its figures."""
-    os.environ["WORKFLOW_LEASE_SECONDS"] = str(lease)  # this process's client makes the buckets
     import workflow
     from workflow import Work
     from workflow.core.ids import new_id

@@ -18,6 +18,27 @@ os.environ.setdefault("WORKFLOW_LEASE_SECONDS", "1.5")
 os.environ.setdefault("WORKFLOW_RETRY_BACKOFF", "0.1")
 
 
+PYTEST_OWN_VARIABLES = {"PYTEST_CURRENT_TEST"}  # pytest itself names the running phase in it
+
+
+@pytest.fixture(autouse=True)
+def environment_left_as_found():
+    """Fail a test that leaves ``os.environ`` changed: every later test in its process
+    would run with another setting (another lease, another server) and pass or fail by
+    the order the tests run in. Change it with ``monkeypatch.setenv`` (undone before this
+    check) or pass the setting to the process or client that needs it."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(name for name in before.keys() | after.keys()
+                     if before.get(name) != after.get(name) and name not in PYTEST_OWN_VARIABLES)
+    if changed:
+        os.environ.clear()
+        os.environ.update(before)  # the next test starts clean either way
+        pytest.fail("the test left os.environ changed: "
+                    + ", ".join(f"{name}: {before.get(name)!r} -> {after.get(name)!r}" for name in changed))
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path):
     """A fresh nats-server with JetStream (port from its log), stopped after the test."""

@@ -72,7 +72,12 @@ async def run_worker(nats_url: str, client, tmp_path: Path, *args: str) -> tuple
         *worker_command("--lives", "3", *args), env={**os.environ, "WORKFLOW_NATS_URL": nats_url},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    finally:  # a worker that hung is not left running after the test
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, stderr.decode()
     return stderr.decode().splitlines(), ids
 

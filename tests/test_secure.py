@@ -46,13 +46,19 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
              "--port", "-1", "--data-dir", str(directory / "data")],
             env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 30
-    while not (match := re.search(r"workflow server ready on (\S+)", log_path.read_text())):
-        assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.05)
-    yield directory / "roles", match.group(1)
-    server.send_signal(signal.SIGTERM)
-    server.wait(20)
+    try:  # a server that never got ready is stopped too
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"workflow server ready on (\S+)", log_path.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield directory / "roles", match.group(1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def role(secured: tuple[Path, str], name: str) -> dict[str, str]:
@@ -66,8 +72,15 @@ def credentials(secured: tuple[Path, str], name: str) -> dict[str, str]:
     return {"user": values["WORKFLOW_NATS_USER"], "password": values["WORKFLOW_NATS_PASSWORD"]}
 
 
-def deposit(secured: tuple[Path, str], name: str = "depositor") -> subprocess.CompletedProcess[str]:
-    return cli("deposit", "secured", "--function", "workflow.examples.add", "-P", "a=1", "-P", "b=2",
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest) -> str:
+    """A pipeline of the test's own: the server is the module's, the works are not (a
+    worker's ``--lives 1`` takes the first work of its pipeline, whichever test left it)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)[:100]
+
+
+def deposit(secured: tuple[Path, str], pipeline: str, name: str = "depositor") -> subprocess.CompletedProcess[str]:
+    return cli("deposit", pipeline, "--function", "workflow.examples.add", "-P", "a=1", "-P", "b=2",
                env=role(secured, name))
 
 
@@ -95,19 +108,21 @@ def test_secure_init_refuses_to_overwrite_existing_passwords(secured):
     assert result.returncode == 1 and "--force" in result.stderr
 
 
-def test_a_depositor_deposits_and_a_worker_runs_it(secured):
-    result = deposit(secured)
+def test_a_depositor_deposits_and_a_worker_runs_it(secured, pipeline):
+    result = deposit(secured, pipeline)
     assert result.returncode == 0, result.stderr
     work_id = result.stdout.strip()
-    run = cli("run", "secured", "--lives", "1", "--sleep", "1", env=role(secured, "worker"))
+    run = cli("run", pipeline, "--lives", "1", "--sleep", "1", env=role(secured, "worker"))
     assert run.returncode == 0, run.stdout + run.stderr
     shown = cli("show", work_id, "--json", env=role(secured, "viewer"))
     assert '"status":"success"' in shown.stdout.replace(" ", ""), shown.stdout + shown.stderr
 
 
-def test_a_viewer_cannot_deposit_or_cancel(secured):
-    work_id = deposit(secured).stdout.strip()  # first: the bucket exists, whichever test ran before (xdist)
-    assert_denied(deposit(secured, "viewer"), "may not publish to wf.secured.")
+def test_a_viewer_cannot_deposit_or_cancel(secured, pipeline):
+    # a depositor's work first: it makes the pipeline's bucket (which a viewer may not
+    # either), so the viewer's deposit is refused at its publish
+    work_id = deposit(secured, pipeline).stdout.strip()
+    assert_denied(deposit(secured, pipeline, "viewer"), f"may not publish to wf.{pipeline}.")
     assert_denied(cli("cancel", work_id, env=role(secured, "viewer")), ".cancelled")
 
 
@@ -116,34 +131,34 @@ def test_a_viewer_can_read(secured):
     assert cli("buckets", env=role(secured, "viewer")).returncode == 0
 
 
-def test_a_depositor_cannot_cancel(secured):
-    work_id = deposit(secured).stdout.strip()
+def test_a_depositor_cannot_cancel(secured, pipeline):
+    work_id = deposit(secured, pipeline).stdout.strip()
     assert_denied(cli("cancel", work_id, env=role(secured, "depositor")), ".cancelled")
 
 
-async def test_a_depositor_cannot_publish_an_outcome_event(secured):
-    work_id = deposit(secured).stdout.strip()
+async def test_a_depositor_cannot_publish_an_outcome_event(secured, pipeline):
+    work_id = deposit(secured, pipeline).stdout.strip()
     async with workflow.connect(secured[1], **credentials(secured, "depositor")) as client:
         head = await client.head(work_id)
         assert head is not None
-        forged = ev.Succeeded(**client._connected.gateway.envelope(work_id, "secured"), attempt=1, results={"x": 1})
-        with pytest.raises(PermissionDeniedError, match=r"may not publish to wf\.secured\..*\.succeeded"):
+        forged = ev.Succeeded(**client._connected.gateway.envelope(work_id, pipeline), attempt=1, results={"x": 1})
+        with pytest.raises(PermissionDeniedError, match=rf"may not publish to wf\.{pipeline}\..*\.succeeded"):
             await client.append(forged, head.seq)
 
 
-def test_a_depositor_cannot_run_a_worker(secured):
-    deposit(secured)
-    result = cli("run", "secured", "--function", "workflow.examples.add", "--sleep", "1", "--lives", "1",
+def test_a_depositor_cannot_run_a_worker(secured, pipeline):
+    assert deposit(secured, pipeline).returncode == 0
+    result = cli("run", pipeline, "--function", "workflow.examples.add", "--sleep", "1", "--lives", "1",
                  env=role(secured, "depositor"), timeout=60)
     assert_denied(result, "CONSUMER.MSG.NEXT")
 
 
-def test_a_worker_cannot_deposit(secured):
-    assert_denied(deposit(secured, "worker"), ".queued.")
+def test_a_worker_cannot_deposit(secured, pipeline):
+    assert_denied(deposit(secured, pipeline, "worker"), ".queued.")
 
 
-def test_an_operator_can_requeue_and_cancel(secured):
-    work_id = deposit(secured).stdout.strip()
+def test_an_operator_can_requeue_and_cancel(secured, pipeline):
+    work_id = deposit(secured, pipeline).stdout.strip()
     operator = role(secured, "operator")
     requeued = cli("requeue", work_id, "--priority", "5", env=operator)
     assert requeued.returncode == 0, requeued.stderr

@@ -17,7 +17,12 @@ async def cli(*args: str) -> tuple[int, str, str]:
         WORKFLOW, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:  # a command that hung is not left running after the test
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     return process.returncode, out.decode(), err.decode()
 
 

@@ -62,10 +62,21 @@ def test_a_first_delivery_starts_against_its_own_queue_message_without_reading_t
 
 
 def test_a_first_start_that_is_refused_is_decided_again_on_the_head_and_its_attempt_follows_the_base():
-    decision = decide(delivery(num_delivered=1, base_attempt=3), None)
-    assert isinstance(decision, Start)
-    assert decision.recheck_on_conflict
-    assert decision.attempt == 4
+    first = delivery(num_delivered=1, base_attempt=3, retries=2)
+    decision = decide(first, None)
+    assert isinstance(decision, Start) and decision.recheck_on_conflict and decision.attempt == 4
+    # The CAS refused that start: the work's head now decides, and a start decided on it
+    # is never rechecked again (one read of the head, no loop).
+    by_filter = ev.Started(**COMMON, by="host:filter", attempt=4, queue_seq=QUEUE_SEQ, via="filter")
+    assert decide_on_head(first, Head(11, by_filter)) == CheckClaimer(by_filter)  # a filter holds it
+    assert isinstance(decide_on_head(first, Head(11, ev.Cancelled(**COMMON, reason="no"))), Stale)
+    retry = decide_on_head(first, Head(12, failed(4, will_retry=True)))
+    assert retry == Start(expected_seq=12, previous_attempt=4, recheck_on_conflict=False)
+    # attempts count from the base: the 4th is the first of this chain, so retries remain
+    lost = decide_on_head(first, Head(11, started(4)))
+    assert isinstance(lost, RecordLost) and (lost.attempt, lost.will_retry) == (4, True)
+    final = decide_on_head(first, Head(11, started(6)))  # the 3rd attempt of retries=2: none remain
+    assert isinstance(final, RecordLost) and not final.will_retry
 
 
 # -- redelivery ---------------------------------------------------------------------------

@@ -131,20 +131,22 @@ async def test_a_group_sigterm_lets_the_running_work_finish_as_a_success_and_the
 async def test_works_fetched_but_not_started_when_the_group_sigterm_arrives_are_given_back_without_spending_a_retry(
     client, start_worker, tmp_path
 ):
-    marker = tmp_path / "pids"
+    marker, gate = tmp_path / "pids", tmp_path / "release"
     # A quick work first: after it the worker fetches ahead, so the two waiting works are
-    # held by it (fetched, never started) while the slow one runs.
+    # held by it (fetched, never started) while the slow one runs (until the gate opens).
     quick, slow, *waiting = await client.deposit([
         Work(pipeline="e2e", function="os.getpid", priority=5),
-        Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 2, "marker": str(marker)},
-             priority=3),
+        Work(pipeline="e2e", function="worker_functions.until_released",
+             parameters={"gate": str(gate), "marker": str(marker)}, priority=3),
         Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 0.1}, priority=1, retries=0),
         Work(pipeline="e2e", function="worker_functions.slow", parameters={"seconds": 0.1}, priority=1, retries=0),
     ])
     worker = start_worker()
     await until(lambda: pids_in(marker))
-    await until(held(client, priority=1, count=2), timeout=0.5)
+    await until(held(client, priority=1, count=2), timeout=20)
     os.killpg(worker.pid, signal.SIGTERM)
+    await until(lambda: "taking no more" in worker.log_path.read_text())  # heard, while the slow one runs
+    gate.touch()
     assert await exit_code(worker) == 0, worker.log_path.read_text()[-3000:]
     assert names(await client.history(slow)) == ["Deposited", "Started", "Succeeded"]
     for work_id in waiting:

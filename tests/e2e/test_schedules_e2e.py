@@ -7,6 +7,7 @@ at the edges), each once although two servers handle firings, and none after it 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -71,10 +72,17 @@ async def test_a_schedule_every_second_for_ten_seconds_deposits_ten_works_once_e
             seconds = await logged_at(client.nc, "wf._schedule.tick.removed") - await logged_at(
                 client.nc, "wf._schedule.tick.added")
             assert abs(len(works) - int(seconds)) <= 1, (len(works), seconds)
+            fired_at = []
             for work_id in works:  # each deposited once, by the schedule, as given
                 [deposit] = await client.history(work_id)
                 assert isinstance(deposit, ev.Deposited) and deposit.by == "schedule:tick"
                 assert deposit.work.parameters == {"n": 1} and deposit.work.priority == 4
+                fired_at.append(deposit.work.creation)  # a firing's work is created at the firing's time
+            # One work per firing time, a period apart: a second timer, or a firing deposited
+            # twice under two times, puts two works within a fraction of a period
+            fired_at.sort()
+            gaps = [round(later - earlier, 3) for earlier, later in itertools.pairwise(fired_at)]
+            assert all(gap > 0.5 for gap in gaps), (gaps, seconds)
             # And none after its removal (watched for three periods: absence has no event to wait for)
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:

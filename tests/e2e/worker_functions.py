@@ -24,6 +24,16 @@ def slow(seconds: float, marker: str | None = None) -> dict:
     return {"slept": seconds, "pid": os.getpid()}
 
 
+def until_released(gate: str, marker: str | None = None, limit: float = 60) -> dict:
+    """Run until the file ``gate`` exists (at most ``limit`` s): a test lets the work end
+    once it has seen what it waits for, however slow the machine is."""
+    _mark(marker)
+    deadline = time.monotonic() + limit
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"released": Path(gate).exists(), "pid": os.getpid()}
+
+
 def raises(message: str = "boom") -> None:
     raise ValueError(message)
 

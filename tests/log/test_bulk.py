@@ -46,7 +46,7 @@ async def test_a_work_that_changed_after_it_was_seen_is_skipped_and_counted_not_
     seen = await client.select(pipeline="alpha", status="queued")
     assert [s.work_id for s in seen] == sorted(ids)
     # a worker starts one between the selection and the cancel
-    started = await client.withdraw("alpha")
+    started = await client.withdraw("alpha", timeout=10)
     report = await client.bulk.apply("cancel", seen)
     assert report.changed == [started.id]
     assert sorted(report.done) == sorted(set(ids) - {started.id})
@@ -63,7 +63,7 @@ async def test_requeue_many_retries_the_failed_works_at_a_new_priority(client, r
     for work_id in failed:
         work = await client.get(work_id)
         assert (work.status, work.priority, work.results) == ("queued", 5, None)
-    again = await client.withdraw("alpha", priority=5)
+    again = await client.withdraw("alpha", priority=5, timeout=10)
     assert again is not None and again.id in failed
 
 
@@ -101,7 +101,7 @@ async def test_a_cancel_the_log_refused_does_not_stop_a_work_held_by_a_worker(cl
 
     [work_id] = await client.deposit(Work(pipeline="alpha"))
     seen = (await client.head(work_id)).seq
-    held = await client.withdraw("alpha")  # this client holds it, listening to the pipeline's cancels
+    held = await client.withdraw("alpha", timeout=10)  # this client holds it, listening to the pipeline's cancels
     async with workflow.connect(nats_url) as operator:  # an operator who saw the work queued, before the start
         late = ev.Cancelled(**operator.bulk._log.envelope(work_id, "alpha"))
         with pytest.raises(ConflictError):

@@ -42,17 +42,17 @@ async def test_a_filtered_withdraw_takes_only_matching_works_and_leaves_the_rest
         tagged2 = (await client.deposit(Work(pipeline="p", tags=["beam"], priority=4)))[0]
         await seen_by_the_read_model(client, [plain1, tagged1, plain2, tagged2])
         # When a filtered withdraw asks for any of two tags
-        first = await client.withdraw("p", tags=["calib", "beam"])
-        second = await client.withdraw("p", tags=["calib", "beam"])
+        first = await client.withdraw("p", tags=["calib", "beam"], timeout=10)
+        second = await client.withdraw("p", tags=["calib", "beam"], timeout=10)
         # Then it gets the matching works, highest priority first, and nothing else
         assert [first.id, second.id] == [tagged2, tagged1]
-        assert await client.withdraw("p", tags=["calib", "beam"]) is None
+        assert await client.withdraw("p", tags=["calib", "beam"], timeout=1) is None
         started = (await client.history(first.id))[-1]
         assert isinstance(started, ev.Started) and started.via == "filter"
         # And an unfiltered withdraw still finds the plain works in their order
-        assert (await client.withdraw("p")).id == plain1
-        assert (await client.withdraw("p")).id == plain2
-        assert await client.withdraw("p") is None  # the filter-claimed messages are left to their claims
+        assert (await client.withdraw("p", timeout=10)).id == plain1
+        assert (await client.withdraw("p", timeout=10)).id == plain2
+        assert await client.withdraw("p", timeout=1) is None  # the filter-claimed messages are left to their claims
 
 
 async def test_work_withdraw_takes_the_seed_filters_event_user_and_parent(nats_url, results_service):
@@ -63,10 +63,10 @@ async def test_work_withdraw_takes_the_seed_filters_event_user_and_parent(nats_u
             Work(pipeline="p", event=[3], user="ann", config={"parent": "night-2"}),
         ])
         await seen_by_the_read_model(client, ids)
-        assert (await Work.withdraw("p", event=[9, 2])).id == ids[0]
-        assert (await Work.withdraw("p", user="ann", parent="night-2")).id == ids[2]
+        assert (await eventually(lambda: Work.withdraw("p", event=[9, 2]))).id == ids[0]
+        assert (await eventually(lambda: Work.withdraw("p", user="ann", parent="night-2"))).id == ids[2]
         assert await Work.withdraw("p", user="ann") is None  # ann's others are taken
-        work = await Work.withdraw("p", parent="night-1", event=3)
+        work = await eventually(lambda: Work.withdraw("p", parent="night-1", event=3))
         assert work.id == ids[1]
         work.status, work.results = "success", {"ok": True}
         await work.update()
@@ -92,12 +92,12 @@ async def test_a_live_filtered_claim_is_left_alone_by_the_bucket_and_finishes_on
     async with workflow.connect(nats_url, lease=LEASE) as filtered, workflow.connect(nats_url, lease=LEASE) as plain:
         [work_id] = await filtered.deposit(Work(pipeline="p", tags=["x"]))
         await seen_by_the_read_model(filtered, [work_id])
-        held = await filtered.withdraw("p", tags="x")
+        held = await filtered.withdraw("p", tags="x", timeout=10)
         assert held.id == work_id
         # The heartbeat key names the claimer and its attempt
         assert await plain.claims.heartbeats.alive(work_id, filtered.name, 1) is True
         # An unfiltered worker meets the queue message: it must neither run nor discard it
-        assert await plain.withdraw("p") is None
+        assert await plain.withdraw("p", timeout=1) is None
         assert types(await plain.history(work_id)) == ["Deposited", "Started"]
         await filtered.succeed(held, {"done": 1})
         await eventually(lambda: _ended(plain, work_id, filtered.name, 1))  # the key ends with the claim
@@ -113,7 +113,7 @@ async def test_a_dead_filtered_claimer_is_recorded_lost_and_its_work_runs_again_
         await seen_by_the_read_model(plain, [work_id])
         crashed = workflow.connect(nats_url, lease=lease)
         await crashed.open()
-        held = await crashed.withdraw("p", tags="x")
+        held = await crashed.withdraw("p", tags="x", timeout=10)
         assert held.id == work_id
         await crashed.close(release=False)  # like a SIGKILL: no heartbeat, no release
         # The bucket is the watchdog: the message comes back after the claim's timeout
@@ -132,7 +132,7 @@ async def test_a_filtered_claim_that_fails_is_retried_by_the_filter_after_its_ba
     async with workflow.connect(nats_url, lease=LEASE) as client:
         [work_id] = await client.deposit(Work(pipeline="p", tags=["x"], retries=1))
         await seen_by_the_read_model(client, [work_id])
-        first = await client.withdraw("p", tags="x")
+        first = await client.withdraw("p", tags="x", timeout=10)
         failed = await client.fail(first, "error", "boom")
         assert failed.will_retry
         second = await client.withdraw("p", tags="x", timeout=15, poll=0.1)
@@ -146,7 +146,7 @@ async def test_a_cancel_stops_a_filter_claimed_work_and_refuses_its_outcome(nats
     async with workflow.connect(nats_url, lease=LEASE) as client:
         [work_id] = await client.deposit(Work(pipeline="p", tags=["x"]))
         await seen_by_the_read_model(client, [work_id])
-        held = await client.withdraw("p", tags="x")
+        held = await client.withdraw("p", tags="x", timeout=10)
         lease = client.lease(held)
         await client.cancel(work_id, reason="wrong input")
         await eventually(lambda: _is_set(lease.lost))
@@ -185,7 +185,7 @@ async def test_a_cancel_the_stream_refused_does_not_stop_a_held_work(nats_url):
 
     async with workflow.connect(nats_url, lease=LEASE) as holder, workflow.connect(nats_url) as other:
         [work_id] = await holder.deposit(Work(pipeline="p"))
-        held = await holder.withdraw("p")
+        held = await holder.withdraw("p", timeout=10)
         refused = ev.Cancelled(work_id=work_id, pipeline="p", time=time.time(), reason="lost the race")
         with pytest.raises(ConflictError):
             await other.append(refused, expected_seq=1)  # the head is the Started, not the deposit
@@ -195,7 +195,7 @@ async def test_a_cancel_the_stream_refused_does_not_stop_a_held_work(nats_url):
         await holder.succeed(held, {"ok": True})
         # And a cancel the log took reaches the holder of another work at once
         [second] = await holder.deposit(Work(pipeline="p"))
-        running = holder.lease(await holder.withdraw("p"))
+        running = holder.lease(await holder.withdraw("p", timeout=10))
         await other.cancel(second)
         await eventually(lambda: _is_set(running.lost))
         assert running.lost_reason == "cancelled"

@@ -102,12 +102,13 @@ async def test_two_starts_against_the_same_head_land_once_and_the_other_is_refus
     outcomes = await asyncio.gather(*(
         race(client, second_client, work_id, started, started, seq, seq) for work_id, seq in heads
     ))
-    winners = set()
     for (work_id, _), outcome in zip(heads, outcomes, strict=True):
         winner = exactly_one_landed(outcome)
-        winners.add(winner)
-        await assert_linear(client, work_id, ["Deposited", "Started"], winner)
-        assert (await client.get(work_id)).attempt == 1
+        records = await assert_linear(client, work_id, ["Deposited", "Started"], winner)
+        # the winner was told the sequence its start landed at: the recorded one
+        assert dict(outcome)[winner] == records[-1].seq
+        work = await client.get(work_id)
+        assert (work.status, work.attempt) == ("running", 1)
 
 
 async def test_a_cancel_racing_a_start_lands_or_is_refused_but_never_both(client, second_client):
@@ -190,10 +191,10 @@ async def test_a_redeposit_after_the_duplicate_window_still_creates_no_second_wo
         history = await client.history(work_id)
         assert [type(e).__name__ for e in history] == ["Deposited"]
         assert history[0].work.parameters == {"take": 1}
-        work = await client.withdraw("alpha")
+        work = await client.withdraw("alpha", timeout=10)
         assert work is not None and work.id == work_id
         await client.succeed(work, {"ok": True})
-        assert await client.withdraw("alpha") is None  # the bucket held one queue message, not three
+        assert await client.withdraw("alpha", timeout=1) is None  # the bucket held one queue message, not three
 
 
 async def projector_on(url: str, db: Path):
@@ -222,7 +223,7 @@ async def test_a_queued_work_whose_events_aged_out_stays_in_the_read_model_and_t
             newer = await client.deposit([Work(pipeline="alpha") for _ in range(4)])
             assert await client.history_records(old) == []  # gone from the log
             assert (await client.results.get(old, fresh=True)).status == "queued"
-            work = await client.withdraw("alpha")
+            work = await client.withdraw("alpha", timeout=10)
             assert work is not None and work.id in newer  # its queue message went with it
             # The audit names it (and any other work whose queue message the Started pushed
             # out of a 4-message log), and nothing else.
@@ -258,7 +259,12 @@ async def test_the_audit_reports_events_that_aged_out_before_the_projector_saw_t
         try:
             await eventually(lambda: results_answering(client))
             answer = await client.results.audit()
-            assert answer["total"] > 0, json.dumps(answer)
+            first_seq = (await jsapi.stream_info(client.nc))["state"]["first_seq"]
+            assert first_seq > 1  # the log lost its beginning
+            # the audit names exactly what left the log unseen: sequences 1 .. first_seq - 1
+            aged = [found for found in answer["anomalies"] if found["kind"] == "aged-out"]
+            assert len(aged) == 1, json.dumps(answer)
+            assert f"sequences 1..{first_seq - 1} left the log" in aged[0]["detail"], json.dumps(answer)
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)

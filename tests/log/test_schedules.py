@@ -18,7 +18,7 @@ from workflow.core import schedules as sch
 from workflow.core.errors import ConflictError, NotFoundError
 from workflow.followers.scheduler import Scheduler, run_scheduler
 from workflow.log import jsapi
-from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, timer_subject
+from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, server_time, timer_subject
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -150,14 +150,16 @@ async def test_a_firing_handled_twice_deposits_once(nats_url, client):
 
 async def test_firings_while_no_scheduler_ran_are_each_deposited_when_one_starts(nats_url, client):
     async with running(run_scheduler, nats_url):
-        await client.add_schedule("tick", Work(pipeline="alpha"), every="1s")
+        added = await client.add_schedule("tick", Work(pipeline="alpha"), every="1s")
         await eventually(lambda: _at_least(client.nc, "alpha", 1), timeout=30)
     before = await deposited(client.nc, "alpha")
     # While no scheduler runs, the server's firings wait in the timer stream
     await eventually(lambda: _pending_at_least(client.nc, 2), timeout=30)
-    waiting = await pending_firings(client.nc)
+    waiting = {sch.firing_id(added.id, fired_at) for fired_at in await pending_firing_times(client.nc)}
+    assert len(waiting) >= 2 and not waiting & before
     async with running(run_scheduler, nats_url):
-        await eventually(lambda: _at_least(client.nc, "alpha", len(before) + waiting), timeout=30)
+        # each waiting firing is deposited, as the work whose id derives from its own time
+        await eventually(lambda: _includes(client.nc, "alpha", waiting), timeout=30)
         await client.remove_schedule("tick")
 
 
@@ -183,6 +185,22 @@ def _ulid_millis(work_id: str) -> int:
 
 async def _at_least(nc, pipeline: str, count: int) -> bool:
     return len(await deposited(nc, pipeline)) >= count
+
+
+async def _includes(nc, pipeline: str, ids: set[str]) -> bool:
+    return ids <= await deposited(nc, pipeline)
+
+
+async def pending_firing_times(nc) -> list[float]:
+    """The stream times of the firings waiting in the timer stream: each one's work id
+    derives from it (``sch.firing_id``)."""
+    state = (await jsapi.request(nc, f"STREAM.INFO.{TIMER_STREAM}"))["state"]
+    times = []
+    for seq in range(state["first_seq"], state["last_seq"] + 1):
+        message = (await jsapi.request(nc, f"STREAM.MSG.GET.{TIMER_STREAM}", {"seq": seq})).get("message")
+        if message is not None and message["subject"].startswith("wfsched.fired."):
+            times.append(server_time(message["time"]))
+    return times
 
 
 async def _pending_at_least(nc, count: int) -> bool:

@@ -41,7 +41,7 @@ async def test_a_waiting_work_is_in_no_bucket_until_its_precursor_succeeds(clien
     [first] = await client.deposit(Work(pipeline="alpha"))
     [then] = await client.deposit(Work(pipeline="beta", precursors=[first]))
     assert (await client.get(then)).status == "waiting"
-    assert await client.withdraw("beta") is None  # in no bucket
+    assert await client.withdraw("beta", timeout=1) is None  # in no bucket
     assert await run_one(client, "alpha") == first
     await eventually(lambda: status_is(client, then, "queued"))
     assert (await client.withdraw("beta", timeout=5)).id == then

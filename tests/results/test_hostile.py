@@ -56,8 +56,17 @@ def test_the_request_decoder_raises_only_our_validation_error(kind, data):
         pass
 
 
+def an_event_of_the_deposited_work(data: bytes) -> bool:
+    """True if ``data`` reads as an event of work 01JW: not hostile, the projector may fold
+    it (the generators make one now and then, e.g. a well-formed cancel)."""
+    try:
+        return ev.decode(data).work_id == "01JW" and projection.decode(data).work_id == "01JW"
+    except ValidationError:
+        return False
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(raw_bytes, min_size=1, max_size=12))
+@given(st.lists(raw_bytes.filter(lambda data: not an_event_of_the_deposited_work(data)), min_size=1, max_size=12))
 def test_the_projector_records_every_hostile_message_as_rejected_and_never_stops(payloads):
     con = database.connect(":memory:")
     work = Work(pipeline="alpha", id="01JW")
@@ -65,9 +74,11 @@ def test_the_projector_records_every_hostile_message_as_rejected_and_never_stops
     messages = [(1, 1.0, "wf.alpha.01JW.queued.local.3", good)]
     messages += [(seq, 1.0, "wf.alpha.01JW.x", data) for seq, data in enumerate(payloads, 2)]
     Projector(con).apply(messages)
-    events = con.execute("SELECT seq FROM events").fetchall()
-    rejected = con.execute("SELECT seq FROM rejected").fetchall()
-    assert sorted(events + rejected) == [(seq,) for seq in range(1, len(messages) + 1)]
+    # the deposit alone is folded; every hostile message after it is rejected, none lost
+    assert con.execute("SELECT seq FROM events").fetchall() == [(1,)]
+    rejected = con.execute("SELECT seq FROM rejected ORDER BY seq").fetchall()
+    assert rejected == [(seq,) for seq in range(2, len(messages) + 1)]
+    assert con.execute("SELECT status FROM works").fetchall() == [("queued",)]
     assert con.execute("SELECT seq FROM checkpoint").fetchall() == [(len(messages),)]
 
 

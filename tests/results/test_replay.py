@@ -114,23 +114,40 @@ async def _reached(client, seq: int) -> bool:
     return await position(client) == seq
 
 
-async def test_a_replay_until_a_moment_gives_the_state_of_every_work_at_that_moment(client, tmp_path):
-    ids = await client.deposit([workflow.Work(pipeline="alpha", priority=5) for _ in range(3)])
+async def test_a_replay_until_a_moment_gives_the_state_of_every_work_at_that_moment(client, results_service, tmp_path):
+    # Mid-life: one work finished, one running, one failed and waiting for its retry, one
+    # cancelled, one still queued
+    done, held, retried, cancelled, queued = await client.deposit(
+        [workflow.Work(pipeline=f"p{n}", retries=2) for n in range(5)]
+    )
+    work = await client.withdraw("p0", timeout=10)
+    await client.succeed(work, {"answer": 42}, products=["a.h5"])
+    running = await client.withdraw("p1", timeout=10)
+    failing = await client.withdraw("p2", timeout=10)
+    await client.fail(failing, "error", "disk full")
+    await client.cancel(cancelled, reason="not needed")
+    # what the live read model said then
+    said = {work_id: await client.results.get(work_id, fresh=True)
+            for work_id in (done, held, retried, cancelled, queued)}
+    assert [said[w].status for w in (done, held, retried, cancelled, queued)] == [
+        "success", "running", "queued", "cancelled", "queued"]
     moment = time.time()
-    work = await client.withdraw("alpha", timeout=5)
-    await client.succeed(work, {"answer": 42})
-    await client.cancel(ids[2] if work.id != ids[2] else ids[1])
+    # Later: every work moves on, and one more arrives
+    await client.succeed(running, {"answer": 7})
+    again = await client.withdraw("p2", timeout=15)
+    await client.succeed(again, {"answer": 1})
+    await client.requeue(done, reason="rerun")
+    await client.deposit(workflow.Work(pipeline="p4"))
 
     await replay(client.nc, tmp_path / "then.duckdb", until_time=moment)
-    await replay(client.nc, tmp_path / "now.duckdb")
+    then = {work.id: work for work in _works(tmp_path / "then.duckdb")}
+    assert then == said  # every column of every work, as the live read model had it then
 
-    then = duckdb.connect(str(tmp_path / "then.duckdb"), read_only=True)
-    assert then.execute("SELECT status, count(*) FROM works GROUP BY 1").fetchall() == [("queued", 3)]
-    assert then.execute("SELECT count(*) FROM events").fetchall() == [(3,)]
-    then.close()
-    now = duckdb.connect(str(tmp_path / "now.duckdb"), read_only=True)
-    assert sorted(now.execute("SELECT status FROM works").fetchall()) == [("cancelled",), ("queued",), ("success",)]
-    now.close()
+
+def _works(path: Path) -> list[workflow.Work]:
+    columns = ", ".join(database.quote(c) for c in WORK_COLUMNS)
+    return [row_to_work(dict(zip(WORK_COLUMNS, row, strict=True)))
+            for row in _query(path, f"SELECT {columns} FROM works")]
 
 
 async def test_a_replay_refuses_to_overwrite_a_database(client, tmp_path):

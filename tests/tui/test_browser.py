@@ -11,7 +11,6 @@ dir, copied into ``$WORKFLOW_SCREENSHOT_DIR`` when set) for a person to look at.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
@@ -102,6 +101,7 @@ async def served(url: str, server: subprocess.Popen[bytes], session: aiohttp.Cli
 
 
 async def test_the_dashboard_renders_in_a_real_browser(client, results_service, nats_url, tmp_path):
+    assert CHROMIUM is not None, "chromium is not installed (apt-get install chromium)"  # before starting anything
     await client.deposit([Work(pipeline="alpha-browser"), Work(pipeline="beta-browser", priority=5)])
     await client.results.count(fresh=True)
     port = free_port()
@@ -111,10 +111,10 @@ async def test_the_dashboard_renders_in_a_real_browser(client, results_service, 
          "--nats", nats_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     profile = tmp_path / "chromium-profile"
-    assert CHROMIUM is not None
-    browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    browser = None
     try:
+        browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: served(url, server, session), timeout=30)
             debug = await devtools_port(profile, browser)
@@ -123,9 +123,10 @@ async def test_the_dashboard_renders_in_a_real_browser(client, results_service, 
             async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 await check_the_page(DevTools(ws), url, tmp_path)
     finally:
-        browser.kill()
         server.terminate()
-        browser.wait(10)
+        if browser is not None:
+            browser.kill()
+            browser.wait(10)
         server.wait(10)
 
 
@@ -145,10 +146,13 @@ async def check_the_page(tools: DevTools, url: str, tmp_path: Path) -> None:
         " return c ? [c.width, c.height] : null })()"))
     width, height = drawn["result"]["value"]
     assert width > 600 and height > 400
-    await asyncio.sleep(1.0)  # let xterm.js paint the last frame
-    shot = await tools.send("Page.captureScreenshot", format="png")
-    png = base64.b64decode(shot["data"])
-    assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a blank page compresses to a few kB
+
+    async def painted() -> bytes | None:  # xterm.js paints the last frame a moment after it arrives
+        shot = base64.b64decode((await tools.send("Page.captureScreenshot", format="png"))["data"])
+        return shot if len(shot) > 20_000 else None  # a blank page compresses to a few kB
+
+    png = await eventually(painted, timeout=30, interval=0.5)
+    assert png.startswith(b"\x89PNG")
     (tmp_path / "tui-browser.png").write_bytes(png)
     keep = os.environ.get("WORKFLOW_SCREENSHOT_DIR")
     if keep:

@@ -55,7 +55,7 @@ async def test_the_dashboard_counts_change_live_when_works_finish(client, result
         assert await until(pilot, lambda: ["beta", "local", "5", "1", "0", "0"] in rows(app, "#buckets"))
         assert "live" in app.sub_title
 
-        work = await client.withdraw("alpha")
+        work = await client.withdraw("alpha", timeout=10)
         assert await until(pilot, lambda: ["alpha", "2", "0", "1", "1", "0", "0", "0"] in rows(app, "#pipelines"))
         await client.succeed(work, {"sum": 3})
         assert await until(pilot, lambda: ["alpha", "2", "0", "1", "0", "1", "0", "0"] in rows(app, "#pipelines"))
@@ -123,9 +123,9 @@ async def test_the_detail_of_a_work_shows_its_parameters_results_and_history(cli
         Work(pipeline="alpha", parameters={"a": 1, "b": 2}, retries=0),
         Work(pipeline="alpha", parameters={"depth": 7}, retries=0),
     ])
-    ok = await client.withdraw("alpha")
+    ok = await client.withdraw("alpha", timeout=10)
     await client.succeed(ok, {"sum": 3}, products=["out.h5"], plots=["snr.png"])
-    bad = await client.withdraw("alpha")
+    bad = await client.withdraw("alpha", timeout=10)
     await client.fail(bad, "error", "ZeroDivisionError: division by zero",
                       "Traceback (most recent call last):\n  File \"x.py\", line 1\nZeroDivisionError", retry=False)
     app = app_for(nats_url)
@@ -153,6 +153,20 @@ async def test_the_detail_of_a_work_shows_its_parameters_results_and_history(cli
         assert '"depth": 7' in text_of(app, "#parameters")
 
 
+def told(app: WorkflowApp) -> list[str]:
+    """The messages the app shows the operator from now on (its notifications), in order:
+    a list that fills as they come."""
+    said: list[str] = []
+    notify = app.notify
+
+    def recording(message, *args, **kwargs):
+        said.append(str(message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording  # type: ignore[method-assign]
+    return said
+
+
 async def _choose(pilot, app, work_id: str) -> None:
     table = app.screen.query_one("#works", DataTable)
     table.focus()
@@ -172,6 +186,7 @@ async def test_cancel_retry_and_priority_act_on_the_log_after_a_confirmation(cli
             status.update({row[0]: row[1] for row in rows(app, "#works")})
             return status
 
+        said = told(app)
         await _choose(pilot, app, to_cancel)
         await pilot.press("c")
         assert isinstance(app.screen, CancelScreen)
@@ -181,8 +196,10 @@ async def test_cancel_retry_and_priority_act_on_the_log_after_a_confirmation(cli
         assert await until(pilot, lambda: app.screen.query_one("#reason", Input).has_focus)
         await pilot.press(*"wrong input", "enter")  # the reason, asked for as `workflow cancel --reason` does
         assert await until(pilot, lambda: statuses()[to_cancel] == "cancelled")
+        # one cancel, the one confirmed, with its reason: a cancel after the escape would show here
         [_deposited, cancelled] = await client.history(to_cancel)
         assert type(cancelled).__name__ == "Cancelled" and cancelled.reason == "wrong input"
+        assert said == [f"cancelled {to_cancel}"]
 
         await _choose(pilot, app, to_cancel)
         await pilot.press("R", "y")
@@ -198,9 +215,11 @@ async def test_cancel_retry_and_priority_act_on_the_log_after_a_confirmation(cli
         assert len(await client.history(to_move)) == 2
 
         await _choose(pilot, app, to_move)
+        said.clear()
         await pilot.press("R")  # a queued work is not retried: said, no dialog
-        await pilot.pause()
+        assert await until(pilot, lambda: said == [f"only a failed or cancelled work is retried; {to_move} is queued"])
         assert isinstance(app.screen, WorksScreen)
+        assert len(await client.history(to_move)) == 2  # nothing recorded
 
 
 async def test_the_event_feed_shows_new_events_as_they_happen(client, results_service, nats_url):
