@@ -1,0 +1,123 @@
+"""Configurations in the log against a real nats-server: deploying and removing them and a
+run's start, stop and retry are events under the configuration's CAS; a run's works carry
+its id and are found again from the log alone."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from workflow.core import runs
+from workflow.core.configs import ConfigError
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError
+from workflow.log import configs as config_log
+from workflow.log import jsapi
+
+pytestmark = pytest.mark.timeout(90)
+
+CHAIN = textwrap.dedent("""\
+    name: chain
+    matrix:
+      event: [1, 2]
+    steps:
+      - name: fetch
+        work: {pipeline: alpha, parameters: {event: "${{ matrix.event }}"}}
+      - name: localise
+        stage: 2
+        matrix: {beam: {range: 3}}
+        work: {pipeline: beta, parameters: {beam: "${{ matrix.beam }}"}}
+      - name: tidy
+        if: always
+        work: {pipeline: beta}
+""")
+
+
+async def log_messages(nc, subjects: str) -> int:
+    info = await jsapi.request(nc, "STREAM.INFO.WORKFLOW", {"subjects_filter": subjects})
+    return sum((info["state"].get("subjects") or {}).values())
+
+
+async def test_a_deploy_records_the_configuration_and_a_run_whose_works_carry_its_id(client):
+    deployment = await client.deploy_config(CHAIN, file="chain.yaml")
+    run = deployment.started.run
+    # the events, on the configuration's own subjects
+    js = client.nc.jetstream()
+    assert runs.decode((await js.get_last_msg("WORKFLOW", "wf._config.chain.deployed")).data) == deployment.deployed
+    assert runs.decode((await js.get_last_msg("WORKFLOW", "wf._config.chain.started")).data) == deployment.started
+    assert deployment.started.works == 2 + 6 + 2
+    # the works: in the log, each with the run as its parent, the first stage queued, the rest waiting
+    state = await client.config_run("chain")
+    assert state.run.started.run == run and len(state.slots) == 10
+    for slot in state.slots:
+        work = await client.get(slot.work.id)
+        assert work.config["parent"] == run and work.config["step"] == slot.step
+        assert work.status == ("queued" if slot.step == "fetch" else "waiting")
+    view = state.view
+    assert view.status == "running" and view.stage == 1
+    assert [(s.name, s.counts) for s in view.steps] == [
+        ("fetch", {"queued": 2}), ("localise", {"waiting": 6}), ("tidy", {"waiting": 2})]
+    [listed] = await client.configs()
+    assert listed.name == "chain" and list(listed.runs) == [run]
+
+
+async def test_ls_run_selects_a_runs_works_through_the_results_service(client, results_service):
+    first = await client.deploy_config(CHAIN)
+    await client.deploy_config(CHAIN)  # a second run of the same configuration
+    found = await client.results.query(parent=first.started.run, fresh=True, limit=100)
+    assert sorted(w.id for w in found) == sorted(p.work.id for p in first.plan.works)
+    assert await client.results.count(parent=first.started.run, fresh=True) == 10
+
+
+async def test_a_file_with_problems_or_a_bad_site_writes_nothing(client, monkeypatch):
+    with pytest.raises(ConfigError) as caught:
+        await client.deploy_config("name: x\nsteps:\n  - {name: a, stgae: 1, work: {pipeline: p, priority: 9}}\n",
+                                   file="x.yaml")
+    assert len(caught.value.problems) == 2 and str(caught.value).startswith("x.yaml:3:")
+    with pytest.raises(ValidationError, match="unknown site 'mars'"):
+        await client.deploy_config("name: x\nsteps:\n  - {name: a, runs_on: mars, work: {pipeline: p}}\n")
+    with pytest.raises(ValidationError, match="scheduled configurations are not supported yet"):
+        await client.deploy_config("name: x\nschedule: {cron: '@daily'}\nsteps:\n  - {name: a, work: {pipeline: p}}\n")
+    assert await log_messages(client.nc, "wf.>") == 0
+
+
+async def test_remove_and_a_stale_write_are_refused_or_recorded_once(client):
+    deployment = await client.deploy_config(CHAIN)
+    removed = await client.remove_config("chain", reason="done")
+    assert removed.deployed == deployment.deployed.id
+    assert await client.configs() == []
+    with pytest.raises(NotFoundError, match="no configuration named 'chain'"):
+        await client.remove_config("chain")
+    # a write against a stale sequence is refused by the CAS over the configuration's subjects
+    seq, _ = await config_log.history(client.nc, "chain")
+    stale = runs.ConfigRemoved(name="chain", time=0.0, deployed=deployment.deployed.id)
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        await config_log._append(client._connected.gateway, stale, seq - 1)
+
+
+async def test_stop_cancels_what_has_not_finished_and_retry_replaces_it(client):
+    deployment = await client.deploy_config(CHAIN)
+    run = deployment.started.run
+    fetch = [p.work.id for p in deployment.plan.of_step("fetch")]
+    work = await client.withdraw("alpha", timeout=5)
+    await client.succeed(work, {"ok": True})
+    with pytest.raises(ConflictError, match="still going"):
+        await client.retry_run("chain", run)
+    stopped, cancelled = await client.stop_run("chain", run, reason="enough")
+    assert stopped.run == run and len(cancelled) == 9 and work.id not in cancelled
+    assert (await client.config_run("chain", run)).view.status == "stopped"
+    with pytest.raises(ConflictError, match="already stopped"):
+        await client.stop_run("chain", run)
+    # retry: a new work in place of each cancelled one, waiting on the new ids, not the succeeded one
+    retried = await client.retry_run("chain", run)
+    assert retried.retry == 1 and set(retried.replaced) == set(cancelled)
+    state = await client.config_run("chain", run)
+    assert state.view.status == "running"
+    assert {slot.work.id for slot in state.slots} == {work.id, *retried.replaced.values()}
+    other_fetch = next(f for f in fetch if f != work.id)
+    for slot in state.slots:
+        if slot.step == "localise":
+            assert sorted(slot.work.precursors) == sorted([work.id, retried.replaced[other_fetch]])
+    assert state.statuses[retried.replaced[other_fetch]] == "queued"
+    retried_work = await client.withdraw("alpha", timeout=5)
+    assert retried_work.id == retried.replaced[other_fetch] and retried_work.config["replaces"] == other_fetch
