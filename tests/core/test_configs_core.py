@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ulid import ULID
 
 from workflow.core import configs
+from workflow.core.waits import condition_of
 
 CHAIN = textwrap.dedent("""\
     name: localise
@@ -74,8 +75,8 @@ def test_a_run_plans_each_combination_once_waiting_for_the_earlier_stages():
     for planned in by_step["tell"] + by_step["tidy"]:  # no stage: after every staged step
         assert set(planned.work.precursors) == fetch_ids | localise_ids
     assert by_step["tell"][0].work.config["if"] == "failure"
-    assert configs.condition_of(by_step["tidy"][0].work) == "always"
-    assert configs.condition_of(first) == "success"
+    assert condition_of(by_step["tidy"][0].work) == "always"
+    assert condition_of(first) == "success"
     # ids are derived: the same run plans the same ids; another run, others
     assert [p.work.id for p in configs.plan(config, run, now=2.0).works] == [p.work.id for p in plan.works]
     assert not {p.work.id for p in configs.plan(config, str(ULID()), 1.0).works} & {p.work.id for p in plan.works}

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from conftest import eventually, running
 from workflow.core import runs
 from workflow.core.configs import ConfigError
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError
@@ -121,3 +122,30 @@ async def test_stop_cancels_what_has_not_finished_and_retry_replaces_it(client):
     assert state.statuses[retried.replaced[other_fetch]] == "queued"
     retried_work = await client.withdraw("alpha", timeout=5)
     assert retried_work.id == retried.replaced[other_fetch] and retried_work.config["replaces"] == other_fetch
+
+
+async def test_the_resolver_skips_what_follows_a_failed_step_naming_it_and_releases_always(client, nats_url):
+    from workflow.followers.resolver import run_resolver
+
+    text = CHAIN + "  - name: tell\n    if: failure\n    work: {pipeline: gamma}\n"
+    async with running(run_resolver, nats_url):
+        deployment = await client.deploy_config(text)
+        first = await client.withdraw("alpha", timeout=5)
+        await client.fail(first, "error", "no data", retry=False)
+        second = await client.withdraw("alpha", timeout=5)
+        await client.succeed(second, {"ok": True})
+
+        async def settled():
+            state = await client.config_run("chain")
+            return state if state.view.stage == "final" and "waiting" not in state.statuses.values() else None
+
+        state = await eventually(settled, timeout=20)
+    counts = {step.name: step.counts for step in state.view.steps}
+    assert counts == {"fetch": {"failure": 1, "success": 1}, "localise": {"cancelled": 6},
+                      "tidy": {"queued": 2}, "tell": {"queued": 2}}
+    for planned in deployment.plan.of_step("localise"):
+        [*_, last] = await client.history(planned.work.id)
+        assert last.reason == f"skipped: step fetch failed (precursor {first.id})"
+    for planned in deployment.plan.of_step("tell"):
+        [*_, last] = await client.history(planned.work.id)
+        assert last.reason.startswith("released: precursors finished (if failure; 7 did not succeed")

@@ -63,7 +63,7 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import msgspec
 import yaml
@@ -71,10 +71,8 @@ from ulid import ULID
 
 from workflow.core.errors import ValidationError, WorkflowError
 from workflow.core.schedules import schedule_spec
+from workflow.core.waits import CONDITIONS, Condition
 from workflow.core.work import NAME_PATTERN, Work
-
-Condition = Literal["success", "failure", "always"]
-CONDITIONS: tuple[Condition, ...] = ("success", "failure", "always")
 
 _TOP_KEYS = ("name", "defaults", "matrix", "schedule", "steps")
 _STEP_KEYS = ("name", "stage", "work", "matrix", "if", "runs_on")
@@ -569,9 +567,3 @@ def plan(config: Config, run: str, now: float) -> Plan:
         if step.stage is not None:
             by_stage.setdefault(step.stage, []).extend(made)
     return result
-
-
-def condition_of(work: Work) -> Condition:
-    """The rule a waiting work is released by (``config["if"]``; success when absent or unknown)."""
-    written = (work.config or {}).get("if")
-    return cast(Condition, written) if written in CONDITIONS else "success"

@@ -9,7 +9,10 @@ registry decides, it writes with the CAS against the waiting work's head:
 - a ``Requeued`` (on the queue subject: the work enters its bucket, and a worker claims
   it as any re-queued work) once every precursor succeeded and its time has come;
 - a ``Cancelled(reason="precursor X failed")`` once a precursor failed for good or was
-  cancelled.
+  cancelled (a configuration run's work: ``skipped: step fetch failed (precursor X)``);
+- for a work whose rule (``waits.when``) is ``always`` or ``failure``: a ``Requeued`` once
+  every precursor finished (``failure``: and one did not succeed), else a ``Cancelled``
+  saying it was skipped (see :mod:`workflow.core.waits`).
 
 A second resolver's write is refused by the CAS (ConflictError): it re-reads the work,
 finds it no longer waiting, and moves on, so each release happens exactly once. Nothing is
@@ -46,6 +49,8 @@ log = logging.getLogger("workflow.resolver")
 _LOOKUPS = 256
 #: Writes a resolver tries for one work whose head keeps moving under it (forged messages).
 _TRIES = 3
+#: Step names of precursors kept for skip reasons (one run's failure skips many works at once).
+_STEP_NAMES = 4096
 
 
 class Resolver:
@@ -58,6 +63,7 @@ class Resolver:
         self._inbox: asyncio.Queue[tuple[int, str, bytes, int]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self.live = asyncio.Event()  # set once the log is read up to where it was at the start
+        self._steps: dict[str, str] = {}  # precursor id -> its configuration step (skip reasons)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log and act until ``stop`` is set."""
@@ -171,10 +177,30 @@ class Resolver:
         common: dict[str, Any] = {"work_id": waiting.work_id, "pipeline": waiting.work.pipeline, "time": time.time(),
                                   "by": self._client.name}
         if isinstance(action, Cancel):
-            return ev.Cancelled(**common, reason=action.reason)
+            return ev.Cancelled(**common, reason=await self._skip_reason(action))
         work = msgspec.structs.replace(waiting.work, status="queued")
         await self._buckets.ensure(BucketKey(work.pipeline, work.site, work.priority))
         return ev.Requeued(**common, work=work, reason=action.reason)
+
+    async def _skip_reason(self, action: Cancel) -> str:
+        """A step of a configuration run is skipped naming the step that did not succeed
+        (``skipped: step fetch failed (precursor ID)``), read from that precursor's work;
+        any other work keeps the registry's reason."""
+        precursor = action.precursor
+        if precursor is None or "step" not in (action.waiting.work.config or {}):
+            return action.reason
+        step = self._steps.get(precursor)
+        if step is None:
+            try:
+                step = str(((await self._client.get(precursor)).config or {}).get("step", ""))
+            except WorkflowError:
+                step = ""
+            if len(self._steps) > _STEP_NAMES:
+                self._steps.clear()
+            self._steps[precursor] = step
+        if not step:
+            return action.reason
+        return f"skipped: step {step} {action.outcome} (precursor {precursor})"
 
     async def _still_waiting(self, waiting: Waiting) -> int | None:
         """The work's head sequence if it still waits (its head was a forged message), else
