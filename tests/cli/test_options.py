@@ -54,6 +54,7 @@ def test_the_walk_finds_every_command_of_the_readme_and_its_options():
         "buckets",
         "streams apply", "replay", "sql", "export", "projector", "tui", "secure init", "audit",
         "schedule add", "schedule ls", "schedule rm",
+        "configs deploy", "configs ls", "configs ps", "configs stop", "configs retry", "configs rm",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
 

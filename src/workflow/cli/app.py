@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from workflow.cli import reading, running, schedules, secure, system, works
+from workflow.cli import configs, reading, running, schedules, secure, system, works
 
 
 def build() -> typer.Typer:
@@ -27,7 +27,7 @@ def build() -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
     )
-    for module in (system, works, running, reading, schedules, secure):
+    for module in (system, works, running, reading, schedules, configs, secure):
         module.register(app)
     system.register_tui(app)
     return app
