@@ -104,9 +104,14 @@ class Resolver:
             event: ev.AnyEvent | None = ev.decode(data)
         except ValidationError:
             event = None  # not an event, but still a message on that work's subjects
+        # A precursor the registry already follows (waiting, or waited for by another work)
+        # has not finished as far as the log read so far says: its head need not be read.
+        # (A run's stage deposits many works after the same precursors: one read, not one each.)
+        unknown = [] if not isinstance(event, ev.Deposited) or event.waits is None else [
+            p for p in event.waits.precursors if not self.registry.concerns(p)]
         actions = self.registry.observe(seq, work_id, event, time.time())
         if self.live.is_set() and isinstance(event, ev.Deposited) and event.waits is not None:
-            actions += await self._read_heads(event.waits.precursors)
+            actions += await self._read_heads(unknown)
             actions += self.registry.check(work_id, time.time())
         await self._act_all(actions)
 
@@ -149,11 +154,17 @@ class Resolver:
             await self._act_all(self.registry.due(time.time()))
 
     async def _act_all(self, actions: list[Action]) -> None:
-        for action in actions:
-            try:
-                await self._act(action)
-            except WorkflowError as error:  # rebuilt from the log at the next start
-                log.error("could not resolve work %s: %s", action.waiting.work_id, error)
+        """Write the actions, ``_LOOKUPS`` at once: each concerns another work (the registry
+        forgets a work once it acts on it), so their order does not matter, and a stage of a
+        run released by one success is many works whose writes need not wait for each other."""
+        for start in range(0, len(actions), _LOOKUPS):
+            await asyncio.gather(*(self._act_reported(action) for action in actions[start : start + _LOOKUPS]))
+
+    async def _act_reported(self, action: Action) -> None:
+        try:
+            await self._act(action)
+        except WorkflowError as error:  # rebuilt from the log at the next start
+            log.error("could not resolve work %s: %s", action.waiting.work_id, error)
 
     async def _act(self, action: Action) -> None:
         """Write the action with the CAS; if refused, write it again only if the work still waits."""
