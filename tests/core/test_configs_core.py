@@ -128,7 +128,11 @@ def test_a_file_with_many_problems_reports_each_with_its_line_and_column():
     ("name: x\nschedule: {cron: '0 99 * * *'}\nsteps:\n  - {name: a, work: {pipeline: p}}\n",
      "2:18: schedule.cron: hours: expected 0-23"),
     ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ steps.f.results.y }}'}}}\n",
-     "step results are not supported yet"),
+     "3:47: step a: ${{ steps.f.results… }} names no step"),
+    ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ steps.b.results.y }}'}}}\n"
+     "  - {name: b, stage: 2, work: {pipeline: p}}\n", "3:47: step a: reads the results of step b, which does not run"),
+    ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ pipeline.a.status }}'}}}\n",
+     "unknown reference ${{ pipeline.a.status }}"),
     ("name: x\nsteps:\n  - {name: a, if: \"${{ pipeline.f.status == 'success' }}\", work: {pipeline: p}}\n",
      "expressions over earlier steps are not supported yet"),
 ])
@@ -182,3 +186,61 @@ def test_a_matrix_makes_the_product_of_its_value_counts_each_combination_once(ma
         for combo in itertools.product(*full.values())
     )
     assert len({p.work.id for p in planned}) == len(planned)
+
+
+RESULTS = textwrap.dedent("""\
+    name: r
+    matrix: {event: [1, 2]}
+    steps:
+      - name: fetch
+        work: {pipeline: p, parameters: {event: "${{ matrix.event }}"}}
+      - name: beams
+        stage: 2
+        matrix: {beam: [0, 1]}
+        work:
+          pipeline: p
+          parameters: {path: "${{ steps.fetch.results.path }}", label: "at ${{ steps.fetch.results.path }}"}
+      - name: summary
+        if: always
+        work: {pipeline: p, parameters: {each: "${{ steps.beams.results.snr }}"}}
+""")
+
+
+def test_a_step_reads_the_results_of_its_own_combination_or_the_list_of_a_matrix_steps():
+    plan = configs.plan(configs.parse(RESULTS), str(ULID()), 0.0)
+    fetch, beams, summary = (plan.of_step(name) for name in ("fetch", "beams", "summary"))
+    for planned in beams:  # the fetch of the same event: one work, one value
+        [own] = [f.work.id for f in fetch if f.combination["event"] == planned.combination["event"]]
+        assert planned.work.config["inputs"] == {"fetch": own}
+        assert configs.inputs_of(planned.work) == [own]
+    for planned in summary:  # the beams of the same event: a list
+        assert planned.work.config["inputs"] == {
+            "beams": [b.work.id for b in beams if b.combination["event"] == planned.combination["event"]]}
+    results = {f.work.id: {"path": f"/data/{f.combination['event']}"} for f in fetch}
+    resolved = configs.resolve_inputs(beams[3].work, results)
+    assert resolved.parameters == {"path": "/data/2", "label": "at /data/2"}  # alone: the value; inside: text
+    assert resolved.id == beams[3].work.id and resolved.config == beams[3].work.config
+    results.update({b.work.id: {"snr": 10 * i} for i, b in enumerate(beams)})
+    assert configs.resolve_inputs(summary[1].work, results).parameters == {"each": [20, 30]}
+    del results[beams[2].work.id]
+    with pytest.raises(configs.ValidationError, match=f"step beams gave no result 'snr' \\(work {beams[2].work.id}"):
+        configs.resolve_inputs(summary[1].work, results)
+
+
+def test_a_retried_work_reads_the_results_of_the_works_that_replace_its_inputs():
+    from workflow.core import runs
+
+    plan = configs.plan(configs.parse(RESULTS), str(ULID()), 0.0)
+    run_slots = runs.slots(plan, [])
+    statuses = {slot.work.id: "success" for slot in run_slots}
+    fetch = plan.of_step("fetch")
+    statuses[fetch[0].work.id] = "failure"
+    made = runs.retry_works(run_slots, statuses, 1, 0.0)
+    # the failed fetch and everything after it (a stage waits for every work of the earlier ones)
+    assert set(made) == {fetch[0].work.id} | {p.work.id for p in plan.of_step("beams") + plan.of_step("summary")}
+    new_fetch = made[fetch[0].work.id].id
+    for planned in plan.of_step("beams"):
+        again = made[planned.work.id]
+        expected = new_fetch if planned.combination["event"] == 1 else fetch[1].work.id
+        assert again.config["inputs"] == {"fetch": expected} and again.config["replaces"] == planned.work.id
+        assert sorted(again.precursors) == sorted([new_fetch, fetch[1].work.id])

@@ -149,3 +149,52 @@ async def test_the_resolver_skips_what_follows_a_failed_step_naming_it_and_relea
     for planned in deployment.plan.of_step("tell"):
         [*_, last] = await client.history(planned.work.id)
         assert last.reason.startswith("released: precursors finished (if failure; 7 did not succeed")
+
+
+async def test_a_step_gets_the_results_of_the_step_before_and_its_release_event_records_them(client, nats_url):
+    from workflow.core import events as ev
+    from workflow.followers.resolver import run_resolver
+
+    text = textwrap.dedent("""\
+        name: flow
+        matrix: {event: [1, 2]}
+        steps:
+          - name: fetch
+            work: {pipeline: alpha, parameters: {event: "${{ matrix.event }}"}}
+          - name: localise
+            stage: 2
+            work: {pipeline: beta, parameters: {path: "${{ steps.fetch.results.path }}"}}
+          - name: summary
+            stage: 3
+            work: {pipeline: beta, parameters: {snrs: "${{ steps.localise.results.snr }}"}}
+    """)
+    async with running(run_resolver, nats_url):
+        deployment = await client.deploy_config(text)
+        localise = {p.combination["event"]: p.work.id for p in deployment.plan.of_step("localise")}
+        for _ in range(2):
+            fetch = await client.withdraw("alpha", timeout=5)
+            await client.succeed(fetch, {"path": f"/data/{fetch.parameters['event']}.h5"})
+        released = [await client.withdraw("beta", timeout=10) for _ in range(2)]
+        # the work that runs was given the value, and the event that released it records it
+        for work in released:
+            assert work.parameters == {"path": f"/data/{_event_of(localise, work.id)}.h5"}
+            requeued = next(e for e in await client.history(work.id) if isinstance(e, ev.Requeued))
+            assert requeued.work.parameters == work.parameters
+        await client.succeed(released[0], {"snr": 7.5})
+        await client.succeed(released[1], {"other": 1})  # no `snr`: that summary cannot run on a guess
+        summaries = {p.combination["event"]: p.work.id for p in deployment.plan.of_step("summary")}
+        good, bad = (summaries[_event_of(localise, work.id)] for work in released)
+
+        async def summaries_resolved():
+            heads = [await client.head(work_id) for work_id in (good, bad)]
+            return heads if all(isinstance(h.event, (ev.Requeued, ev.Cancelled)) for h in heads) else None
+
+        good_head, bad_head = await eventually(summaries_resolved, timeout=20)
+    assert isinstance(good_head.event, ev.Requeued) and good_head.event.work.parameters == {"snrs": 7.5}
+    assert isinstance(bad_head.event, ev.Cancelled)
+    assert bad_head.event.reason == ("skipped: its inputs could not be read: parameters: step localise gave no "
+                                     f"result 'snr' (work {released[1].id}: ['other'])")
+
+
+def _event_of(localise: dict[int, str], work_id: str) -> int:
+    return next(event for event, planned in localise.items() if planned == work_id)

@@ -46,6 +46,11 @@ is an error.
 replaced by that combination's value: alone in a text, it takes the value's own type
 (``"${{ matrix.beam }}"`` is the number 3), inside a longer text it is written in.
 
+**Results.** ``${{ steps.fetch.results.path }}`` is the ``path`` that step ``fetch`` returned,
+for a step that runs after it: the works of ``fetch`` whose combination agrees with the
+reader's on their shared matrix keys (one: its value; several: the list), listed in the
+reader's ``config["inputs"]`` and resolved when it is released (:func:`resolve_inputs`).
+
 **Errors** are reported like a compiler's: every problem of the file at once, each as
 ``file:line:column: what was expected`` (:class:`ConfigError`); a file with any problem
 deploys nothing.
@@ -84,6 +89,7 @@ RUN_KEYS = ("parent", "step", "configuration", "if")
 _NAME = re.compile(NAME_PATTERN)
 _EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _MATRIX_REFERENCE = re.compile(r"^matrix\.([A-Za-z_][A-Za-z0-9_-]*)$")
+_RESULTS_REFERENCE = re.compile(r"^steps\.([A-Za-z0-9-]+)\.results\.([A-Za-z0-9_-]+)$")
 #: Works one configuration may expand to (a typo like range: 1e9 must not fill the log).
 MAX_WORKS = 100_000
 
@@ -137,6 +143,7 @@ class Step:
     condition: Condition
     matrix: dict[str, list[Any]]
     work: dict[str, Any]  # Work fields, ``${{ … }}`` not yet substituted
+    inputs: tuple[str, ...] = ()  # the steps whose results its work reads (``${{ steps.X.results.K }}``)
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.inputs: list[tuple[str, tuple[str, yaml.Node]]] = []  # (step, (step it reads, where))
         self._constructor = yaml.constructor.SafeConstructor()
 
     def problem(self, node: yaml.Node | None, message: str) -> None:
@@ -388,7 +396,21 @@ def _steps(
         step = _step(reader, step_node, defaults, run_matrix, seen)
         if step is not None:
             steps.append(step)
+    stages = {step.name: step.stage for step in steps}
+    for name, (reference, place) in reader.inputs:  # each step read must run before the reader
+        if reference not in seen:
+            reader.problem(place, f"step {name}: ${{{{ steps.{reference}.results… }}}} names no step")
+        elif name in stages and not _runs_before(stages.get(reference, 0), stages[name]):
+            reader.problem(place, f"step {name}: reads the results of step {reference}, which does not run "
+                                  "before it (only a step of an earlier stage does; a step without a stage "
+                                  "reads any staged step)")
     return steps
+
+
+def _runs_before(reference: int | None, reader: int | None) -> bool:
+    if reference is None:
+        return False
+    return reader is None or reference < reader
 
 
 def _step(
@@ -442,8 +464,9 @@ def _step(
     _check_works(reader, node, name, matrix, work)
     if len(reader.problems) > before:
         return None
+    inputs = tuple(dict.fromkeys(reference for step, (reference, _) in reader.inputs if step == name))
     return Step(name=name, stage=stage, condition=condition, matrix=matrix,
-                work={key: value for key, (value, _) in work.items()})
+                work={key: value for key, (value, _) in work.items()}, inputs=inputs)
 
 
 def _check_works(reader: _Reader, node: yaml.Node, name: str, matrix: dict[str, list[Any]],
@@ -460,10 +483,12 @@ def _check_works(reader: _Reader, node: yaml.Node, name: str, matrix: dict[str, 
     for key, (value, value_node) in work.items():
         for reference in _references(value):
             match = _MATRIX_REFERENCE.match(reference)
-            if match is None:
-                supported = " (step results are not supported yet)" if reference.startswith("steps.") else ""
+            results = _RESULTS_REFERENCE.match(reference)
+            if results is not None and key != "config":
+                reader.inputs.append((name, (results.group(1), value_node)))
+            elif match is None:
                 reader.problem(value_node, f"step {name}: {key}: unknown reference ${{{{ {reference} }}}}; "
-                                           f"expected ${{{{ matrix.NAME }}}}{supported}")
+                                           "expected ${{ matrix.NAME }} or ${{ steps.STEP.results.KEY }}")
             elif match.group(1) not in matrix:
                 known = ", ".join(matrix) or "none"
                 reader.problem(value_node, f"step {name}: {key}: no matrix value {match.group(1)!r} "
@@ -545,6 +570,7 @@ def plan(config: Config, run: str, now: float) -> Plan:
     and the combination) if a combination's substituted values make a bad work."""
     result = Plan(config, run)
     by_stage: dict[int, list[str]] = {}
+    made_by_step: dict[str, list[PlannedWork]] = {}
     for step in config.steps:
         if step.stage is None:
             precursors = [work_id for ids in by_stage.values() for work_id in ids]
@@ -557,13 +583,84 @@ def plan(config: Config, run: str, now: float) -> Plan:
             run_config.update(parent=run, step=step.name, configuration=config.name)
             if step.condition != "success":
                 run_config["if"] = step.condition
+            if step.inputs:
+                run_config["inputs"] = {name: _inputs(made_by_step[name], combination) for name in step.inputs}
             try:
                 work = build_work(step.work, combination, id=work_id, creation=now, config=run_config,
                                   precursors=list(precursors) or None)
             except ValidationError as error:
                 raise ValidationError(error.field, f"step {step.name} {combination}: {error}") from None
             result.works.append(PlannedWork(step.name, combination, work))
+            made_by_step.setdefault(step.name, []).append(result.works[-1])
             made.append(work_id)
         if step.stage is not None:
             by_stage.setdefault(step.stage, []).extend(made)
     return result
+
+
+def _inputs(works: list[PlannedWork], combination: dict[str, Any]) -> str | list[str]:
+    """The works of a step whose results a work reads: those whose combination agrees with
+    the reader's on the matrix keys they share; one work's id, or a list of ids (in plan order)."""
+    matching = [planned.work.id for planned in works
+                if all(combination[key] == value for key, value in planned.combination.items() if key in combination)]
+    ids = [work_id for work_id in matching if work_id is not None]
+    return ids[0] if len(ids) == 1 else ids
+
+
+def inputs_of(work: Work) -> list[str]:
+    """The ids of the works whose results ``work`` reads (``config["inputs"]``), in order."""
+    found: list[str] = []
+    for ids in ((work.config or {}).get("inputs") or {}).values():
+        found.extend([ids] if isinstance(ids, str) else ids)
+    return list(dict.fromkeys(found))
+
+
+def resolve_inputs(work: Work, results: dict[str, dict[str, Any] | None]) -> Work:
+    """``work`` with each ``${{ steps.X.results.K }}`` replaced by what step X's work gave
+    (results of the works named in ``config["inputs"]``, read when the work is released):
+    one value for one work, the list of values for several. ValidationError naming the
+    step, the key and the work if a result is missing: a step does not run on a guess."""
+    inputs: dict[str, str | list[str]] = (work.config or {}).get("inputs") or {}
+    if not inputs:
+        return work
+
+    def value(reference: str) -> Any:
+        match = _RESULTS_REFERENCE.match(reference)
+        assert match is not None
+        step, key = match.groups()
+        ids = inputs.get(step)
+        if ids is None:
+            raise ValidationError("parameters", f"${{{{ {reference} }}}}: step {step} is not among its inputs")
+        values = []
+        for work_id in [ids] if isinstance(ids, str) else ids:
+            given = results.get(work_id) or {}
+            if key not in given:
+                raise ValidationError(
+                    "parameters", f"step {step} gave no result {key!r} (work {work_id}: {sorted(given) or 'none'})")
+            values.append(given[key])
+        return values[0] if isinstance(ids, str) else values
+
+    def resolved(item: Any) -> Any:
+        if isinstance(item, str):
+            whole = _EXPRESSION.fullmatch(item.strip())
+            if whole is not None and _RESULTS_REFERENCE.match(whole.group(1)):
+                return value(whole.group(1))
+
+            def written(found: re.Match[str]) -> str:
+                if not _RESULTS_REFERENCE.match(found.group(1)):
+                    return found.group(0)
+                got = value(found.group(1))
+                return got if isinstance(got, str) else msgspec.json.encode(got).decode()
+
+            return _EXPRESSION.sub(written, item)
+        if isinstance(item, dict):
+            return {key: resolved(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [resolved(inner) for inner in item]
+        return item
+
+    fields = work.payload
+    config = fields.pop("config")
+    fields = resolved(fields)
+    fields["config"] = config
+    return Work.from_payload(fields)

@@ -239,6 +239,12 @@ def replacement(old: Work, replaced: dict[str, str], retry: int, now: float) -> 
         precursors=[replaced.get(str(p), str(p)) for p in old.precursors or []] or None,
         config={**(old.config or {}), "retry": retry, "replaces": old.id},
     )
+    inputs = fields["config"].get("inputs")
+    if inputs:  # results are read from the works that replace those it read, if any
+        fields["config"]["inputs"] = {
+            step: replaced.get(ids, ids) if isinstance(ids, str) else [replaced.get(i, i) for i in ids]
+            for step, ids in inputs.items()
+        }
     return Work.from_payload(fields)
 
 

@@ -10,6 +10,9 @@ registry decides, it writes with the CAS against the waiting work's head:
   it as any re-queued work) once every precursor succeeded and its time has come;
 - a ``Cancelled(reason="precursor X failed")`` once a precursor failed for good or was
   cancelled (a configuration run's work: ``skipped: step fetch failed (precursor X)``);
+- a work of a configuration run that reads earlier steps' results (``${{ steps.X.results.K }}``)
+  has them read and substituted at its release: the ``Requeued`` carries the resolved work,
+  so a replay shows what it was given (a missing result cancels it, saying which);
 - for a work whose rule (``waits.when``) is ``always`` or ``failure``: a ``Requeued`` once
   every precursor finished (``failure``: and one did not succeed), else a ``Cancelled``
   saying it was skipped (see :mod:`workflow.core.waits`).
@@ -32,7 +35,8 @@ import msgspec
 from nats.js.api import DeliverPolicy
 
 from workflow.core import events as ev
-from workflow.core.errors import ConflictError, ValidationError, WorkflowError
+from workflow.core.configs import inputs_of, resolve_inputs
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.fold import fold
 from workflow.core.settings import lease_seconds
 from workflow.core.subjects import PREFIX, STREAM, BucketKey
@@ -190,6 +194,13 @@ class Resolver:
         if isinstance(action, Cancel):
             return ev.Cancelled(**common, reason=await self._skip_reason(action))
         work = msgspec.structs.replace(waiting.work, status="queued")
+        inputs = inputs_of(work)
+        if inputs:  # a configuration step that reads earlier steps' results: resolved now, recorded here
+            try:
+                found = await asyncio.gather(*(self._client.get(work_id) for work_id in inputs))
+                work = resolve_inputs(work, {w.id: w.results for w in found if w.id is not None})
+            except (ValidationError, NotFoundError) as error:
+                return ev.Cancelled(**common, reason=f"skipped: its inputs could not be read: {error}")
         await self._buckets.ensure(BucketKey(work.pipeline, work.site, work.priority))
         return ev.Requeued(**common, work=work, reason=action.reason)
 
