@@ -102,7 +102,7 @@ def test_a_file_with_many_problems_reports_each_with_its_line_and_column():
         configs.parse(text, "bad.yaml")
     lines = str(caught.value).splitlines()
     assert lines == [
-        "bad.yaml:1:7: name is 1-64 letters, digits and '-', got 'bad name'",
+        "bad.yaml:1:7: name is 1-57 letters, digits and '-', got 'bad name'",
         "bad.yaml:4:5: a step has no key 'stgae'; expected one of name, stage, work, matrix, if, runs_on",
         "bad.yaml:7:17: step fetch: priority: priority is 1 (lowest) to 5 (highest), a whole number; got 9",
         "bad.yaml:9:9: if is one of success, failure, always, got 'sometimes'",

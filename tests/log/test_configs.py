@@ -4,6 +4,7 @@ its id and are found again from the log alone."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 
 import pytest
@@ -77,8 +78,6 @@ async def test_a_file_with_problems_or_a_bad_site_writes_nothing(client, monkeyp
     assert len(caught.value.problems) == 2 and str(caught.value).startswith("x.yaml:3:")
     with pytest.raises(ValidationError, match="unknown site 'mars'"):
         await client.deploy_config("name: x\nsteps:\n  - {name: a, runs_on: mars, work: {pipeline: p}}\n")
-    with pytest.raises(ValidationError, match="scheduled configurations are not supported yet"):
-        await client.deploy_config("name: x\nschedule: {cron: '@daily'}\nsteps:\n  - {name: a, work: {pipeline: p}}\n")
     assert await log_messages(client.nc, "wf.>") == 0
 
 
@@ -198,3 +197,29 @@ async def test_a_step_gets_the_results_of_the_step_before_and_its_release_event_
 
 def _event_of(localise: dict[int, str], work_id: str) -> int:
     return next(event for event, planned in localise.items() if planned == work_id)
+
+
+async def test_a_scheduled_configuration_under_two_schedulers_runs_count_times_then_expires(client, nats_url):
+    from workflow.followers.scheduler import run_scheduler
+
+    text = ("name: ticking\nschedule: {cron: '* * * * * *', count: 3}\n"  # every second (6 fields)
+            "steps:\n  - {name: a, matrix: {i: [1, 2]}, work: {pipeline: alpha, parameters: {i: '${{ matrix.i }}'}}}\n")
+    async with running(run_scheduler, nats_url, count=2):
+        deployment = await client.deploy_config(text)
+        assert deployment.started is None  # no run now: at the firings
+        assert [d.added.name for d in await client.schedules()] == ["config-ticking"]
+
+        async def expired():
+            [listed] = await client.configs()
+            return listed if listed.state == "expired" and not await client.schedules() else None
+
+        listed = await eventually(expired, timeout=30)
+        # And no run after the third (watched for three firings: absence has no event to wait for)
+        await asyncio.sleep(3)
+    _, folded = await config_log.history(client.nc, "ticking")
+    assert len(folded.runs) == 3 and listed.current.count == 3
+    for run in folded.runs.values():
+        state = await client.config_run("ticking", run.started.run)
+        assert [slot.work.config["parent"] for slot in state.slots] == [run.started.run] * 2
+        assert sorted(state.statuses.values()) == ["queued", "queued"]
+    assert await log_messages(client.nc, "wf.alpha.>") == 6  # 3 runs x 2 works, each deposited once

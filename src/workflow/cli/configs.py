@@ -52,7 +52,7 @@ def deploy(
     *,
     connection: Connection,
 ) -> None:
-    """Deploy a pipeline configuration and start a run of it.
+    """Deploy a pipeline configuration and start a run of it (with a `schedule:`, a run at each firing).
 
     Every step's works are deposited at once, each waiting for the works of the earlier
     stages (`if: failure | always` steps for them to finish); `workflow server` releases
@@ -63,17 +63,24 @@ def deploy(
     config = _read(file)
     if dry_run:
         with reported():
-            plan = cfg.plan(config, str(ULID()), 0.0)
-        _print_plan(plan, as_json)
+            _print_plan(cfg.plan(config, str(ULID()), 0.0), as_json)
         return
     deployment: Deployment = with_client(connection, lambda client: client.deploy_config(config, file=str(file)))
-    assert deployment.started is not None and deployment.plan is not None
+    started, plan = deployment.started, deployment.plan
     if as_json:
-        print_json({"name": config.name, "deployed": deployment.deployed.id, "run": deployment.started.run,
-                    "works": [planned.work.id for planned in deployment.plan.works]})
+        print_json({"name": config.name, "deployed": deployment.deployed.id,
+                    "schedule": deployment.deployed.schedule, "count": deployment.deployed.count,
+                    "run": None if started is None else started.run,
+                    "works": [] if plan is None else [planned.work.id for planned in plan.works]})
         return
-    console.print(f"configuration {config.name} deployed; run {deployment.started.run} started with "
-                  f"{deployment.started.works} works (workflow configs ps {config.name})", highlight=False)
+    if started is None:
+        count = deployment.deployed.count
+        console.print(f"configuration {config.name} deployed: a run at each firing of {deployment.deployed.schedule} "
+                      f"(UTC){f', {count} runs' if count else ''} (schedule {runs.schedule_name(config.name)})",
+                      highlight=False)
+        return
+    console.print(f"configuration {config.name} deployed; run {started.run} started with "
+                  f"{started.works} works (workflow configs ps {config.name})", highlight=False)
 
 
 def _print_plan(plan: cfg.Plan, as_json: bool) -> None:
@@ -101,12 +108,14 @@ def ls(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json([_history_dict(history) for history in found])
         return
-    table = Table("name", "deployed (UTC)", "by", "file", "runs", "last run", "started (UTC)")
+    table = Table("name", "state", "schedule", "deployed (UTC)", "by", "file", "runs", "last run", "started (UTC)")
     for history in found:
-        assert history.current is not None
+        current = history.current
+        assert current is not None
         last = history.run()
-        table.add_row(history.name, when(history.deployed_at), history.current.by or "", history.current.file or "",
-                      str(len(history.runs)), last.started.run if last else "",
+        runs_made = f"{history.runs_of(current)}" + (f" of {current.count}" if current.count else "")
+        table.add_row(history.name, history.state, current.schedule or "", when(history.deployed_at),
+                      current.by or "", current.file or "", runs_made, last.started.run if last else "",
                       when(last.started_at) if last else "")
     console.print(table)
 
@@ -119,6 +128,9 @@ def _history_dict(history: runs.History) -> dict[str, Any]:
         "deployed_at": history.deployed_at,
         "deployed_by": None if current is None else current.by,
         "file": None if current is None else current.file,
+        "state": history.state,
+        "schedule": None if current is None else current.schedule,
+        "count": None if current is None else current.count,
         "runs": [_run_dict(run) for run in history.runs.values()],
     }
 

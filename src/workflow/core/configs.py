@@ -265,8 +265,8 @@ def _name(reader: _Reader, top: dict[str, tuple[yaml.Node, yaml.Node]], root: ya
         return ""
     node = top["name"][1]
     name = reader.value(node)
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 64:
-        reader.problem(node, f"name is 1-64 letters, digits and '-', got {name!r}")
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 57:
+        reader.problem(node, f"name is 1-57 letters, digits and '-', got {name!r}")
         return ""
     return name
 

@@ -31,7 +31,14 @@ from workflow.core.work import NAME_PATTERN, Work
 
 #: The subjects of configuration events: ``wf._config.<name>.<event>``.
 CONFIG_PREFIX = f"{PREFIX}._config"
-ConfigName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+#: At most 57 characters: its schedule is named ``config-<name>`` (a schedule name has 64 at most).
+ConfigName = Annotated[str, msgspec.Meta(min_length=1, max_length=57, pattern=NAME_PATTERN)]
+SCHEDULE_PREFIX = "config-"
+
+
+def schedule_name(name: str) -> str:
+    """The name of the schedule that starts a scheduled configuration's runs (``schedule ls``)."""
+    return f"{SCHEDULE_PREFIX}{name}"
 
 
 class ConfigEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -46,10 +53,13 @@ class ConfigEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 class ConfigDeployed(ConfigEvent, frozen=True, kw_only=True, tag="deployed"):
     """A configuration was deployed (again): ``source`` is the whole file, as read, so every
-    run of it can be planned again from the log alone (its works' ids are derived)."""
+    run of it can be planned again from the log alone (its works' ids are derived). With a
+    ``schedule`` (the server's spec), runs start at its firings, ``count`` of them at most."""
 
     source: str
     file: str | None = None
+    schedule: str | None = None
+    count: int | None = None
 
 
 class ConfigRemoved(ConfigEvent, frozen=True, kw_only=True, tag="removed"):
@@ -126,7 +136,7 @@ def check_name(name: str) -> str:
     try:
         return msgspec.convert(name, ConfigName)
     except msgspec.ValidationError:
-        raise ValidationError("name", f"a configuration name is 1-64 letters, digits or '-', got {name!r}") from None
+        raise ValidationError("name", f"a configuration name is 1-57 letters, digits or '-', got {name!r}") from None
 
 
 # -- a configuration's history, folded -------------------------------------------------------
@@ -169,6 +179,25 @@ class History:
             else:
                 run.retries.append(event)
                 run.stopped = None  # a retried run goes on
+
+    def runs_of(self, deployed: ConfigDeployed) -> int:
+        """How many runs a deployment started."""
+        return sum(run.started.deployed == deployed.id for run in self.runs.values())
+
+    @property
+    def expired(self) -> bool:
+        """The deployment in force is scheduled with a ``count`` and has started that many runs."""
+        current = self.current
+        return current is not None and current.count is not None and self.runs_of(current) >= current.count
+
+    @property
+    def state(self) -> str:
+        """``removed``, ``expired``, ``scheduled`` (runs at its firings) or ``deployed``."""
+        if self.current is None:
+            return "removed"
+        if self.expired:
+            return "expired"
+        return "scheduled" if self.current.schedule else "deployed"
 
     def run(self, run_id: str | None = None) -> Run | None:
         """A run by id, or the latest when ``run_id`` is None (None: no such run)."""

@@ -158,6 +158,9 @@ class ScheduleAdded(ScheduleEvent, frozen=True, kw_only=True):
 
     schedule: str
     work: Work
+    #: Set when the schedule starts runs of a pipeline configuration (:mod:`workflow.core.runs`)
+    #: instead of depositing ``work`` (then only a label: the configuration's name as pipeline).
+    configuration: str | None = None
 
 
 class ScheduleRemoved(ScheduleEvent, frozen=True, kw_only=True):

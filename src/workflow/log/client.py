@@ -425,6 +425,13 @@ class Client:
         parts = self._connected
         return await config_log.retry(parts.gateway, parts.buckets, name, run)
 
+    async def start_scheduled_run(self, name: str, run: str) -> str:
+        """A firing of a scheduled configuration (what ``workflow server``'s scheduler calls):
+        start run ``run`` once, or not at all if removed or expired (see
+        :func:`workflow.log.configs.start_scheduled_run`)."""
+        parts = self._connected
+        return await config_log.start_scheduled_run(parts.gateway, parts.buckets, name, run)
+
     async def remove_config(self, name: str, reason: str | None = None) -> runs.ConfigRemoved:
         """Remove a configuration (its runs under way go on). NotFoundError if none is deployed."""
         return await config_log.remove(self._connected.gateway, name, reason)

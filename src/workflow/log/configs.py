@@ -27,8 +27,9 @@ from workflow.core.bulk import status_after
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.ids import new_id
 from workflow.core.subjects import STREAM
-from workflow.core.work import check_site
+from workflow.core.work import Work, check_site
 from workflow.log import jsapi
+from workflow.log import schedules as schedule_log
 from workflow.log.buckets import Buckets
 from workflow.log.deposits import deposit
 from workflow.log.gateway import LogGateway
@@ -146,20 +147,28 @@ async def _append(gateway: LogGateway, event: runs.ConfigEvent, expected: int) -
 async def deploy(gateway: LogGateway, buckets: Buckets, config: cfg.Config, file: str | None = None) -> Deployment:
     """Record ``config`` as deployed (replacing the one in force of that name, whose runs go
     on) and start a run of it: its ``RunStarted``, then its works. Every work is planned and
-    checked (site included) before anything is written: a bad one writes nothing."""
-    if config.schedule is not None:
-        raise ValidationError(
-            "schedule", f"configuration {config.name} has a schedule; scheduled configurations are not supported "
-            "yet: remove `schedule:` to run it once now"
-        )
+    checked (site included) before anything is written: a bad one writes nothing.
+
+    A configuration with a ``schedule`` starts no run now: its schedule (``config-<name>``,
+    fired by ``workflow server``'s scheduler) starts one at each firing, ``count`` at most."""
+    runs.check_name(config.name)
     run_id = new_id()
     now = time.time()
     plan = cfg.plan(config, run_id, now)
     for planned in plan.works:
         check_site(planned.work.site)
     seq, _ = await history(gateway.nc, config.name)
-    deployed = runs.ConfigDeployed(name=config.name, time=now, by=gateway.name, source=config.source, file=file)
+    schedule = config.schedule
+    deployed = runs.ConfigDeployed(name=config.name, time=now, by=gateway.name, source=config.source, file=file,
+                                   schedule=None if schedule is None else schedule.spec,
+                                   count=None if schedule is None else schedule.count)
     seq = await _append(gateway, deployed, seq)
+    await _unschedule(gateway, config.name)  # a redeploy replaces the schedule of the one before
+    if schedule is not None:
+        label = Work(pipeline=config.name)  # a schedule of a configuration deposits no work of its own
+        await schedule_log.add(gateway, runs.schedule_name(config.name), label, schedule.spec,
+                               configuration=config.name)
+        return Deployment(deployed, None, None)
     started = runs.RunStarted(name=config.name, time=now, by=gateway.name, run=run_id, deployed=deployed.id,
                               works=len(plan.works))
     await _append(gateway, started, seq)
@@ -167,15 +176,57 @@ async def deploy(gateway: LogGateway, buckets: Buckets, config: cfg.Config, file
     return Deployment(deployed, started, plan)
 
 
+async def _unschedule(gateway: LogGateway, name: str, reason: str = "replaced") -> None:
+    """Remove the schedule of a configuration, if it has one in force."""
+    try:
+        await schedule_log.remove(gateway, runs.schedule_name(name), reason)
+    except (NotFoundError, ConflictError):
+        pass  # none, or another writer removed it meanwhile
+
+
+async def start_scheduled_run(gateway: LogGateway, buckets: Buckets, name: str, run_id: str) -> str:
+    """A firing of a scheduled configuration: start its run ``run_id`` (derived from the
+    firing, so a firing handled twice, by one scheduler or two, starts one run), unless the
+    configuration was removed or has run ``count`` times (then its schedule is removed:
+    expired). A run already started has its works deposited again (a no-op, or the end of
+    a deposit cut short). Returns what happened: ``started``, ``again``, ``expired`` or ``removed``."""
+    for _ in range(3):
+        seq, folded = await history(gateway.nc, name)
+        current = folded.current
+        if current is None:
+            return "removed"
+        run = folded.runs.get(run_id)
+        if run is None and folded.expired:
+            await _unschedule(gateway, name, "expired")
+            return "expired"
+        config = cfg.parse(current.source, current.file or name)
+        started_at = time.time() if run is None else run.started.time
+        plan = cfg.plan(config, run_id, started_at)
+        if run is None:
+            started = runs.RunStarted(name=name, time=started_at, by=gateway.name, run=run_id, deployed=current.id,
+                                      works=len(plan.works))
+            try:
+                await _append(gateway, started, seq)
+            except ConflictError:
+                continue  # another event meanwhile (another scheduler's start of this run?): look again
+            folded.observe(started, started_at)
+        await deposit(gateway, buckets, [planned.work for planned in plan.works])
+        if folded.expired:  # that was the last run: no firing after it
+            await _unschedule(gateway, name, "expired")
+        return "started" if run is None else "again"
+    raise ConflictError(f"configuration {name} kept changing; run {run_id} not started")
+
+
 async def remove(gateway: LogGateway, name: str, reason: str | None = None) -> runs.ConfigRemoved:
-    """Record that a configuration is removed (its runs under way go on; ``stop`` them).
-    NotFoundError if none of that name is deployed."""
+    """Record that a configuration is removed (its runs under way go on; ``stop`` them), and
+    its schedule if it has one. NotFoundError if none of that name is deployed."""
     seq, folded = await history(gateway.nc, name)
     if folded.current is None:
         raise NotFoundError(f"no configuration named {name!r} is deployed (see `workflow configs ls`)")
     event = runs.ConfigRemoved(name=name, time=time.time(), by=gateway.name, deployed=folded.current.id,
                                reason=reason)
     await _append(gateway, event, seq)
+    await _unschedule(gateway, name, "configuration removed")
     return event
 
 
