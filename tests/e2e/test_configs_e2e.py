@@ -9,6 +9,7 @@ rest. And a file with three errors gets three located messages, exit 2, and no e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -168,3 +169,81 @@ async def test_a_file_with_three_errors_gets_three_located_messages_exit_2_and_n
     good.write_text(CHAIN.replace("FAIL_EVENT", "0"))
     dry = cli(nats_url, "configs", "deploy", str(good), "--dry-run", "--json")
     assert dry.returncode == 0 and len(json.loads(dry.stdout)) == 14
+
+
+async def test_a_scheduled_configuration_under_two_servers_runs_exactly_count_times_then_expires(
+    nats_url: str, tmp_path: Path
+):
+    env = env_for(nats_url)
+    logs = [tmp_path / f"server{i}.log" for i in range(2)]
+    servers = [workflow_process(["server", "--nats", nats_url, "--data-dir", str(tmp_path / f"data{i}")], env,
+                                logs[i], tmp_path) for i in range(2)]
+    try:
+        await until(lambda: all("scheduler live" in log.read_text() for log in logs), timeout=60,
+                    explain=lambda: log_tails(logs))
+        path = tmp_path / "ticking.yaml"
+        path.write_text("name: ticking\nschedule:\n  cron: '* * * * * *'\n  count: 3\nsteps:\n"
+                        "  - {name: a, matrix: {i: [1, 2]}, work: {pipeline: tick, parameters: {i: '${{ matrix.i }}'}}}"
+                        "\n")
+        deployed = cli(nats_url, "configs", "deploy", str(path), "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        assert json.loads(deployed.stdout)["run"] is None
+
+        def expired() -> list | None:
+            listed = json.loads(cli(nats_url, "configs", "ls", "--json").stdout)
+            return listed if listed and listed[0]["state"] == "expired" else None
+
+        [listed] = await until(expired, timeout=60, explain=lambda: log_tails(logs))
+        await asyncio.sleep(3)  # three more seconds of firings: absence has no event to wait for
+        [listed] = json.loads(cli(nats_url, "configs", "ls", "--json").stdout)
+        assert listed["state"] == "expired" and len(listed["runs"]) == 3 and listed["count"] == 3
+        assert json.loads(cli(nats_url, "schedule", "ls", "--json").stdout) == []
+        async with workflow.connect(nats_url) as client:
+            info = await jsapi.request(client.nc, "STREAM.INFO.WORKFLOW", {"subjects_filter": "wf.tick.>"})
+            assert sum(info["state"]["subjects"].values()) == 6  # 3 runs x 2 works, each deposited once
+    finally:
+        for server in servers:
+            end(server)
+
+
+async def test_a_step_run_by_a_real_worker_gets_the_earlier_steps_result_and_its_release_records_it(
+    nats_url: str, tmp_path: Path
+):
+    env = env_for(nats_url)
+    logs = [tmp_path / "server.log", tmp_path / "worker.log"]
+    server = workflow_process(["server", "--nats", nats_url, "--data-dir", str(tmp_path / "data")], env,
+                              logs[0], tmp_path)
+    worker = workflow_process(["run", "chain", "--sleep", "1"], env, logs[1], tmp_path)
+    try:
+        await until(lambda: "resolver live" in logs[0].read_text(), timeout=60, explain=lambda: log_tails(logs))
+        path = tmp_path / "flow.yaml"
+        path.write_text(textwrap.dedent("""\
+            name: flow
+            defaults: {pipeline: chain, function: worker_functions.chain_step}
+            matrix: {event: [7, 8]}
+            steps:
+              - name: fetch
+                work: {parameters: {event: "${{ matrix.event }}"}}
+              - name: use
+                stage: 2
+                work: {parameters: {given: "${{ steps.fetch.results.parameters }}"}}
+        """))
+        deployed = cli(nats_url, "configs", "deploy", str(path), "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        run = json.loads(deployed.stdout)["run"]
+        shown = await until(lambda: (lambda s: s if s["status"] == "success" else None)(ps(nats_url, "flow", run)),
+                            timeout=60, explain=lambda: log_tails(logs))
+        uses = [work_id for work_id, slot in shown["works"].items() if slot["step"] == "use"]
+        assert len(uses) == 2
+        async with workflow.connect(nats_url) as client:
+            for work_id in uses:
+                work = await client.get(work_id)
+                event = work.results["parameters"]["given"]["event"]  # what the worker's function was given
+                assert event in (7, 8)
+                history = await client.history(work_id)
+                [requeued] = [e for e in history if type(e).__name__ == "Requeued"]
+                assert requeued.work.parameters == {"given": {"event": event}}  # recorded at release
+                assert history[0].work.parameters == {"given": "${{ steps.fetch.results.parameters }}"}
+    finally:
+        end(worker)
+        end(server)
