@@ -223,3 +223,26 @@ async def test_a_scheduled_configuration_under_two_schedulers_runs_count_times_t
         assert [slot.work.config["parent"] for slot in state.slots] == [run.started.run] * 2
         assert sorted(state.statuses.values()) == ["queued", "queued"]
     assert await log_messages(client.nc, "wf.alpha.>") == 6  # 3 runs x 2 works, each deposited once
+
+
+def test_the_projector_keeps_configuration_events_in_other_and_rejects_none():
+    from workflow.results import database
+    from workflow.results.projector import Projector
+
+    deployed = runs.ConfigDeployed(name="chain", time=1.0, source=CHAIN)
+    started = runs.RunStarted(name="chain", time=1.0, run="01JRUN", deployed=deployed.id, works=10)
+    con = database.connect(":memory:")
+    Projector(con).apply([(seq, 1.0, runs.event_subject(event), runs.encode(event))
+                          for seq, event in enumerate((deployed, started), start=1)])
+    assert con.execute("SELECT seq, subject FROM other ORDER BY seq").fetchall() == [
+        (1, "wf._config.chain.deployed"), (2, "wf._config.chain.started")]
+    assert con.execute("SELECT count(*) FROM rejected").fetchall() == [(0,)]
+
+
+def test_the_metrics_count_no_configuration_event_as_a_works():
+    from workflow.results.metrics import EventCounts
+
+    counts = EventCounts()
+    started = runs.RunStarted(name="chain", time=1.0, run="01JRUN", deployed="d", works=10)
+    counts.add(runs.event_subject(started), runs.encode(started), 1)  # wf._config.chain.started
+    assert counts.counts == {}
