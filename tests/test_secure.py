@@ -3,6 +3,7 @@ a real server. Every refusal is the server's; the CLI turns it into one line and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -179,3 +180,18 @@ def test_a_worker_may_take_works_by_filter_and_heartbeat_its_claim(secured):
     viewer = role(secured, "viewer")
     assert '"status":"success"' in cli("show", tagged.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")
     assert '"status":"queued"' in cli("show", plain.stdout.strip(), "--json", env=viewer).stdout.replace(" ", "")
+
+
+def test_an_operator_can_deploy_stop_and_remove_a_pipeline_configuration(secured, tmp_path):
+    path = tmp_path / "chain.yaml"
+    path.write_text("name: secured-chain\nsteps:\n  - {name: a, work: {pipeline: secured}}\n"
+                    "  - {name: b, stage: 2, work: {pipeline: secured}}\n")  # b waits: a waiting deposit
+    operator = role(secured, "operator")
+    deployed = cli("configs", "deploy", str(path), "--json", env=operator)
+    assert deployed.returncode == 0, deployed.stderr
+    run = json.loads(deployed.stdout)["run"]
+    stopped = cli("configs", "stop", "secured-chain", run, env=operator)
+    assert stopped.returncode == 0, stopped.stderr
+    removed = cli("configs", "rm", "secured-chain", env=operator)
+    assert removed.returncode == 0, removed.stderr
+    assert_denied(cli("configs", "deploy", str(path), env=role(secured, "depositor")), "_config")
