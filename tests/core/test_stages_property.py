@@ -7,7 +7,9 @@ failing. What happens must be what the rules of a configuration say (see core/co
   one that did not;
 - an ``always`` step runs once they all finished; a ``failure`` step once they all finished
   and one did not succeed, else it is skipped;
-- each work finishes exactly once, and none starts before what it follows has finished.
+- each work finishes exactly once, and none starts before what it follows has finished;
+- all of it also when the resolver is away while works finish and starts again (it reads
+  the log from the start, then the heads of what is still pending, then goes live).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ulid import ULID
 from workflow.core import events as ev
 from workflow.core.configs import parse, plan
 from workflow.core.fold import fold
-from workflow.core.waits import Cancel, Registry, Release, check_condition
+from workflow.core.waits import Cancel, Registry, Release, check_condition, precursor_outcome
 
 
 @st.composite
@@ -76,6 +78,22 @@ class Simulation:
         for action in self.registry.go_live(0.0):
             self.act(action)
 
+    def restart(self) -> None:
+        """A resolver (re)starts: a new registry reads the whole log, not live, then reads the
+        heads of the precursors still pending, then goes live (as the resolver's ``_go_live``)."""
+        self.registry = Registry()
+        for seq, event in self.log:
+            assert self.registry.observe(seq, event.work_id, event, 0.0) == []  # nothing while catching up
+        actions = []
+        for precursor in sorted(self.registry.pending_precursors()):
+            head = [e for _, e in self.log if e.work_id == precursor][-1]
+            outcome = precursor_outcome(head)
+            if outcome is not None:
+                actions += self.registry.precursor(precursor, outcome, 0.0)
+        actions += self.registry.go_live(0.0)
+        for action in actions:
+            self.act(action)
+
     def run(self, work_id: str, fails: bool) -> None:
         self.queued.remove(work_id)
         common = {"work_id": work_id, "pipeline": "p", "time": 0.0, "attempt": 1}
@@ -97,7 +115,12 @@ def test_stages_and_conditions_over_random_outcomes_follow_the_rules(configurati
     sim.deposit(works)
     while sim.queued:  # a worker pool takes the queued works in any order
         work_id = data.draw(st.sampled_from(sorted(sim.queued)))
-        sim.run(work_id, fails=work_id in failing)
+        if data.draw(st.booleans()):  # the resolver is away while the work runs, and starts again
+            sim.registry = Registry()  # (one that acts on nothing meanwhile)
+            sim.run(work_id, fails=work_id in failing)
+            sim.restart()
+        else:
+            sim.run(work_id, fails=work_id in failing)
 
     events_of = {work.id: [(seq, e) for seq, e in sim.log if e.work_id == work.id] for work in works}
     status = {}

@@ -246,3 +246,20 @@ def test_the_metrics_count_no_configuration_event_as_a_works():
     started = runs.RunStarted(name="chain", time=1.0, run="01JRUN", deployed="d", works=10)
     counts.add(runs.event_subject(started), runs.encode(started), 1)  # wf._config.chain.started
     assert counts.counts == {}
+
+
+async def test_a_resolver_started_after_a_step_failed_skips_what_followed_it(client, nats_url):
+    from workflow.followers.resolver import run_resolver
+
+    deployment = await client.deploy_config(CHAIN)  # no resolver yet
+    first = await client.withdraw("alpha", timeout=5)
+    await client.fail(first, "error", "no data", retry=False)
+    localise = [p.work.id for p in deployment.plan.of_step("localise")]
+    async with running(run_resolver, nats_url):
+
+        async def skipped():
+            heads = [await client.head(work_id) for work_id in localise]
+            return heads if all(type(h.event).__name__ == "Cancelled" for h in heads) else None
+
+        heads = await eventually(skipped, timeout=20)
+    assert {h.event.reason for h in heads} == {f"skipped: step fetch failed (precursor {first.id})"}

@@ -62,7 +62,8 @@ class Waiting:
     pending: set[str]  # precursors not known to have succeeded (``success``) or finished (the others)
     not_before: float | None
     when: Condition = "success"
-    not_succeeded: list[str] = field(default_factory=list)  # finished precursors that did not succeed
+    #: Finished precursors that did not succeed, and how they ended ("failed", "was cancelled").
+    not_succeeded: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,13 @@ class Registry:
                 waiting.pending.discard(precursor)
                 self._watchers[precursor].discard(work_id)
                 if outcome != "succeeded":
-                    waiting.not_succeeded.append(precursor)
+                    waiting.not_succeeded.setdefault(precursor, outcome)
                 actions += self.check(work_id, now)
             elif self.live:
                 self._forget(work_id)
                 actions.append(Cancel(waiting, f"precursor {precursor} {outcome}", precursor, outcome))
+            else:  # catching up: noted, and the work is cancelled on going live (``check``)
+                waiting.not_succeeded.setdefault(precursor, outcome)
         if not self._watchers.get(precursor):
             self._watchers.pop(precursor, None)
         return actions
@@ -149,7 +152,13 @@ class Registry:
     def check(self, work_id: str, now: float) -> list[Action]:
         """Release the work if nothing is left to wait for, else set its timer (live only)."""
         waiting = self.works.get(work_id)
-        if waiting is None or waiting.pending or not self.live:
+        if waiting is None or not self.live:
+            return []
+        if waiting.when == "success" and waiting.not_succeeded:  # one failed while catching up
+            precursor, outcome = next(iter(waiting.not_succeeded.items()))
+            self._forget(work_id)
+            return [Cancel(waiting, f"precursor {precursor} {outcome}", precursor, outcome)]
+        if waiting.pending:
             return []
         if waiting.not_before is not None and waiting.not_before > now:
             heapq.heappush(self._timers, (waiting.not_before, work_id))
@@ -209,7 +218,7 @@ def _release_reason(waiting: Waiting) -> str:
     precursors = waiting.work.precursors or []
     parts = []
     if precursors and waiting.when != "success":
-        failed = waiting.not_succeeded
+        failed = list(waiting.not_succeeded)
         parts.append(f"precursors finished (if {waiting.when}"
                      + (f"; {len(failed)} did not succeed, e.g. {failed[0]})" if failed else ")"))
     elif precursors:
