@@ -271,8 +271,9 @@ async def run_state(gateway: LogGateway, name: str, run_id: str | None = None) -
     _, folded = await history(gateway.nc, name)
     run = folded.run(run_id)
     if run is None:
-        what = f"run {run_id}" if run_id else "any run"
-        raise NotFoundError(f"configuration {name!r} has no {what} (see `workflow configs ps {name}`)")
+        if run_id is None:
+            raise NotFoundError(f"configuration {name!r} has no run yet (see `workflow configs ls`)")
+        raise NotFoundError(f"configuration {name!r} has no run {run_id} (its runs: `workflow configs ls --json`)")
     deployed = folded.deployments[run.started.deployed]
     config = cfg.parse(deployed.source, deployed.file or name)
     plan = cfg.plan(config, run.started.run, run.started.time)
