@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,12 @@ async def test_a_scheduled_configuration_under_two_servers_runs_exactly_count_ti
         deployed = cli(nats_url, "configs", "deploy", str(path), "--json")
         assert deployed.returncode == 0, deployed.stderr
         assert json.loads(deployed.stdout)["run"] is None
+        before = time.time()
+        [scheduled] = json.loads(cli(nats_url, "configs", "ls", "--json").stdout)
+        if scheduled["state"] == "scheduled":  # (not yet expired: its next firing is the next second)
+            assert before < scheduled["next_firing"] <= time.time() + 1
+        timers = json.loads(cli(nats_url, "schedule", "ls", "--json").stdout)  # (none once expired: 3 s)
+        assert [(t["name"], t["configuration"]) for t in timers] in ([], [("config-ticking", "ticking")])
 
         def expired() -> list | None:
             listed = json.loads(cli(nats_url, "configs", "ls", "--json").stdout)

@@ -7,6 +7,7 @@ line per problem on stderr, exit 2, and nothing is written (see :mod:`workflow.c
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from workflow.cli.output import console, errors, print_json, reported, with_clie
 from workflow.core import configs as cfg
 from workflow.core import runs
 from workflow.core.display import when
+from workflow.core.schedules import next_firing
 from workflow.log.configs import Deployment, RunState
 
 ConfigName = Annotated[str, typer.Argument(metavar="NAME", help="The configuration's name (its `name:`).")]
@@ -108,21 +110,31 @@ def ls(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json([_history_dict(history) for history in found])
         return
-    table = Table("name", "state", "schedule", "deployed (UTC)", "by", "file", "runs", "last run", "started (UTC)")
+    table = Table("name", "state", "schedule", "next (UTC)", "deployed (UTC)", "by", "file", "runs", "last run",
+                  "started (UTC)")
     for history in found:
         current = history.current
         assert current is not None
         last = history.run()
         runs_made = f"{history.runs_of(current)}" + (f" of {current.count}" if current.count else "")
-        table.add_row(history.name, history.state, current.schedule or "", when(history.deployed_at),
-                      current.by or "", current.file or "", runs_made, last.started.run if last else "",
-                      when(last.started_at) if last else "")
+        table.add_row(history.name, history.state, current.schedule or "", when(_next(history)),
+                      when(history.deployed_at), current.by or "", current.file or "", runs_made,
+                      last.started.run if last else "", when(last.started_at) if last else "")
     console.print(table)
+
+
+def _next(history: runs.History) -> float | None:
+    """The next firing of a scheduled configuration still in force (None: none)."""
+    current = history.current
+    if current is None or current.schedule is None or history.expired:
+        return None
+    return next_firing(current.schedule, time.time(), since=history.deployed_at)
 
 
 def _history_dict(history: runs.History) -> dict[str, Any]:
     current = history.current
     return {
+        "next_firing": _next(history),
         "name": history.name,
         "deployed": None if current is None else current.id,
         "deployed_at": history.deployed_at,
