@@ -127,6 +127,8 @@ def test_a_file_with_many_problems_reports_each_with_its_line_and_column():
      "3:27: step a: matrix.b lists a value twice"),
     ("name: x\nschedule: {cron: '0 99 * * *'}\nsteps:\n  - {name: a, work: {pipeline: p}}\n",
      "2:18: schedule.cron: hours: expected 0-23"),
+    ("name: x\ndeployments: [{image: chime/frb}]\nsteps:\n  - {name: a, work: {pipeline: p}}\n",
+     "2:1: deployments (images, replicas) are not part of a configuration here"),
     ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ steps.f.results.y }}'}}}\n",
      "3:47: step a: ${{ steps.f.results… }} names no step"),
     ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ steps.b.results.y }}'}}}\n"
@@ -244,3 +246,8 @@ def test_a_retried_work_reads_the_results_of_the_works_that_replace_its_inputs()
         expected = new_fetch if planned.combination["event"] == 1 else fetch[1].work.id
         assert again.config["inputs"] == {"fetch": expected} and again.config["replaces"] == planned.work.id
         assert sorted(again.precursors) == sorted([new_fetch, fetch[1].work.id])
+
+
+def test_a_schedule_written_as_the_old_system_writes_it_is_read():
+    text = "name: x\nschedule: {cronspec: '30 1 * * *', count: 2}\nsteps:\n  - {name: a, work: {pipeline: p}}\n"
+    assert configs.parse(text).schedule == configs.Schedule("0 30 1 * * *", 2)

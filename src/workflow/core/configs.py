@@ -14,7 +14,7 @@ them). Kept pure: this module reads text and returns works; the log layer
     matrix:                        # run-wide: every step is expanded over it
       event: [12345, 67890]
     schedule:                      # optional: a run at each firing
-      cron: "0 2 * * *"            # 5 fields (minute first) or 6 (seconds first), UTC; or @daily…
+      cron: "0 2 * * *"            # (or cronspec:) 5 fields, minute first, or 6, seconds first; UTC; @daily…
       count: 3                     # after that many runs the schedule is expired
     steps:
       - name: fetch                # unique; names the works (config.step)
@@ -81,7 +81,7 @@ from workflow.core.work import NAME_PATTERN, Work
 
 _TOP_KEYS = ("name", "defaults", "matrix", "schedule", "steps")
 _STEP_KEYS = ("name", "stage", "work", "matrix", "if", "runs_on")
-_SCHEDULE_KEYS = ("cron", "count")
+_SCHEDULE_KEYS = ("cron", "cronspec", "count")  # cronspec: the name in the system users come from
 #: Work fields a run sets itself: a file may not.
 _MANAGED = ("id", "status", "precursors", "attempt", "creation", "start", "stop", "results")
 #: Keys of a work's ``config`` a run sets (see the module).
@@ -247,7 +247,13 @@ def parse(text: str, file: str = "<config>") -> Config:
         raise ConfigError(file, [Problem(1, 1, f"not valid YAML: {error}")]) from None
     if root is None:
         raise ConfigError(file, [Problem(1, 1, "the file is empty; a configuration needs a name and steps")])
-    top = reader.mapping(root, "a configuration", _TOP_KEYS)
+    if isinstance(root, yaml.MappingNode):  # a key of the old system's files with no counterpart here
+        for key_node, _ in root.value:
+            if getattr(key_node, "value", None) == "deployments":
+                reader.problem(key_node, "deployments (images, replicas) are not part of a configuration here: "
+                                         "start workers with `workflow run`, and remove this key")
+    top = reader.mapping(root, "a configuration", (*_TOP_KEYS, "deployments"))
+    top.pop("deployments", None)
     name = _name(reader, top, root)
     defaults = _defaults(reader, top)
     run_matrix = _matrix(reader, top["matrix"][1], "matrix") if "matrix" in top else {}
@@ -349,6 +355,11 @@ def _schedule(reader: _Reader, node: yaml.Node) -> Schedule | None:
     entries = reader.mapping(node, "schedule", _SCHEDULE_KEYS)
     if not entries:
         return None
+    if "cronspec" in entries:
+        if "cron" in entries:
+            reader.problem(entries["cronspec"][0], "schedule: give cron or cronspec (the same), not both")
+        else:
+            entries["cron"] = entries.pop("cronspec")
     spec = None
     if "cron" not in entries:
         reader.problem(node, 'schedule needs a cron: 5 fields, minute first, in UTC ("0 2 * * *"), or @daily…')
