@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.js.api import DeliverPolicy
 
 from workflow.core import events as ev
@@ -67,7 +68,7 @@ class Resolver:
         self._inbox: asyncio.Queue[tuple[int, str, bytes, int]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self.live = asyncio.Event()  # set once the log is read up to where it was at the start
-        self._steps: dict[str, str] = {}  # precursor id -> its configuration step (skip reasons)
+        self._steps: dict[str, asyncio.Future[str]] = {}  # precursor id -> its configuration step (skip reasons)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log and act until ``stop`` is set."""
@@ -211,18 +212,22 @@ class Resolver:
         precursor = action.precursor
         if precursor is None or "step" not in (action.waiting.work.config or {}):
             return action.reason
-        step = self._steps.get(precursor)
-        if step is None:
-            try:
-                step = str(((await self._client.get(precursor)).config or {}).get("step", ""))
-            except WorkflowError:
-                step = ""
+        lookup = self._steps.get(precursor)
+        if lookup is None:  # one read per precursor, however many works it skips at once
             if len(self._steps) > _STEP_NAMES:
                 self._steps.clear()
-            self._steps[precursor] = step
+            lookup = self._steps[precursor] = asyncio.ensure_future(self._step_of(precursor))
+        step = await asyncio.shield(lookup)
         if not step:
             return action.reason
         return f"skipped: step {step} {action.outcome} (precursor {precursor})"
+
+    async def _step_of(self, work_id: str) -> str:
+        """The configuration step of a work ("" if none, or if it cannot be read now)."""
+        try:
+            return str(((await self._client.get(work_id)).config or {}).get("step", ""))
+        except (WorkflowError, nats.errors.Error, TimeoutError):  # the reason then names the work only
+            return ""
 
     async def _still_waiting(self, waiting: Waiting) -> int | None:
         """The work's head sequence if it still waits (its head was a forged message), else
