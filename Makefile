@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-.PHONY: demo test test-under-load lint chromium slurm docs bench bench-peers install lock clean
+.PHONY: demo demo-configs test test-under-load lint chromium slurm docs bench bench-peers install lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m workflow.demo
+
+# The same with a pipeline configuration: examples/localise.yaml deployed and run (docs/howto/configs.md).
+demo-configs: $(STAMP)
+	$(BIN)/python -m workflow.demo configs
 
 # The layers (import-linter), declared vs imported packages (deptry), lint (ruff) and
 # types (mypy) first: a change that breaks the architecture or imports an undeclared
@@ -71,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/work_queue.py
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/configs.py
 
 # workflow side by side with Dramatiq, Celery, RQ (on redis-server from Debian) and taskiq-nats (on the
 # embedded nats-server), the peers into .venv.

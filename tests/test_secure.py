@@ -3,6 +3,7 @@ a real server. Every refusal is the server's; the CLI turns it into one line and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -217,3 +218,18 @@ async def test_a_worker_archives_products_a_viewer_gets_them_and_cannot_put_any(
             await ObjectStoreStorage(viewer.nc, "PRODUCTS").put(tmp_path / "cand.dat", forged, limit=None)
     async with workflow.connect(secured[1], **credentials(secured, "worker")) as worker:
         assert await ObjectStoreStorage(worker.nc, "PRODUCTS").keys("forged/") == []
+
+
+def test_an_operator_can_deploy_stop_and_remove_a_pipeline_configuration(secured, tmp_path):
+    path = tmp_path / "chain.yaml"
+    path.write_text("name: secured-chain\nsteps:\n  - {name: a, work: {pipeline: secured}}\n"
+                    "  - {name: b, stage: 2, work: {pipeline: secured}}\n")  # b waits: a waiting deposit
+    operator = role(secured, "operator")
+    deployed = cli("configs", "deploy", str(path), "--json", env=operator)
+    assert deployed.returncode == 0, deployed.stderr
+    run = json.loads(deployed.stdout)["run"]
+    stopped = cli("configs", "stop", "secured-chain", run, env=operator)
+    assert stopped.returncode == 0, stopped.stderr
+    removed = cli("configs", "rm", "secured-chain", env=operator)
+    assert removed.returncode == 0, removed.stderr
+    assert_denied(cli("configs", "deploy", str(path), env=role(secured, "depositor")), "_config")

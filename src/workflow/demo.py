@@ -8,6 +8,10 @@
 4. prints each work's result and the history of one of them, and where that one's plot
    (a small PNG its ``add`` drew) was archived, fetched back with its checksum verified;
 5. stops the worker and the server cleanly (SIGTERM), leaving nothing running.
+
+``make demo-configs`` (``python -m workflow.demo configs``) does the same with a pipeline
+configuration: it deploys ``examples/localise.yaml``, runs a worker until the run is over,
+and prints ``workflow configs ps`` (see docs/howto/configs.md).
 """
 
 from __future__ import annotations
@@ -163,5 +167,44 @@ def main() -> None:
         console.print("5. worker and server stopped cleanly. Try it yourself: see the README's 5-minute tour.")
 
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "localise.yaml"
+
+
+async def wait_for_run(url: str, name: str, timeout: float = 120) -> str:
+    """The status of the latest run of ``name`` once it is over (or ``running`` at the deadline)."""
+    async with workflow.connect(url) as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = (await client.config_run(name)).view.status
+            if status != "running" or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(0.5)
+
+
+def configs_main() -> None:
+    """The configuration demo (see the module)."""
+    if not EXAMPLE.is_file():
+        raise SystemExit(f"{EXAMPLE} not found: run the configuration demo from a checkout (make demo-configs)")
+    with tempfile.TemporaryDirectory(prefix="workflow-demo-") as tmp:
+        console.rule("workflow configs demo")
+        server, url = start_server(Path(tmp) / "data")
+        env = {**os.environ, "WORKFLOW_NATS_URL": url}
+        worker = None
+        try:
+            console.print(f"1. server up at [bold]{url}[/]: its resolver releases each stage of a run")
+            subprocess.run(workflow_command("configs", "deploy", str(EXAMPLE), "--dry-run"), env=env, check=True)
+            subprocess.run(workflow_command("configs", "deploy", str(EXAMPLE)), env=env, check=True)
+            worker = subprocess.Popen(workflow_command("run", "localise", "--sleep", "1", "--log-level", "warning"),
+                                      env=env)
+            console.print("2. deployed; worker started: workflow run localise")
+            status = asyncio.run(wait_for_run(url, "localise"))
+            subprocess.run(workflow_command("configs", "ps", "localise"), env=env, check=True)
+            if status != "success":
+                raise SystemExit(f"the run ended {status}")
+        finally:
+            stop(worker, server)
+        console.print("3. worker and server stopped. The format and the commands: docs/howto/configs.md.")
+
+
 if __name__ == "__main__":
-    main()
+    configs_main() if sys.argv[1:] == ["configs"] else main()

@@ -55,6 +55,7 @@ def test_the_walk_finds_every_command_of_the_readme_and_its_options():
         "streams apply", "replay", "sql", "export", "projector", "tui", "secure init", "audit",
         "schedule add", "schedule ls", "schedule rm", "notify test", "scale",
         "products ls", "products get", "workspace set", "workspace ls", "workspace show", "workspace unset",
+        "configs deploy", "configs ls", "configs ps", "configs stop", "configs retry", "configs rm",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
 

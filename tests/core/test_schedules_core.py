@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,3 +119,28 @@ def test_a_remove_of_another_definition_changes_nothing():
     schedules.observe(second, 3.0)
     schedules.observe(sch.ScheduleRemoved(name="nightly", time=0, added=first.id), 4.0)  # stale
     assert [d.added for d in schedules.current()] == [second]
+
+
+_NOW = datetime(2026, 12, 6, 3, 20, 15, tzinfo=UTC).timestamp()  # a Sunday
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("0 0 2 * * *", "2026-12-07T02:00:00"),        # tomorrow 02:00
+    ("* * * * * *", "2026-12-06T03:20:16"),        # the next second
+    ("0 */15 * * * *", "2026-12-06T03:30:00"),
+    ("30 20 3 * * *", "2026-12-06T03:20:30"),      # later this minute
+    ("0 0 0 * * 0", "2026-12-13T00:00:00"),        # next Sunday (today's midnight is past)
+    ("0 0 12 13 * fri", "2026-12-11T12:00:00"),    # day-of-month or day-of-week, both restricted
+    ("0 0 0 1 jan *", "2027-01-01T00:00:00"),
+    ("@daily", "2026-12-07T00:00:00"),
+    ("0 0 0 31 2 *", None),                        # never
+])
+def test_the_next_firing_of_a_cron(spec, expected):
+    found = sch.next_firing(spec, _NOW)
+    assert (None if found is None else datetime.fromtimestamp(found, UTC).isoformat()[:19]) == expected
+
+
+def test_the_next_firing_of_an_every_counts_from_when_it_was_added():
+    added = _NOW - 25 * 60 - 15  # 02:55:00
+    assert sch.next_firing("@every 10m", _NOW, since=added) == added + 30 * 60  # 03:25:00
+    assert sch.next_firing("@every 10m", _NOW) == _NOW + 600

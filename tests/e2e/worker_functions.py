@@ -73,3 +73,11 @@ def leaves_a_background_process(marker: str) -> dict:
 def _mark_pid(marker: str, pid: int) -> None:
     with open(marker, "a") as file:
         file.write(f"{pid}\n")
+
+
+def chain_step(fail_when: dict | None = None, **parameters) -> dict:
+    """A step of a configuration run: returns its parameters, or raises when every item of
+    ``fail_when`` is among them (one combination of a matrix fails)."""
+    if fail_when and all(parameters.get(key) == value for key, value in fail_when.items()):
+        raise ValueError(f"told to fail at {parameters}")
+    return {"parameters": parameters}

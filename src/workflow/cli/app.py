@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import typer
 
-from workflow.cli import notify, products, reading, running, scaling, schedules, secure, system, works, workspace
+from workflow.cli import (
+    configs,
+    notify,
+    products,
+    reading,
+    running,
+    scaling,
+    schedules,
+    secure,
+    system,
+    works,
+    workspace,
+)
 from workflow.cli.repeats import RefusingRepeats
 
 
@@ -29,7 +41,7 @@ def build() -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
     )
-    for module in (system, works, running, scaling, reading, schedules, secure, notify, products, workspace):
+    for module in (system, works, running, scaling, reading, schedules, configs, secure, notify, products, workspace):
         module.register(app)
     system.register_tui(app)
     return app

@@ -127,6 +127,8 @@ class WorkFilters:
     until: Annotated[str | None, typer.Option("--until", help="Created before this ISO time.")] = None
     include_deleted: Annotated[bool, typer.Option(
         "--include-deleted", help="Deleted works too (hidden unless asked, or --status deleted).")] = False
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only the works of this configuration run (its id: `workflow configs ps NAME`).")] = None
 
     def query(self) -> dict[str, Any]:
         """Keyword arguments for ``client.results.query`` and ``.count``."""
@@ -134,7 +136,7 @@ class WorkFilters:
             "pipeline": self.pipeline or None, "status": self.status or None, "site": self.site or None,
             "user": self.user,
             "tags": self.tag or None, "event": self.event or None, "since": self.since, "until": self.until,
-            "include_deleted": self.include_deleted,
+            "include_deleted": self.include_deleted, "parent": self.run,
         }
 
 

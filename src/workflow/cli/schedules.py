@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,7 @@ from workflow.cli.options import AsJson, Connection, connection_options, option_
 from workflow.cli.output import console, print_json, reported, with_client
 from workflow.cli.works import TemplateFields, parse_param
 from workflow.core.display import when
-from workflow.core.schedules import Definition, check_name, schedule_spec
+from workflow.core.schedules import Definition, check_name, next_firing, schedule_spec
 
 ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name (letters, digits, '-').")]
 
@@ -56,12 +57,13 @@ def ls(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json([_as_dict(d) for d in found])
         return
-    table = Table("name", "schedule", "pipeline", "parameters", "priority", "site", "added", "by")
+    table = Table("name", "schedule", "next (UTC)", "pipeline", "parameters", "priority", "site", "added", "by")
     for definition in found:
         added = definition.added
         parameters = ", ".join(f"{k}={v}" for k, v in (added.work.parameters or {}).items())
-        table.add_row(added.name, added.schedule, added.work.pipeline, parameters, str(added.work.priority),
-                      added.work.site, when(definition.added_at), added.by or "")
+        what = f"configuration {added.configuration}" if added.configuration else added.work.pipeline
+        table.add_row(added.name, added.schedule, when(_next(definition)), what, parameters,
+                      str(added.work.priority), added.work.site, when(definition.added_at), added.by or "")
     console.print(table)
 
 
@@ -77,10 +79,15 @@ def rm(
     console.print(f"schedule {name} removed", highlight=False)
 
 
+def _next(definition: Definition) -> float | None:
+    return next_firing(definition.added.schedule, time.time(), since=definition.added_at)
+
+
 def _as_dict(definition: Definition) -> dict[str, Any]:
     added = definition.added
     return {"name": added.name, "schedule": added.schedule, "pipeline": added.work.pipeline,
-            "work": added.work.payload, "added_at": definition.added_at, "added_by": added.by, "id": added.id}
+            "work": added.work.payload, "added_at": definition.added_at, "added_by": added.by, "id": added.id,
+            "next_firing": _next(definition), "configuration": added.configuration}
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,8 @@ def waiting(waits: ev.Waits | None) -> str:
         return ""
     parts = []
     if waits.precursors:
-        parts.append("for " + ", ".join(waits.precursors) + " to succeed")
+        parts.append("for " + ", ".join(waits.precursors)
+                     + (" to succeed" if waits.when == "success" else f" to finish (if {waits.when})"))
     if waits.not_before is not None:
         parts.append(f"until {when(waits.not_before)}")
     return "; waiting " + " and ".join(parts)

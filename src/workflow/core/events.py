@@ -54,10 +54,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=str
 
 class Waits(msgspec.Struct, frozen=True, kw_only=True):
     """What a work waits for before it enters its bucket: every precursor (a work id) to
-    succeed, and the time ``not_before`` (unix seconds) to pass. Either may be empty."""
+    succeed, and the time ``not_before`` (unix seconds) to pass. Either may be empty.
+
+    ``when`` is the rule (:mod:`workflow.core.waits`): ``success`` (the default, and what
+    events written before it mean), or ``failure``/``always``, which wait for every precursor
+    to *finish* and then run if one did not succeed, or whatever the outcomes."""
 
     precursors: list[str] = msgspec.field(default_factory=list)
     not_before: float | None = None
+    when: Literal["success", "failure", "always"] = "success"
 
 
 class Deposited(Event, frozen=True, kw_only=True):

@@ -15,6 +15,8 @@ denied). What the subjects are for:
 - ``wf._schedule.<name>.added|removed``: a schedule's events, an operator's to write;
   ``wfsched.>``: the NATS server's timers of the schedules and their firings (a stream of
   their own, ``WORKFLOW_SCHEDULES``), the server role's alone.
+- ``wf._config.<name>.<event>``: a pipeline configuration's events, an operator's to write,
+  with the waiting deposits of its runs (``wf.<pipeline>.<id>.waiting``).
 - ``$JS.API.…``: JetStream requests. Every role reads (stream info, direct gets of a work's
   history, bucket info); a worker pulls from buckets. Only the server creates, updates or
   deletes streams and consumers: a consumer's ``CONSUMER.CREATE`` is also its *update*,
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 import bcrypt
 
 from workflow.core.archiving import DEFAULT_BUCKET
+from workflow.core.runs import CONFIG_EVENT_TYPES, CONFIG_PREFIX
 from workflow.core.schedules import SCHEDULE_PREFIX, TIMER_PREFIX
 from workflow.core.subjects import BUCKET_REQUESTS, CLAIMS_BUCKET, PREFIX, STREAM
 
@@ -97,6 +100,9 @@ CLAIM_HEARTBEATS = (
 )
 #: A schedule's events (``workflow.core.schedules``): an operator's to write.
 SCHEDULE_EVENTS = (f"{SCHEDULE_PREFIX}.*.added", f"{SCHEDULE_PREFIX}.*.removed")
+#: A pipeline configuration's events and its runs' works, which wait for each other
+#: (``workflow.core.runs``): an operator deploys, stops, retries and removes them.
+CONFIG_EVENTS = (*(f"{CONFIG_PREFIX}.*.{kind}" for kind in CONFIG_EVENT_TYPES), f"{PREFIX}.*.*.waiting")
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,10 @@ ROLES: dict[str, Role] = {
              publish=(*READ_PUBLISH, BUCKET_CREATE, f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*", f"$JS.ACK.{STREAM}.>",
                       f"{PREFIX}.*.*.started", f"{PREFIX}.*.*.succeeded", f"{PREFIX}.*.*.failed",
                       *CLAIM_HEARTBEATS, *PRODUCTS_WRITE)),
-        Role("operator", "cancel, re-queue, re-prioritise, delete (one work or many), add and remove schedules, read",
+        Role("operator", "cancel, re-queue, re-prioritise, delete (one work or many), add and remove schedules, "
+                         "deploy, stop, retry and remove pipeline configurations, read",
              publish=(*READ_PUBLISH, BUCKET_CREATE, QUEUED, f"{PREFIX}.*.*.cancelled", f"{PREFIX}.*.*.deleted",
-                      *SCHEDULE_EVENTS, *PRODUCTS_WRITE)),
+                      *SCHEDULE_EVENTS, *CONFIG_EVENTS, *PRODUCTS_WRITE)),
         Role("viewer", "read only", publish=READ_PUBLISH),
     )
 }

@@ -22,8 +22,10 @@ every example this module accepts.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -139,6 +141,57 @@ def _cron_number(token: str, name: str, low: int, high: int, names: list[str], t
     return int(token)
 
 
+def next_firing(spec: str, after: float, since: float | None = None) -> float | None:
+    """When a schedule of ``spec`` (as :func:`schedule_spec` gives it) next fires after
+    ``after`` (unix seconds, UTC), for ``schedule ls`` and ``configs ls``. An ``@every``
+    schedule counts its intervals from ``since`` (when it was added; ``after`` if unknown).
+    A cron's day matches its day-of-month *or* its day-of-week when both are restricted,
+    both otherwise (as cron does). None if nothing matches within five years."""
+    if spec.startswith("@every "):
+        interval = every_seconds(spec.removeprefix("@every "))
+        origin = after if since is None else min(since, after)
+        return origin + (math.floor((after - origin) / interval) + 1) * interval
+    fields = PREDEFINED.get(spec, spec).split()
+    if len(fields) != 6:
+        return None
+    allowed = [_expand(value, low, high, names) for value, (_, low, high, names) in zip(fields, _FIELDS, strict=True)]
+    seconds, minutes, hours, days, months, weekdays = (sorted(values) for values in allowed)
+    either = not fields[3].startswith("*") and not fields[5].startswith("*")
+    today = datetime.fromtimestamp(math.floor(after), UTC)
+    for offset in range(366 * 5):
+        day = (today + timedelta(days=offset)).date()
+        if day.month not in months:
+            continue
+        by_date, by_weekday = day.day in days, (day.weekday() + 1) % 7 in weekdays  # cron: Sunday is 0
+        if not ((by_date or by_weekday) if either else (by_date and by_weekday)):
+            continue
+        for hour in hours:
+            for minute in minutes:
+                moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC).timestamp()
+                if moment + 59 <= after:
+                    continue
+                for second in seconds:
+                    if moment + second > after:
+                        return moment + second
+    return None
+
+
+def _expand(value: str, low: int, high: int, names: list[str]) -> set[int]:
+    """The numbers a (checked) cron field allows: ``*``, ``N``, ``N-M``, each with ``/STEP``, by commas."""
+    allowed: set[int] = set()
+    for item in value.split(","):
+        base, _, step = item.partition("/")
+        if base == "*":
+            first, last = low, high
+        else:
+            start, _, end = base.partition("-")
+            first = low + names.index(start.lower()) if start.lower() in names else int(start)
+            last = (low + names.index(end.lower()) if end.lower() in names else int(end)) if end else (
+                high if step else first)
+        allowed.update(range(first, last + 1, int(step) if step else 1))
+    return allowed
+
+
 # -- events -------------------------------------------------------------------------------
 
 
@@ -158,6 +211,9 @@ class ScheduleAdded(ScheduleEvent, frozen=True, kw_only=True):
 
     schedule: str
     work: Work
+    #: Set when the schedule starts runs of a pipeline configuration (:mod:`workflow.core.runs`)
+    #: instead of depositing ``work`` (then only a label: the configuration's name as pipeline).
+    configuration: str | None = None
 
 
 class ScheduleRemoved(ScheduleEvent, frozen=True, kw_only=True):

@@ -3,10 +3,18 @@
 A work deposited with ``waits`` (precursors, a ``not_before`` time) is in no bucket. The
 resolver (:mod:`workflow.followers.resolver`) reads the log in order and feeds each event to a
 :class:`Registry`, which answers what to write: a :class:`Release` (a ``Requeued`` that
-puts the work in its bucket) once every precursor succeeded and its time has come, or a
-:class:`Cancel` once a precursor failed for good or was cancelled. Kept pure (no I/O, the
-clock passed in) so every case is tested without a server; the resolver does the writes,
-each with the CAS against the waiting work's head, so two resolvers act exactly once.
+puts the work in its bucket) or a :class:`Cancel`, by the work's rule (``waits.when``,
+from its ``config["if"]``: :func:`condition_of`):
+
+- ``success`` (the default): released once every precursor succeeded and its time has
+  come; cancelled as soon as one failed for good or was cancelled (naming it);
+- ``always``: released once every precursor finished, whatever the outcome;
+- ``failure``: released once every precursor finished and at least one did not succeed;
+  cancelled ("skipped") once they all finished and all succeeded.
+
+Kept pure (no I/O, the clock passed in) so every case is tested without a server; the
+resolver does the writes, each with the CAS against the waiting work's head, so two
+resolvers act exactly once.
 
 While the resolver catches up with the log (``live`` False), the registry only builds
 its state: acting on a history that later events already resolved would only produce
@@ -18,10 +26,30 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
 
 from workflow.core.errors import ValidationError
 from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Notified, Requeued, Succeeded, is_final
 from workflow.core.work import Work
+
+#: The rule a waiting work is released by (a configuration step's ``if``).
+Condition = Literal["success", "failure", "always"]
+CONDITIONS: tuple[Condition, ...] = ("success", "failure", "always")
+
+
+def condition_of(work: Work) -> Condition:
+    """The rule a work with precursors waits by: its ``config["if"]`` (``success`` when
+    absent; an unknown value is refused where the work is written, see :func:`check_condition`)."""
+    written = (work.config or {}).get("if")
+    return cast(Condition, written) if written in CONDITIONS else "success"
+
+
+def check_condition(work: Work) -> Condition:
+    """:func:`condition_of`, refusing (ValidationError) a ``config["if"]`` that is no rule."""
+    written = (work.config or {}).get("if", "success")
+    if written not in CONDITIONS:
+        raise ValidationError("config", f"config['if'] is one of {', '.join(CONDITIONS)}, got {written!r}")
+    return cast(Condition, written)
 
 
 @dataclass
@@ -31,8 +59,11 @@ class Waiting:
     work_id: str
     work: Work
     seq: int  # the last stream sequence seen on the work's subjects: the CAS of the release
-    pending: set[str]  # precursors not known to have succeeded
+    pending: set[str]  # precursors not known to have succeeded (``success``) or finished (the others)
     not_before: float | None
+    when: Condition = "success"
+    #: Finished precursors that did not succeed, and how they ended ("failed", "was cancelled").
+    not_succeeded: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,10 +76,13 @@ class Release:
 
 @dataclass(frozen=True)
 class Cancel:
-    """Cancel the work (a ``Cancelled`` with ``reason``, naming the precursor)."""
+    """Cancel the work (a ``Cancelled`` with ``reason``, naming the precursor that did not
+    succeed, if one is the cause: ``precursor``, with its ``outcome``)."""
 
     waiting: Waiting
     reason: str
+    precursor: str | None = None
+    outcome: str | None = None
 
 
 Action = Release | Cancel
@@ -88,7 +122,8 @@ class Registry:
                 self._forget(work_id)
         if isinstance(event, Deposited) and event.waits is not None and work_id not in self.works:
             self.works[work_id] = Waiting(
-                work_id, event.work, seq, set(event.waits.precursors) - {work_id}, event.waits.not_before
+                work_id, event.work, seq, set(event.waits.precursors) - {work_id}, event.waits.not_before,
+                event.waits.when,
             )
             for precursor in self.works[work_id].pending:
                 self._watchers.setdefault(precursor, set()).add(work_id)
@@ -101,13 +136,17 @@ class Registry:
         actions: list[Action] = []
         for work_id in sorted(self._watchers.get(precursor, ())):
             waiting = self.works[work_id]
-            if outcome == "succeeded":
+            if outcome == "succeeded" or waiting.when != "success":  # one more precursor done with
                 waiting.pending.discard(precursor)
                 self._watchers[precursor].discard(work_id)
+                if outcome != "succeeded":
+                    waiting.not_succeeded.setdefault(precursor, outcome)
                 actions += self.check(work_id, now)
             elif self.live:
                 self._forget(work_id)
-                actions.append(Cancel(waiting, f"precursor {precursor} {outcome}"))
+                actions.append(Cancel(waiting, f"precursor {precursor} {outcome}", precursor, outcome))
+            else:  # catching up: noted, and the work is cancelled on going live (``check``)
+                waiting.not_succeeded.setdefault(precursor, outcome)
         if not self._watchers.get(precursor):
             self._watchers.pop(precursor, None)
         return actions
@@ -115,13 +154,19 @@ class Registry:
     def check(self, work_id: str, now: float) -> list[Action]:
         """Release the work if nothing is left to wait for, else set its timer (live only)."""
         waiting = self.works.get(work_id)
-        if waiting is None or waiting.pending or not self.live:
+        if waiting is None or not self.live:
+            return []
+        if waiting.when == "success" and waiting.not_succeeded:  # one failed while catching up
+            precursor, outcome = next(iter(waiting.not_succeeded.items()))
+            self._forget(work_id)
+            return [Cancel(waiting, f"precursor {precursor} {outcome}", precursor, outcome)]
+        if waiting.pending:
             return []
         if waiting.not_before is not None and waiting.not_before > now:
             heapq.heappush(self._timers, (waiting.not_before, work_id))
             return []
         self._forget(work_id)
-        return [Release(waiting, _release_reason(waiting))]
+        return [_decision(waiting)]
 
     def concerns(self, work_id: str) -> bool:
         """Whether an event of ``work_id`` can matter (a waiting work, or one waited for):
@@ -149,7 +194,7 @@ class Registry:
             waiting = self.works.get(work_id)
             if waiting is not None and not waiting.pending:  # else released or cancelled meanwhile
                 self._forget(work_id)
-                actions.append(Release(waiting, _release_reason(waiting)))
+                actions.append(_decision(waiting))
         return actions
 
     def _forget(self, work_id: str) -> None:
@@ -164,10 +209,21 @@ class Registry:
                     del self._watchers[precursor]
 
 
+def _decision(waiting: Waiting) -> Action:
+    """What becomes of a work with nothing left to wait for, by its rule."""
+    if waiting.when == "failure" and not waiting.not_succeeded:
+        return Cancel(waiting, "skipped: if failure, and every precursor succeeded")
+    return Release(waiting, _release_reason(waiting))
+
+
 def _release_reason(waiting: Waiting) -> str:
     precursors = waiting.work.precursors or []
     parts = []
-    if precursors:
+    if precursors and waiting.when != "success":
+        failed = list(waiting.not_succeeded)
+        parts.append(f"precursors finished (if {waiting.when}"
+                     + (f"; {len(failed)} did not succeed, e.g. {failed[0]})" if failed else ")"))
+    elif precursors:
         parts.append("precursors succeeded" if len(precursors) > 3 else
                      f"{', '.join(map(str, precursors))} succeeded")
     if waiting.not_before is not None:

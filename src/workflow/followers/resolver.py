@@ -9,7 +9,13 @@ registry decides, it writes with the CAS against the waiting work's head:
 - a ``Requeued`` (on the queue subject: the work enters its bucket, and a worker claims
   it as any re-queued work) once every precursor succeeded and its time has come;
 - a ``Cancelled(reason="precursor X failed")`` once a precursor failed for good or was
-  cancelled.
+  cancelled (a configuration run's work: ``skipped: step fetch failed (precursor X)``);
+- a work of a configuration run that reads earlier steps' results (``${{ steps.X.results.K }}``)
+  has them read and substituted at its release: the ``Requeued`` carries the resolved work,
+  so a replay shows what it was given (a missing result cancels it, saying which);
+- for a work whose rule (``waits.when``) is ``always`` or ``failure``: a ``Requeued`` once
+  every precursor finished (``failure``: and one did not succeed), else a ``Cancelled``
+  saying it was skipped (see :mod:`workflow.core.waits`).
 
 A second resolver's write is refused by the CAS (ConflictError): it re-reads the work,
 finds it no longer waiting, and moves on, so each release happens exactly once. Nothing is
@@ -26,10 +32,12 @@ import time
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.js.api import DeliverPolicy
 
 from workflow.core import events as ev
-from workflow.core.errors import ConflictError, ValidationError, WorkflowError
+from workflow.core.configs import inputs_of, resolve_inputs
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.fold import fold
 from workflow.core.settings import lease_seconds
 from workflow.core.subjects import PREFIX, STREAM, BucketKey
@@ -46,6 +54,8 @@ log = logging.getLogger("workflow.resolver")
 _LOOKUPS = 256
 #: Writes a resolver tries for one work whose head keeps moving under it (forged messages).
 _TRIES = 3
+#: Step names of precursors kept for skip reasons (one run's failure skips many works at once).
+_STEP_NAMES = 4096
 
 
 class Resolver:
@@ -58,6 +68,7 @@ class Resolver:
         self._inbox: asyncio.Queue[tuple[int, str, bytes, int]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self.live = asyncio.Event()  # set once the log is read up to where it was at the start
+        self._steps: dict[str, asyncio.Future[str]] = {}  # precursor id -> its configuration step (skip reasons)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log and act until ``stop`` is set."""
@@ -98,9 +109,14 @@ class Resolver:
             event: ev.AnyEvent | None = ev.decode(data)
         except ValidationError:
             event = None  # not an event, but still a message on that work's subjects
+        # A precursor the registry already follows (waiting, or waited for by another work)
+        # has not finished as far as the log read so far says: its head need not be read.
+        # (A run's stage deposits many works after the same precursors: one read, not one each.)
+        unknown = [] if not isinstance(event, ev.Deposited) or event.waits is None else [
+            p for p in event.waits.precursors if not self.registry.concerns(p)]
         actions = self.registry.observe(seq, work_id, event, time.time())
         if self.live.is_set() and isinstance(event, ev.Deposited) and event.waits is not None:
-            actions += await self._read_heads(event.waits.precursors)
+            actions += await self._read_heads(unknown)
             actions += self.registry.check(work_id, time.time())
         await self._act_all(actions)
 
@@ -143,11 +159,17 @@ class Resolver:
             await self._act_all(self.registry.due(time.time()))
 
     async def _act_all(self, actions: list[Action]) -> None:
-        for action in actions:
-            try:
-                await self._act(action)
-            except WorkflowError as error:  # rebuilt from the log at the next start
-                log.error("could not resolve work %s: %s", action.waiting.work_id, error)
+        """Write the actions, ``_LOOKUPS`` at once: each concerns another work (the registry
+        forgets a work once it acts on it), so their order does not matter, and a stage of a
+        run released by one success is many works whose writes need not wait for each other."""
+        for start in range(0, len(actions), _LOOKUPS):
+            await asyncio.gather(*(self._act_reported(action) for action in actions[start : start + _LOOKUPS]))
+
+    async def _act_reported(self, action: Action) -> None:
+        try:
+            await self._act(action)
+        except WorkflowError as error:  # rebuilt from the log at the next start
+            log.error("could not resolve work %s: %s", action.waiting.work_id, error)
 
     async def _act(self, action: Action) -> None:
         """Write the action with the CAS; if refused, write it again only if the work still waits."""
@@ -171,10 +193,41 @@ class Resolver:
         common: dict[str, Any] = {"work_id": waiting.work_id, "pipeline": waiting.work.pipeline, "time": time.time(),
                                   "by": self._client.name}
         if isinstance(action, Cancel):
-            return ev.Cancelled(**common, reason=action.reason)
+            return ev.Cancelled(**common, reason=await self._skip_reason(action))
         work = msgspec.structs.replace(waiting.work, status="queued")
+        inputs = inputs_of(work)
+        if inputs:  # a configuration step that reads earlier steps' results: resolved now, recorded here
+            try:
+                found = await asyncio.gather(*(self._client.get(work_id) for work_id in inputs))
+                work = resolve_inputs(work, {w.id: w.results for w in found if w.id is not None})
+            except (ValidationError, NotFoundError) as error:
+                return ev.Cancelled(**common, reason=f"skipped: its inputs could not be read: {error}")
         await self._buckets.ensure(BucketKey(work.pipeline, work.site, work.priority))
         return ev.Requeued(**common, work=work, reason=action.reason)
+
+    async def _skip_reason(self, action: Cancel) -> str:
+        """A step of a configuration run is skipped naming the step that did not succeed
+        (``skipped: step fetch failed (precursor ID)``), read from that precursor's work;
+        any other work keeps the registry's reason."""
+        precursor = action.precursor
+        if precursor is None or "step" not in (action.waiting.work.config or {}):
+            return action.reason
+        lookup = self._steps.get(precursor)
+        if lookup is None:  # one read per precursor, however many works it skips at once
+            if len(self._steps) > _STEP_NAMES:
+                self._steps.clear()
+            lookup = self._steps[precursor] = asyncio.ensure_future(self._step_of(precursor))
+        step = await asyncio.shield(lookup)
+        if not step:
+            return action.reason
+        return f"skipped: step {step} {action.outcome} (precursor {precursor})"
+
+    async def _step_of(self, work_id: str) -> str:
+        """The configuration step of a work ("" if none, or if it cannot be read now)."""
+        try:
+            return str(((await self._client.get(work_id)).config or {}).get("step", ""))
+        except (WorkflowError, nats.errors.Error, TimeoutError):  # the reason then names the work only
+            return ""
 
     async def _still_waiting(self, waiting: Waiting) -> int | None:
         """The work's head sequence if it still waits (its head was a forged message), else

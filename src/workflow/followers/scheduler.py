@@ -15,7 +15,9 @@ Run by ``workflow server`` (any number may run). It does two things:
   and the firing's time (the stream's timestamp of the firing: the same for every
   reader), appended against sequence 0, so a redelivered firing, or one two schedulers
   both handle, deposits once. Then the firing is acked, which removes it (a work queue).
-  A firing at or after its schedule's removal deposits nothing.
+  A firing at or after its schedule's removal deposits nothing. A schedule of a pipeline
+  configuration (``ScheduleAdded.configuration``) starts a run of it instead, its id
+  derived from the firing the same way (:func:`workflow.log.configs.start_scheduled_run`).
 
 Firings missed while no scheduler ran wait in the timer stream and are each deposited
 once one runs again. Firings the NATS server itself missed while it was down are not
@@ -196,6 +198,12 @@ class Scheduler:
             await msg.ack_sync()
             return
         try:
+            if added.configuration is not None:  # a scheduled configuration: a run, not a work
+                run_id = sch.firing_id(added.id, fired_at)
+                outcome = await self._client.start_scheduled_run(added.configuration, run_id)
+                log.info("schedule %s fired: run %s of %s %s", added.name, run_id, added.configuration, outcome)
+                await msg.ack_sync()
+                return
             work_id = await self._deposit(added, fired_at)
         except UNAVAILABLE as error:
             log.warning("firing of %s not deposited yet (%s); it will be redelivered", added.name, error)

@@ -27,7 +27,8 @@ import nats.aio.client
 import nats.errors
 
 from workflow.core import events as ev
-from workflow.core import session
+from workflow.core import runs, session
+from workflow.core.configs import Config, parse
 from workflow.core.errors import PermissionDeniedError, WorkflowError
 from workflow.core.filters import WithdrawFilter
 from workflow.core.ids import worker_name
@@ -37,6 +38,7 @@ from workflow.core.schedules import Definition, ScheduleAdded, ScheduleRemoved, 
 from workflow.core.settings import lease_seconds, nats_url, redacted
 from workflow.core.waits import not_before
 from workflow.core.work import Work
+from workflow.log import configs as config_log
 from workflow.log import connection, jsapi
 from workflow.log import schedules as schedule_log
 from workflow.log.buckets import Buckets, BucketStats
@@ -393,6 +395,46 @@ class Client:
     async def schedules(self) -> list[Definition]:
         """The schedules in force, by name, read from the log."""
         return await schedule_log.current(self._connected.gateway.nc)
+
+    # -- configurations (:mod:`workflow.log.configs`) -----------------------------------
+
+    async def deploy_config(self, config: Config | str, *, file: str | None = None) -> config_log.Deployment:
+        """Deploy a pipeline configuration (a parsed :class:`Config`, or the YAML text) and
+        start a run of it. A file with problems is a ConfigError listing each one
+        (``file:line:column``), and nothing is written."""
+        if isinstance(config, str):
+            config = parse(config, file or "<config>")
+        parts = self._connected
+        return await config_log.deploy(parts.gateway, parts.buckets, config, file)
+
+    async def configs(self) -> list[runs.History]:
+        """The configurations deployed now, each with its history (deployments, runs)."""
+        return await config_log.listing(self._connected.gateway.nc)
+
+    async def config_run(self, name: str, run: str | None = None) -> config_log.RunState:
+        """A run of a configuration (its latest without ``run``): each step's works and statuses."""
+        return await config_log.run_state(self._connected.gateway, name, run)
+
+    async def stop_run(self, name: str, run: str, reason: str | None = None) -> tuple[runs.RunStopped, list[str]]:
+        """Stop a run: recorded, then every work of it not finished is cancelled (their ids returned)."""
+        parts = self._connected
+        return await config_log.stop(parts.gateway, parts.operations, name, run, reason)
+
+    async def retry_run(self, name: str, run: str) -> runs.RunRetried:
+        """Run again what failed or was cancelled in a finished run, and what followed it."""
+        parts = self._connected
+        return await config_log.retry(parts.gateway, parts.buckets, name, run)
+
+    async def start_scheduled_run(self, name: str, run: str) -> str:
+        """A firing of a scheduled configuration (what ``workflow server``'s scheduler calls):
+        start run ``run`` once, or not at all if removed or expired (see
+        :func:`workflow.log.configs.start_scheduled_run`)."""
+        parts = self._connected
+        return await config_log.start_scheduled_run(parts.gateway, parts.buckets, name, run)
+
+    async def remove_config(self, name: str, reason: str | None = None) -> runs.ConfigRemoved:
+        """Remove a configuration (its runs under way go on). NotFoundError if none is deployed."""
+        return await config_log.remove(self._connected.gateway, name, reason)
 
     @property
     def bulk(self) -> Bulk:

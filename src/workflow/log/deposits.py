@@ -8,7 +8,9 @@ A work with ``precursors``, or deposited with a delay, waits: its ``Deposited`` 
 ``waits`` and lands off the queue subjects (:mod:`workflow.followers.resolver` releases it).
 Each precursor must exist (its head is read) or come earlier in the same deposit, which
 also rules out cycles; precursors that already succeeded are not waited for, and a work
-left with nothing to wait for goes straight to its bucket.
+left with nothing to wait for goes straight to its bucket. A work whose rule is not
+``success`` (``config["if"]``: ``failure``, ``always``; :mod:`workflow.core.waits`) waits
+for all its precursors whatever their state: the resolver reads their heads and judges.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from workflow.core.ids import new_id
 from workflow.core.notify import check_webhook_key
 from workflow.core.settings import webhooks
 from workflow.core.subjects import BucketKey
-from workflow.core.waits import precursor_outcome
+from workflow.core.waits import check_condition, precursor_outcome
 from workflow.core.work import Work, check_site
 from workflow.log.buckets import Buckets
 from workflow.log.gateway import LogGateway
@@ -106,6 +108,7 @@ async def _waits(gateway: LogGateway, batch: list[Work], not_before: float | Non
     waits: list[ev.Waits | None] = []
     for work in batch:
         pending = []
+        when = check_condition(work)
         for precursor in work.precursors or []:
             head = heads.get(precursor, _IN_BATCH)
             if head is None or precursor == work.id:
@@ -113,9 +116,10 @@ async def _waits(gateway: LogGateway, batch: list[Work], not_before: float | Non
                     "precursors", f"work {work.id} waits for {precursor!r}, which is no work in the log "
                     "(a precursor deposited in the same call must come before the works that wait for it)"
                 )
-            if head is _IN_BATCH or precursor_outcome(head.event) != "succeeded":  # succeeded: counts at once
-                pending.append(precursor)
-        waits.append(ev.Waits(precursors=pending, not_before=not_before) if pending or not_before else None)
+            if head is _IN_BATCH or precursor_outcome(head.event) != "succeeded" or when != "success":
+                pending.append(precursor)  # (succeeded: counts at once, for the success rule)
+        waits.append(ev.Waits(precursors=pending, not_before=not_before, when=when) if pending or not_before
+                     else None)
     return waits
 
 

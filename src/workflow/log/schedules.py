@@ -134,8 +134,11 @@ async def _append(gateway: LogGateway, event: sch.ScheduleEvent, expected: int) 
         raise ConflictError(f"schedule {event.name} changed meanwhile; nothing was recorded, try again") from None
 
 
-async def add(gateway: LogGateway, name: str, work: Work, spec: str) -> sch.ScheduleAdded:
-    """Record a new schedule: from its first firing on, each deposits one copy of ``work``.
+async def add(
+    gateway: LogGateway, name: str, work: Work, spec: str, *, configuration: str | None = None
+) -> sch.ScheduleAdded:
+    """Record a new schedule: from its first firing on, each deposits one copy of ``work``
+    (or, with ``configuration``, starts a run of that pipeline configuration).
 
     Refused (ConflictError) if a schedule of that name is in force: remove it first.
     """
@@ -150,7 +153,8 @@ async def add(gateway: LogGateway, name: str, work: Work, spec: str) -> sch.Sche
             f"remove it first with `workflow schedule rm {name}`"
         )
     template = Work(**{**_fields(work), "id": None, "status": "created", "user": sch.schedule_user(name)})
-    event = sch.ScheduleAdded(name=name, time=time.time(), by=gateway.name, schedule=spec, work=template)
+    event = sch.ScheduleAdded(name=name, time=time.time(), by=gateway.name, schedule=spec, work=template,
+                              configuration=configuration)
     await _append(gateway, event, seq)
     return event
 

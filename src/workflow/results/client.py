@@ -129,6 +129,7 @@ class Results:
         id_prefix: str | None = None,
         include_deleted: bool = False,
         after_id: str | None = None,
+        parent: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> list[Work] | list[dict[str, Any]]:
@@ -138,10 +139,13 @@ class Results:
         Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
         all of them; ``event``: works naming any of them; ``since``/``until``: creation time;
         ``id_prefix``: works whose id starts with it; ``after_id``: works whose id sorts
-        after it (with ``order="id"``, pages that never shift while works change).
+        after it (with ``order="id"``, pages that never shift while works change);
+        ``parent``: works whose ``config["parent"]`` is it (a configuration run's id).
         Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
         """
         body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted, after_id)
+        if parent is not None:
+            body["parent"] = parent
         body.update(limit=limit, offset=offset, order=order, fields=fields)
         works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
@@ -161,12 +165,15 @@ class Results:
         *,
         id_prefix: str | None = None,
         include_deleted: bool = False,
+        parent: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> int:
         """How many works match every filter (same filters as ``query``; deleted works
         are not counted unless ``include_deleted``)."""
         body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted)
+        if parent is not None:
+            body["parent"] = parent
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:

@@ -119,8 +119,8 @@ class EventCounts:
     def add(self, subject: str, data: bytes, seq: int = 0) -> None:
         """Count the event published on ``subject`` with payload ``data`` (junk is ignored)."""
         tokens = subject.split(".")
-        if len(tokens) not in (4, 6) or tokens[0] != PREFIX:
-            return
+        if len(tokens) not in (4, 6) or tokens[0] != PREFIX or tokens[1].startswith("_"):
+            return  # (``wf._schedule.…``, ``wf._config.…``: a schedule's or a configuration's, no work's)
         event, reason = tokens[3], ""
         if event == "queued" or event == "waiting" or event == "failed":
             try:

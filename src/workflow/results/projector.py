@@ -37,6 +37,7 @@ from nats.js.client import JetStreamContext
 
 from workflow.core.display import when
 from workflow.core.errors import WorkflowError
+from workflow.core.runs import is_config_subject
 from workflow.core.schedules import is_schedule_subject
 from workflow.core.subjects import PREFIX, STREAM
 from workflow.log import jsapi
@@ -147,7 +148,8 @@ class Projector:
             if seq <= self.folded:
                 continue  # already applied (a redelivery after a consumer reset)
             last = seq
-            if is_schedule_subject(subject):  # a schedule's event (core.schedules), not a work's:
+            if is_schedule_subject(subject) or is_config_subject(subject):  # a schedule's or a configuration's
+                # event (core.schedules, core.runs), not a work's:
                 self._other.append((seq, logged, subject, data))  # kept in `other`, not folded
                 continue
             try:
