@@ -52,10 +52,11 @@ async def test_a_worker_archives_into_s3_and_another_client_fetches_identical_by
     got = await client.products.download(work_id, tmp_path / "elsewhere")
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in got] == [product.sha256, plot.sha256]
     storage = S3Storage(s3_settings(s3).s3)
-    assert sorted(await storage.keys()) == sorted([product.uri, plot.uri])
+    # this work's keys (moto's buckets are one per process: other tests' works share it)
+    assert sorted(await storage.keys(f"{work_id}/")) == sorted([product.uri, plot.uri])
     deleted = await client.delete(work_id, products=True)
     assert sorted(deleted.products_removed) == sorted([product.uri, plot.uri])
-    assert await storage.keys() == []
+    assert await storage.keys(f"{work_id}/") == []
 
 
 async def test_without_s3_credentials_the_reader_and_the_worker_are_told_what_is_missing(

@@ -251,3 +251,13 @@ def test_a_retried_work_reads_the_results_of_the_works_that_replace_its_inputs()
 def test_a_schedule_written_as_the_old_system_writes_it_is_read():
     text = "name: x\nschedule: {cronspec: '30 1 * * *', count: 2}\nsteps:\n  - {name: a, work: {pipeline: p}}\n"
     assert configs.parse(text).schedule == configs.Schedule("0 30 1 * * *", 2)
+
+
+def test_yes_no_on_and_off_are_text_only_true_and_false_are_booleans():
+    """YAML 1.2's booleans, not 1.1's: a matrix key named ``on`` stays ``on`` (hypothesis
+    found ``matrix={'on': [0]}`` read as ``{True: [0]}``)."""
+    config = configs.parse("name: x\nsteps:\n  - name: s\n    matrix: {on: [1], a: [yes, off]}\n"
+                   "    work: {pipeline: p, archive: false}\n")
+    [step] = config.steps
+    assert step.matrix == {"on": [1], "a": ["yes", "off"]}
+    assert step.work["archive"] is False

@@ -233,12 +233,27 @@ def _kind(node: yaml.Node) -> str:
     return f"{node.value!r}" if node.value != "" else "nothing"
 
 
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no types
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true``/``false``. YAML 1.1's
+    ``on``/``off``/``yes``/``no`` would turn a matrix key or value named ``on`` into a
+    boolean (``matrix: {on: [1]}`` would have no key ``on``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse(text: str, file: str = "<config>") -> Config:
     """The configuration in ``text`` (read from ``file``, named in errors), checked and
     with every step's works buildable. ConfigError lists every problem found."""
     reader = _Reader()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
