@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from workflow.core.errors import UnknownFunctionError, ValidationError
+from workflow.core.errors import ResultsError, UnknownFunctionError, ValidationError
 from workflow.worker.loop import WorkerConfig
+from workflow.worker.outcome import normalize
 from workflow.worker.runner import (
     MAX_OUTPUT_BYTES,
     FunctionCall,
-    ResultsError,
     call_function,
     command_outcome,
-    normalize,
     resolve,
 )
 
@@ -67,7 +66,7 @@ def test_resolve_finds_module_functions_and_names_what_is_missing():
     with pytest.raises(UnknownFunctionError, match="no module 'nowhere_at_all'"):
         resolve("nowhere_at_all.f")
     with pytest.raises(UnknownFunctionError, match="not callable"):
-        resolve("workflow.worker.runner.MAX_ERROR_CHARS")
+        resolve("workflow.worker.runner.MAX_OUTPUT_BYTES")
 
 
 def test_call_function_reports_errors_with_a_traceback_and_unknown_functions_as_unrunnable():

@@ -34,7 +34,8 @@ from workflow.core.work import Work
 from workflow.log.client import Client
 from workflow.worker.config import WorkerConfig
 from workflow.worker.isolation import CommandExecution, Execution, Isolation
-from workflow.worker.runner import CommandCall, FunctionCall, Outcome, work_environment
+from workflow.worker.outcome import Outcome
+from workflow.worker.runner import CommandCall, FunctionCall, work_environment
 
 log = logging.getLogger("workflow.worker")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from workflow.worker.runner import Outcome, clip, normalize
+from workflow.worker.outcome import Outcome, clip, normalize
 
 
 class ArgumentsError(ValueError):

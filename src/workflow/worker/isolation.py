@@ -1,7 +1,7 @@
 """Where a work's function runs, and how it is stopped: ``process``, ``thread`` or ``none``.
 
 Every isolation turns a call into an :class:`Execution` the worker can await (its
-:class:`~workflow.worker.runner.Outcome`) and stop (on timeout, cancel, or an immediate shutdown).
+:class:`~workflow.worker.outcome.Outcome`) and stop (on timeout, cancel, or an immediate shutdown).
 
 ``process`` (the default) runs each call in a warm child process of a pool, made by a
 **forkserver** (a small server process started once, from a fresh interpreter): the
@@ -40,8 +40,9 @@ from typing import Protocol
 
 from workflow.core.errors import ValidationError
 from workflow.log.lifetimes import die_with_parent
+from workflow.worker.outcome import Outcome
 from workflow.worker.pool import CHILD_PREFIX, ProcessIsolation, kill_group, settle
-from workflow.worker.runner import CommandCall, FunctionCall, Outcome, call_function, command_outcome, environment_with
+from workflow.worker.runner import CommandCall, FunctionCall, call_function, command_outcome, environment_with
 
 log = logging.getLogger("workflow.isolation")
 

@@ -69,7 +69,8 @@ from workflow.worker.attempts import Attempts, log_fields
 from workflow.worker.config import WorkerConfig
 from workflow.worker.intake import Intake, Ready, source_of
 from workflow.worker.isolation import Isolation, MainThreadIsolation, make_isolation
-from workflow.worker.runner import CommandCall, FunctionCall, Outcome
+from workflow.worker.outcome import Outcome
+from workflow.worker.runner import CommandCall, FunctionCall
 from workflow.worker.signals import Shutdown, forwarded_to, run_beside_the_main_thread
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]

@@ -46,7 +46,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from workflow.log.lifetimes import die_with_parent, prctl
-from workflow.worker.runner import FunctionCall, Outcome, call_function
+from workflow.worker.outcome import Outcome
+from workflow.worker.runner import FunctionCall, call_function
 
 log = logging.getLogger("workflow.isolation")
 
