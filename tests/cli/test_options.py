@@ -128,6 +128,20 @@ def test_tui_web_argv_and_environment_are_read_back_by_tui_as_the_same_connectio
                          if name.startswith("connection__")}) == EVERY_CONNECTION_OPTION
 
 
+def test_a_url_carrying_a_password_goes_in_the_environment_never_on_the_command_line(monkeypatch):
+    with_secret = Connection(url="nats://viewer:s3cret@nats.example:4222", user="viewer")
+    argv = tui_argv(with_secret, refresh=5.0)
+    assert not any("s3cret" in arg for arg in argv) and "--nats" not in argv
+    assert with_secret.secret_environment() == {"WORKFLOW_NATS_URL": "nats://viewer:s3cret@nats.example:4222"}
+    for name in ("URL", "USER", "PASSWORD", "TOKEN"):
+        monkeypatch.delenv(f"WORKFLOW_NATS_{name}", raising=False)
+    for name, value in with_secret.secret_environment().items():
+        monkeypatch.setenv(name, value)
+    tui = next(command for path, command in COMMANDS if path == ["tui"])
+    params = tui.make_context("tui", argv[4:]).params
+    assert params["connection__url"] == with_secret.url  # read back from the environment
+
+
 def test_tui_web_argv_without_connection_options_leaves_them_to_the_environment():
     assert tui_argv(Connection(), refresh=2.0)[4:] == ["--refresh", "2.0"]
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 
+from workflow.core.settings import redacted
 from workflow.core.status import LOGGED
 from workflow.log.tls import tls_context
 
@@ -97,15 +98,22 @@ class Connection:
         argv: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value and field.name not in self.SECRETS:
+            if value and field.name not in self.SECRETS and not (field.name == "url" and self._url_has_secret()):
                 argv += [option_name(Connection, field.name), str(value)]
         return argv
 
     def secret_environment(self) -> dict[str, str]:
-        """The secrets as the environment variables their options read (``WORKFLOW_NATS_PASSWORD``…)."""
-        return {
+        """The secrets as the environment variables their options read (``WORKFLOW_NATS_PASSWORD``…),
+        and a URL that carries a password or token (``nats://user:pw@host``) as ``WORKFLOW_NATS_URL``."""
+        found = {
             f"WORKFLOW_NATS_{name.upper()}": str(getattr(self, name)) for name in self.SECRETS if getattr(self, name)
         }
+        if self.url and self._url_has_secret():
+            found["WORKFLOW_NATS_URL"] = self.url
+        return found
+
+    def _url_has_secret(self) -> bool:
+        return bool(self.url) and redacted(str(self.url)) != str(self.url)
 
 
 @dataclasses.dataclass(frozen=True)
