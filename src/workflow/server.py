@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workflow.core.errors import WorkflowError
+from workflow.core.settings import is_loopback
 from workflow.log.lifetimes import cancel_and_wait, die_with_parent, until_stopped_or_failed
 from workflow.log.resources import data_path
 
@@ -38,18 +39,6 @@ _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 LOOPBACK = "127.0.0.1"
 #: Addresses that mean "every interface".
 ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) is reachable from this host only."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def nats_server_binary() -> str:
@@ -204,6 +193,9 @@ async def serve(
     config: Path | None = None,
     connect: dict[str, Any] | None = None,
     listen: str = LOOPBACK,
+    web_port: int | None = None,
+    web_host: str = LOOPBACK,
+    web_users: dict[str, Any] | None = None,
 ) -> None:
     """Run the system until SIGINT/SIGTERM arrives (or the projector fails).
 
@@ -216,7 +208,9 @@ async def serve(
     secure init`` writes one with roles). ``connect`` are the credentials this process logs
     in with; by default :func:`server_credentials`. ``listen`` is the address the embedded
     server listens on (default: loopback, this host only; ``0.0.0.0`` for every interface,
-    so workers on other hosts can reach it: then give it roles and TLS).
+    so workers on other hosts can reach it: then give it roles and TLS). With ``web_port``,
+    the web UI runs here too (:mod:`workflow.web`) on ``web_host``, with ``web_users`` (the
+    ``web-users`` of ``workflow secure init``; None: no login, loopback only).
     """
     from workflow.core.settings import redacted
 
@@ -236,6 +230,11 @@ async def serve(
         await prepare_log(url, replicas=replicas, products_max_bytes=products_max_bytes, **connect)
         tasks = _start_services(url, Path(data_dir), stop, metrics_port, metrics_host, connect=connect,
                                 replicas=replicas)
+        if web_port is not None:
+            from workflow.web.serve import serve_web
+
+            web = serve_web({"url": url, **connect}, stop, host=web_host, port=web_port, users=web_users)
+            tasks.append(asyncio.create_task(web, name="web"))
         print(f"workflow server ready on {redacted(url)}", flush=True)
         await until_stopped_or_failed(stop, *tasks, grace=SERVICES_GRACE)
     finally:

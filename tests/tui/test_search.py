@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workflow.core.errors import ValidationError
-from workflow.tui.search import Search, parse
+from workflow.core.search import Search, parse
 
 
 def test_every_key_becomes_its_filter():

@@ -20,6 +20,7 @@ from workflow.cli import (
     schedules,
     secure,
     system,
+    web,
     works,
     workspace,
 )
@@ -44,6 +45,7 @@ def build() -> typer.Typer:
     for module in (system, works, running, scaling, reading, schedules, configs, secure, notify, products, workspace):
         module.register(app)
     system.register_tui(app)
+    web.register(app)
     return app
 
 

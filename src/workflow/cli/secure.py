@@ -18,9 +18,10 @@ from typing import Annotated
 
 import typer
 
-from workflow.cli.output import console, fail
+from workflow.cli.output import console, fail, reported
 from workflow.core.roles import ROLES, env_file, new_password, password_hash, secured_conf
 from workflow.log.resources import data_path
+from workflow.web.users import USERS_FILE, WEB_ROLES, load_users, user_line
 
 PRIVATE = 0o600
 PRIVATE_DIRECTORY = 0o700
@@ -57,7 +58,7 @@ def init(
     Then: workflow server --config DIR/nats.conf, and each process with its role's env file,
     e.g. `set -a; . DIR/worker.env; set +a; workflow run PIPELINE`.
     """
-    targets = [directory / "nats.conf", *(directory / f"{role}.env" for role in ROLES)]
+    targets = [directory / "nats.conf", *(directory / f"{role}.env" for role in ROLES), directory / USERS_FILE]
     existing = [str(path) for path in targets if path.exists()]
     if existing and not force:
         raise fail(f"{', '.join(existing)} exist; --force writes new passwords over them", 1)
@@ -67,15 +68,39 @@ def init(
     _write_private(directory / "nats.conf", secured_conf(data_path("nats.conf").read_text(), hashes))
     for role, password in passwords.items():
         _write_private(directory / f"{role}.env", env_file(role, password))
-    console.print(f"wrote {directory / 'nats.conf'} (bcrypt hashes of the passwords) and "
-                  f"{', '.join(f'{role}.env' for role in ROLES)} (mode 0600)")
+    # The web UI's first users: the operator and the viewer, with their roles' passwords.
+    _write_private(directory / USERS_FILE, "# name role bcrypt-hash: the web UI's users (`workflow secure web-user`)\n"
+                   + "".join(user_line(role, role, hashes[role]) for role in WEB_ROLES))
+    console.print(f"wrote {directory / 'nats.conf'} (bcrypt hashes of the passwords), "
+                  f"{', '.join(f'{role}.env' for role in ROLES)} and {USERS_FILE} (mode 0600)")
     for name, described in ROLES.items():
         console.print(f"  {name:<10} {described.summary}", highlight=False)
     console.print(f"start the system with: workflow server --config {directory / 'nats.conf'}", highlight=False)
+
+
+def web_user(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="The directory of `workflow secure init`.")],
+    name: Annotated[str, typer.Argument(help="The person's name: the `by` of the events they write (web:NAME).")],
+    role: Annotated[str, typer.Option("--role", help="viewer (look) or operator (look and act).")] = "viewer",
+) -> None:
+    """Add (or replace) a web UI user in DIR/web-users with a new random password, printed once."""
+    path = directory / USERS_FILE
+    if not path.exists():
+        raise fail(f"{path} does not exist: run `workflow secure init {directory}` first", 1)
+    with reported():
+        user_line(name, role, "$2b$")  # checks the name and the role before anything is written
+        users = load_users(path)
+    password = new_password()
+    users.pop(name, None)
+    lines = [user_line(u.name, u.role, u.password_hash) for u in users.values()]
+    _write_private(path, "# name role bcrypt-hash: the web UI's users (`workflow secure web-user`)\n"
+                   + "".join(lines) + user_line(name, role, password_hash(password)))
+    console.print(f"web user {name} ({role}) in {path}; password (shown once): {password}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``secure init`` to the CLI."""
     secure_app = typer.Typer(help="Roles enforced by NATS: users, passwords and permissions.", no_args_is_help=True)
     secure_app.command("init")(init)
+    secure_app.command("web-user")(web_user)
     app.add_typer(secure_app, name="secure")

@@ -37,11 +37,17 @@ def server(
                          "and TLS (docs/howto/roles.md).")] = "127.0.0.1",
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "0.0.0.0",
+    web_port: Annotated[int | None, typer.Option(
+        "--web-port", help="Serve the web UI on this port too (0: any free port). With --config "
+                           "DIR/nats.conf its users are DIR/web-users; without, it has no login and "
+                           "listens on 127.0.0.1 only.")] = None,
+    web_host: Annotated[str, typer.Option(
+        "--web-host", help="Address the web UI listens on (beyond 127.0.0.1 only with web users).")] = "127.0.0.1",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
     """Run the system: the embedded nats-server (or --nats), the log, the projector and the
-    results service, until Ctrl-C or SIGTERM."""
+    results service (and the web UI with --web-port), until Ctrl-C or SIGTERM."""
     from workflow.server import serve
 
     setup_logging(log_level, log_format)
@@ -51,8 +57,18 @@ def server(
         raise fail("--listen is the embedded nats-server's address, which --nats replaces: give one of them", 2)
     with reported():
         max_bytes = None if products_max_bytes is None else parse_size(products_max_bytes, "products-max-bytes")
+    web_users = None
+    if web_port is not None:
+        from workflow.web.serve import check_binding, users_of
+        from workflow.web.users import USERS_FILE
+
+        with reported():
+            secured = config is not None and (config.parent / USERS_FILE).exists()
+            web_users = users_of(config.parent) if config is not None and secured else None
+            check_binding(web_host, web_users)
     run(serve(port=port, data_dir=data_dir, nats_url=nats, replicas=replicas, products_max_bytes=max_bytes,
-              metrics_port=metrics_port, metrics_host=metrics_host, config=config, listen=listen))
+              metrics_port=metrics_port, metrics_host=metrics_host, config=config, listen=listen,
+              web_port=web_port, web_host=web_host, web_users=web_users))
 
 
 @connection_options

@@ -5,6 +5,7 @@ Read at use, not at import, so a test or a CLI flag that sets the variable takes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -137,3 +138,13 @@ def products_max_bytes() -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"WORKFLOW_PRODUCTS_MAX_BYTES must be a number of bytes, got {raw!r}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is reachable from this host only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -19,8 +19,8 @@ from textual.widgets import DataTable, Static
 
 import workflow
 from workflow.core.errors import WorkflowError
+from workflow.core.search import SYNTAX_HELP
 from workflow.tui.rows import FeedItem, Row
-from workflow.tui.search import SYNTAX_HELP
 from workflow.tui.source import Source
 
 T = TypeVar("T")

@@ -15,10 +15,10 @@ from textual.widgets import DataTable, Footer, Header, Input
 
 from workflow.core.display import counted
 from workflow.core.errors import ValidationError
+from workflow.core.search import Search, parse
 from workflow.tui.base import LiveScreen, StatusLine, fill
 from workflow.tui.detail import WorkScreen
 from workflow.tui.rows import EVENT_COLUMNS, FeedItem, event_rows, short_time
-from workflow.tui.search import Search, parse
 from workflow.tui.source import Source
 
 #: Rows the feed shows (the source keeps more, for a narrower filter).

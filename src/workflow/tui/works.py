@@ -1,7 +1,7 @@
 """The works view: a search box, a sortable table, one page at a time of any number of works.
 
 The results service does the filtering, sorting and paging (``limit``/``offset``), so the
-app holds one page, never the whole table. ``/`` searches (see :mod:`workflow.tui.search`),
+app holds one page, never the whole table. ``/`` searches (see :mod:`workflow.core.search`),
 ``n``/``b`` page, ``o``/``O`` (or a click on a header) sort, ``enter`` opens a work.
 """
 
@@ -16,12 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Input
 
 from workflow.core.errors import ValidationError
+from workflow.core.search import SEARCH_HINT, Search, parse
 from workflow.core.work import Work
 from workflow.tui.actions import WorkActionsScreen
 from workflow.tui.base import StatusLine, fill, selected_key
 from workflow.tui.detail import WorkScreen
 from workflow.tui.rows import Column, work_columns, work_rows
-from workflow.tui.search import SEARCH_HINT, Search, parse
 from workflow.tui.source import Source
 
 PAGE_SIZE = 100

@@ -5,7 +5,8 @@ must hold; a comma gives alternatives (``status:failure,cancelled``), except for
 work must carry every tag named (``tag:a,b`` or ``tag:a tag:b``). A bare word is a status
 if it names one, a work id prefix if it is written in the id alphabet (upper-case Crockford
 base32, as ULIDs are), else a pipeline.
-Pure: no textual, no I/O, so the syntax is tested on its own.
+Pure: no textual, no I/O, so the syntax is tested on its own, and shared by both front ends
+(the TUI's search box and the web UI's `/works?q=…`).
 """
 
 from __future__ import annotations

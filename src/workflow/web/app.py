@@ -1,0 +1,511 @@
+"""The web UI: server-rendered pages with addresses, a JSON API, live updates by
+server-sent events, and actions by role.
+
+A thin layer over :class:`workflow.web.backend.Backend` (``client.results`` and the log's
+client): every page is one or two questions to the results service, rendered by Jinja2
+with autoescaping on, so a tag, a parameter or an error a user wrote is always text.
+The search is the TUI's query language (:mod:`workflow.core.search`) and the URL is the
+search: ``/works?q=status:failure user:ann&page=2&order=-creation``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
+from workflow.core.status import FINISHED, LOGGED
+from workflow.core.subjects import PREFIX
+from workflow.results.queries import ORDERABLE
+from workflow.web import openapi
+from workflow.web.backend import Backend, plain
+from workflow.web.chart import per_minute_chart
+from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
+
+HERE = Path(__file__).parent
+COOKIE = "wf_session"
+PAGE_SIZES = (25, 50, 100, 200)
+#: Seconds between two live updates of the counts (events arriving meanwhile are one update).
+LIVE_DEBOUNCE = 0.3
+#: A work may be retried by hand once it ended without success (as in the TUI).
+RETRYABLE = ("failure", "cancelled")
+
+
+@dataclass
+class WebSettings:
+    """How the UI runs: its users (None: no login, loopback only) and the local user's name."""
+
+    users: dict[str, WebUser] | None = None
+    local_user: str = "local"
+
+
+def templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
+    environment.filters["when"] = _when
+    environment.filters["duration"] = _duration
+    environment.globals.update(SEARCH_HINT=SEARCH_HINT, SYNTAX_HELP=SYNTAX_HELP, FINISHED=FINISHED,
+                               RETRYABLE=RETRYABLE, STATUSES=LOGGED)
+    return environment
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "—"
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+class WebApp:
+    """Routes and their handlers, sharing one backend, the sessions and the templates."""
+
+    def __init__(self, backend: Backend, settings: WebSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.sessions = Sessions()
+        self.templates = templates()
+
+    # -- sessions and roles -------------------------------------------------------------
+
+    def session(self, request: Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    def _local_session(self, request: Request) -> tuple[Session, str | None]:
+        """Without users, every browser is the local operator (a session still carries a CSRF token)."""
+        token = request.cookies.get(COOKIE)
+        session = self.sessions.get(token)
+        if session is not None:
+            return session, None
+        new_token, session = self.sessions.open(self.settings.local_user, "operator")
+        return session, new_token
+
+    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        session: Session | None = request.state.session
+        html = self.templates.get_template(name).render(
+            request=request, session=session, may_act=session is not None and session.may_act,
+            secured=self.settings.users is not None, path=request.url.path, q=request.query_params.get("q", ""),
+            **context)
+        return HTMLResponse(html, status_code=status)
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/") or request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"error": message}, status_code=status)
+        return self.render(request, "error.html", status=status, status_code=status, message=message)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """An urlencoded form (what the pages and app.js send) as single values."""
+        body = (await request.body()).decode(errors="replace")
+        return {key: values[-1] for key, values in parse_qs(body, keep_blank_values=True).items()}
+
+    async def acting_session(self, request: Request, form: dict[str, str]) -> Session | Response:
+        """The session allowed to act, or the response refusing (403: not logged in, a viewer, a bad CSRF token)."""
+        session: Session | None = request.state.session
+        if session is None:
+            return self.error_page(request, 403, "log in to act")
+        sent = form.get("csrf") or request.headers.get("x-csrf-token")
+        if not csrf_ok(session, sent):
+            return self.error_page(request, 403, "the form's CSRF token is missing or stale: reload the page")
+        if not session.may_act:
+            return self.error_page(request, 403, f"{session.user} is a viewer: viewers look, operators act")
+        return session
+
+    # -- pages ----------------------------------------------------------------------------
+
+    async def dashboard(self, request: Request) -> Response:
+        data = await self.backend.dashboard()
+        return self.render(request, "dashboard.html", chart=per_minute_chart(data["per_minute"]),
+                           pipelines=sorted(data["pipelines"].items()), buckets=data["buckets"],
+                           schedules=data["schedules"], statuses=LOGGED)
+
+    def _search_args(self, request: Request) -> tuple[Search, int, int, str]:
+        params = request.query_params
+        search = parse(params.get("q", ""))
+        size = _int(params.get("size"), 50, "size")
+        if size not in PAGE_SIZES:
+            raise ValidationError("size", f"a page holds one of {', '.join(map(str, PAGE_SIZES))} works, not {size}")
+        page = _int(params.get("page"), 1, "page")
+        if page < 1:
+            raise ValidationError("page", "pages count from 1")
+        order = params.get("order", "-creation")
+        if order.lstrip("-") not in ORDERABLE:
+            raise ValidationError("order", f"order by one of {', '.join(ORDERABLE)} (- for descending), not {order!r}")
+        return search, page, size, order
+
+    async def works(self, request: Request) -> Response:
+        try:
+            search, page, size, order = self._search_args(request)
+        except ValidationError as error:
+            return self.render(request, "works.html", status=400, error=str(error), works=[], total=0, page=1,
+                               pages=1, size=50, order="-creation", link=lambda **_: "#", sort_link=lambda _: "#")
+        works, total = await self.backend.search(search, limit=size, offset=(page - 1) * size, order=order)
+        pages = max(1, math.ceil(total / size))
+        base = {"q": search.text, "size": size, "order": order}
+
+        def link(**changes: Any) -> str:
+            return "/works?" + urlencode({**base, "page": page, **changes})
+
+        def sort_link(column: str) -> str:
+            return link(order=column if order == f"-{column}" else f"-{column}", page=1)
+
+        return self.render(request, "works.html", works=works, total=total, page=page, pages=pages, size=size,
+                           order=order, link=link, sort_link=sort_link, error=None, search=search)
+
+    async def work(self, request: Request) -> Response:
+        work_id = request.path_params["work_id"]
+        try:
+            work = await self.backend.reader.results.get(work_id, fresh=True)
+        except NotFoundError:
+            return self.error_page(request, 404, f"no work {work_id}")
+        history = await self.backend.reader.results.history(work_id)
+        timeline = [{"seq": record.seq, **plain(record.event)} for record in history]
+        fields = plain(work)
+        return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
+                           precursors=[str(p) for p in work.precursors or []])
+
+    async def events(self, request: Request) -> Response:
+        try:
+            search = parse(request.query_params.get("q", ""))
+        except ValidationError as error:
+            return self.render(request, "events.html", status=400, error=str(error))
+        return self.render(request, "events.html", error=None, search=search)
+
+    async def bulk(self, request: Request) -> Response:
+        """GET: what "cancel these N" would act on, to confirm; POST: do it."""
+        if request.method == "GET":
+            try:
+                search = parse(request.query_params.get("q", ""))
+            except ValidationError as error:
+                return self.error_page(request, 400, str(error))
+            count = await self.backend.reader.results.count(**search.filters(), fresh=True)
+            return self.render(request, "bulk.html", search=search, count=count, report=None)
+        form = await self.form(request)
+        session = await self.acting_session(request, form)
+        if isinstance(session, Response):
+            return session
+        try:
+            search = parse(form.get("q", ""))
+        except ValidationError as error:
+            return self.error_page(request, 400, str(error))
+        if form.get("action") != "cancel":
+            return self.error_page(request, 400, "the bulk action is cancel")
+        ids = await self.backend.matching_ids(search)
+        expected = _int(form.get("expected"), -1, "expected")
+        if expected >= 0 and len(ids) > expected:
+            return self.error_page(request, 409, f"the search now finds {len(ids):,} works, not the {expected:,} you "
+                                   "confirmed: look again before cancelling")
+        report = await self.backend.cancel_many(session.user, ids, form.get("reason"))
+        return self.render(request, "bulk.html", search=search, count=len(ids), report=report)
+
+    async def act(self, request: Request) -> Response:
+        """POST /works/ID/cancel|requeue|priority: one event, written as ``web:<user>``."""
+        work_id, action = request.path_params["work_id"], request.path_params["action"]
+        form = await self.form(request)
+        session = await self.acting_session(request, form)
+        if isinstance(session, Response):
+            return session
+        try:
+            if action == "cancel":
+                await self.backend.cancel(session.user, work_id, form.get("reason") or None)
+            elif action == "requeue":
+                await self.backend.requeue(session.user, work_id)
+            elif action == "priority":
+                await self.backend.requeue(session.user, work_id, priority=_int(form.get("priority"), -1, "priority"))
+            else:
+                return self.error_page(request, 404, f"no action {action!r}: cancel, requeue or priority")
+        except NotFoundError as error:
+            return self.error_page(request, 404, str(error))
+        except WorkflowError as error:  # refused by the work's state, or changed meanwhile
+            return self.error_page(request, 409, str(error))
+        if request.headers.get("accept", "").startswith("application/json") or request.url.path.startswith("/api/"):
+            return JSONResponse({"ok": True, "action": action, "id": work_id, "by": f"web:{session.user}"})
+        return RedirectResponse(f"/works/{work_id}", status_code=303)
+
+    # -- login ------------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        if self.settings.users is None:
+            return RedirectResponse("/", status_code=303)
+        if request.method == "GET":
+            return self.render(request, "login.html", error=None, next=request.query_params.get("next", "/"))
+        form = await self.form(request)
+        user = await asyncio.to_thread(
+            authenticate, self.settings.users, form.get("user", ""), form.get("password", ""))
+        target = form.get("next") or "/"
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        if user is None:
+            return self.render(request, "login.html", status=401, error="wrong name or password", next=target)
+        token, _ = self.sessions.open(user.name, user.role)
+        response = RedirectResponse(target, status_code=303)
+        _set_cookie(response, token)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        form = await self.form(request)
+        session = request.state.session
+        if session is not None and csrf_ok(session, form.get("csrf")):
+            self.sessions.close(request.cookies.get(COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # -- live: server-sent events -------------------------------------------------------------
+
+    async def _subscribe(self, subject: str) -> tuple[asyncio.Queue[tuple[str, bytes]], Any]:
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+
+        async def received(msg: Any) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled browser drops events, not the server
+                queue.put_nowait((msg.subject, msg.data))
+
+        subscription = await self.backend.reader.nc.subscribe(subject, cb=received)
+        return queue, subscription
+
+    def _stream(self, request: Request, subject: str, render: Callable[[list[tuple[str, bytes]]], Awaitable[list[str]]],
+                first: Callable[[], Awaitable[list[str]]] | None = None,
+                debounce: float = LIVE_DEBOUNCE) -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            queue, subscription = await self._subscribe(subject)
+            try:
+                yield "retry: 2000\n\n"
+                if first is not None:
+                    for message in await first():
+                        yield message
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=15)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield ": keep-alive\n\n"
+                        continue
+                    await asyncio.sleep(debounce)
+                    batch = [item]
+                    while not queue.empty():
+                        batch.append(queue.get_nowait())
+                    for message in await render(batch):
+                        yield message
+            finally:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def live_counts(self, request: Request) -> Response:
+        async def counts(_batch: list[tuple[str, bytes]] | None = None) -> list[str]:
+            pipelines = await self.backend.reader.results.pipelines(fresh=True)
+            return [_sse("counts", pipelines)]
+
+        return self._stream(request, f"{PREFIX}.>", counts, first=counts)
+
+    async def live_work(self, request: Request) -> Response:
+        work_id = request.path_params["work_id"]
+
+        async def state(_batch: list[tuple[str, bytes]] | None = None) -> list[str]:
+            try:
+                work = await self.backend.reader.results.get(work_id, fresh=True)
+            except NotFoundError:
+                return []
+            return [_sse("work", {"id": work.id, "status": work.status, "attempt": work.attempt,
+                                  "priority": work.priority, "finished": work.status in FINISHED})]
+
+        return self._stream(request, f"{PREFIX}.*.{work_id}.>", state, debounce=0.05)
+
+    async def live_events(self, request: Request) -> Response:
+        try:
+            search = parse(request.query_params.get("q", ""))
+        except ValidationError as error:
+            return self.error_page(request, 400, str(error))
+
+        async def feed(batch: list[tuple[str, bytes]]) -> list[str]:
+            items = [_feed_item(subject, data) for subject, data in batch]
+            return [_sse("event", item) for item in items if _feed_matches(item, search)]
+
+        return self._stream(request, f"{PREFIX}.>", feed, debounce=0.05)
+
+    # -- JSON API ---------------------------------------------------------------------------------
+
+    async def api_works(self, request: Request) -> Response:
+        search, page, size, order = self._search_args(request)
+        works, total = await self.backend.search(search, limit=size, offset=(page - 1) * size, order=order)
+        return JSONResponse({"total": total, "page": page, "size": size, "order": order,
+                             "works": [plain(w) for w in works]})
+
+    async def api_count(self, request: Request) -> Response:
+        search = parse(request.query_params.get("q", ""))
+        return JSONResponse({"count": await self.backend.reader.results.count(**search.filters())})
+
+    async def api_work(self, request: Request) -> Response:
+        work = await self.backend.reader.results.get(request.path_params["work_id"])
+        return JSONResponse(plain(work))
+
+    async def api_history(self, request: Request) -> Response:
+        history = await self.backend.reader.results.history(request.path_params["work_id"])
+        return JSONResponse({"events": [{"seq": r.seq, "subject": r.subject, **plain(r.event)} for r in history]})
+
+    async def api_pipelines(self, request: Request) -> Response:
+        return JSONResponse({"pipelines": await self.backend.reader.results.pipelines()})
+
+    async def api_products(self, request: Request) -> Response:
+        work = await self.backend.reader.results.get(request.path_params["work_id"])
+        return JSONResponse({"products": work.products or [], "plots": work.plots or [],
+                             "archive": "the products archive is not in this version: paths as the work recorded them"})
+
+    async def api_schema(self, request: Request) -> Response:
+        return JSONResponse(openapi.SCHEMA)
+
+    async def api_bulk(self, request: Request) -> Response:
+        form = await self.form(request)
+        session = await self.acting_session(request, form)
+        if isinstance(session, Response):
+            return session
+        search = parse(form.get("q", ""))
+        if form.get("action") != "cancel":
+            raise ValidationError("action", "the bulk action is cancel")
+        ids = await self.backend.matching_ids(search)
+        report = await self.backend.cancel_many(session.user, ids, form.get("reason"))
+        return JSONResponse({"summary": report.summary(), "done": report.done, "changed": report.changed,
+                             "refused": report.refused})
+
+    # -- the ASGI app -----------------------------------------------------------------------------
+
+    def routes(self) -> list[Any]:
+        return [
+            Route("/", self.dashboard),
+            Route("/works", self.works),
+            Route("/works/{work_id}", self.work),
+            Route("/works/{work_id}/{action}", self.act, methods=["POST"]),
+            Route("/bulk", self.bulk, methods=["GET", "POST"]),
+            Route("/events", self.events),
+            Route("/login", self.login, methods=["GET", "POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/live/counts", self.live_counts),
+            Route("/live/events", self.live_events),
+            Route("/live/works/{work_id}", self.live_work),
+            Route("/api/openapi.json", self.api_schema),
+            Route("/api/works", self.api_works),
+            Route("/api/count", self.api_count),
+            Route("/api/pipelines", self.api_pipelines),
+            Route("/api/works/{work_id}", self.api_work),
+            Route("/api/works/{work_id}/history", self.api_history),
+            Route("/api/works/{work_id}/products", self.api_products),
+            Route("/api/works/{work_id}/{action}", self.act, methods=["POST"]),
+            Route("/api/bulk", self.api_bulk, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+
+    async def guard(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Who is asking: a session (or, without users, the local operator); the login page
+        for anyone else; errors of the search or of workflow as pages, not tracebacks."""
+        path = request.url.path
+        new_token: str | None = None
+        if self.settings.users is None:
+            request.state.session, new_token = self._local_session(request)
+        else:
+            request.state.session = self.session(request)
+            if request.state.session is None and not (path in ("/login",) or path.startswith("/static/")):
+                if path.startswith(("/api/", "/live/")) or request.method != "GET":
+                    return JSONResponse({"error": "log in first"}, status_code=401)
+                return RedirectResponse("/login?" + urlencode({"next": str(request.url.path) + (
+                    "?" + request.url.query if request.url.query else "")}), status_code=303)
+        try:
+            response = await call_next(request)
+        except ValidationError as error:
+            response = self.error_page(request, 400, str(error))
+        except NotFoundError as error:
+            response = self.error_page(request, 404, str(error))
+        except WorkflowError as error:
+            response = self.error_page(request, 503, str(error))
+        if new_token is not None:
+            _set_cookie(response, new_token)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+        return response
+
+
+def _set_cookie(response: Response, token: str) -> None:
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+
+
+def _int(text: str | None, default: int, name: str) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError(name, f"{name} is a whole number, not {text!r}") from None
+
+
+def _sse(kind: str, data: Any) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _feed_item(subject: str, data: bytes) -> dict[str, Any]:
+    """An event as the live feed shows it: subject parts and a few fields of its JSON."""
+    parts = subject.split(".")
+    item: dict[str, Any] = {"pipeline": parts[1] if len(parts) > 1 else "", "id": parts[2] if len(parts) > 2 else "",
+                            "type": parts[3] if len(parts) > 3 else "", "subject": subject}
+    with contextlib.suppress(msgspec.DecodeError, ValueError):
+        event = msgspec.json.decode(data)
+        if isinstance(event, dict):
+            item.update(time=event.get("time"), by=event.get("by"), status=(event.get("work") or {}).get("status")
+                        if isinstance(event.get("work"), dict) else event.get("status"))
+    return item
+
+
+def _feed_matches(item: dict[str, Any], search: Search) -> bool:
+    if search.pipeline and item["pipeline"] not in search.pipeline:
+        return False
+    return search.id_prefix is None or str(item["id"]).startswith(search.id_prefix)
+
+
+def create_app(backend: Backend, settings: WebSettings, *, manage_backend: bool = True) -> Starlette:
+    """The ASGI app; with ``manage_backend`` it opens and closes the backend's connections."""
+    web = WebApp(backend, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if manage_backend:
+            await backend.open()
+        try:
+            yield
+        finally:
+            if manage_backend:
+                await backend.close()
+
+    app = Starlette(routes=web.routes(), lifespan=lifespan,
+                    middleware=[Middleware(BaseHTTPMiddleware, dispatch=web.guard)])
+    app.state.web = web
+    return app

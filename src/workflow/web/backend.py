@@ -1,0 +1,105 @@
+"""The web UI's one connection to workflow: reads through ``client.results`` (the same
+results service the CLI and the TUI ask), and one acting client per web user, named
+``web:<user>``, so every event an action writes says who asked for it (``by``).
+
+No HTTP here: the pages and the JSON API ask this object, and it asks workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+
+import workflow
+from workflow.core.bulk import BulkReport
+from workflow.core.search import Search
+from workflow.core.work import Work
+from workflow.results.queries import MAX_LIMIT
+
+#: The most works one bulk action selects (the confirmation page says so when there are more).
+BULK_LIMIT = 100_000
+
+
+class Backend:
+    """An open reading client and, on demand, one acting client per web user."""
+
+    def __init__(self, connect_options: dict[str, Any]) -> None:
+        self.connect_options = dict(connect_options)
+        self.client: workflow.Client | None = None
+        self._acting: dict[str, workflow.Client] = {}
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.client = await workflow.connect(**{**self.connect_options, "name": "web"}).open()
+
+    async def close(self) -> None:
+        for client in [self.client, *self._acting.values()]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+    @property
+    def reader(self) -> workflow.Client:
+        if self.client is None:
+            raise RuntimeError("the web backend is not open")
+        return self.client
+
+    async def acting(self, user: str) -> workflow.Client:
+        """The client whose events carry ``by = web:<user>``."""
+        async with self._lock:
+            client = self._acting.get(user)
+            if client is None or not client.is_open:
+                client = await workflow.connect(**{**self.connect_options, "name": f"web:{user}"}).open()
+                self._acting[user] = client
+            return client
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def search(self, search: Search, *, limit: int, offset: int, order: str) -> tuple[list[Work], int]:
+        results = self.reader.results
+        works, total = await asyncio.gather(
+            results.query(**search.filters(), limit=limit, offset=offset, order=order),
+            results.count(**search.filters()),
+        )
+        return [w for w in works if isinstance(w, Work)], total
+
+    async def matching_ids(self, search: Search, limit: int = BULK_LIMIT) -> list[str]:
+        """Every id the search finds (pages by id, so works changing meanwhile shift nothing)."""
+        ids: list[str] = []
+        after: str | None = None
+        while len(ids) < limit:
+            rows = await self.reader.results.query(
+                **search.filters(), limit=min(MAX_LIMIT, limit - len(ids)), order="id", fields=["id"], after_id=after,
+                fresh=True)
+            page = [str(row["id"]) for row in rows if isinstance(row, dict)]
+            if not page:
+                break
+            ids.extend(page)
+            after = page[-1]
+        return ids
+
+    async def dashboard(self, minutes: int = 60) -> dict[str, Any]:
+        results = self.reader.results
+        counts, per_minute, buckets, schedules = await asyncio.gather(
+            results.pipelines(), results.throughput(minutes), self.reader.buckets(), self.reader.schedules())
+        return {"pipelines": counts, "per_minute": per_minute, "buckets": buckets, "schedules": schedules}
+
+    # -- acting ----------------------------------------------------------------------
+
+    async def cancel(self, user: str, work_id: str, reason: str | None) -> None:
+        await (await self.acting(user)).cancel(work_id, reason=reason or f"cancelled from the web by {user}")
+
+    async def requeue(self, user: str, work_id: str, priority: int | None = None) -> Work:
+        reason = f"re-prioritised from the web by {user}" if priority is not None else f"retried from the web by {user}"
+        return await (await self.acting(user)).requeue(work_id, priority=priority, reason=reason)
+
+    async def cancel_many(self, user: str, ids: list[str], reason: str | None) -> BulkReport:
+        return await (await self.acting(user)).cancel_many(ids, reason=reason or f"cancelled from the web by {user}")
+
+
+def plain(value: Any) -> Any:
+    """A Work, an event or a dataclass as JSON-ready builtins."""
+    return msgspec.to_builtins(value)
