@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
 from workflow.core.subjects import PREFIX
@@ -235,9 +235,12 @@ class WebApp:
             if action == "cancel":
                 await self.backend.cancel(session.user, work_id, form.get("reason") or None)
             elif action == "requeue":
+                await self._check_status(work_id, RETRYABLE, "only a failed or cancelled work is retried")
                 await self.backend.requeue(session.user, work_id)
             elif action == "priority":
-                await self.backend.requeue(session.user, work_id, priority=_int(form.get("priority"), -1, "priority"))
+                priority = _int(form.get("priority"), -1, "priority")
+                await self._check_status(work_id, ("queued",), "only a queued work changes priority")
+                await self.backend.requeue(session.user, work_id, priority=priority)
             else:
                 return self.error_page(request, 404, f"no action {action!r}: cancel, requeue or priority")
         except NotFoundError as error:
@@ -247,6 +250,12 @@ class WebApp:
         if request.headers.get("accept", "").startswith("application/json") or request.url.path.startswith("/api/"):
             return JSONResponse({"ok": True, "action": action, "id": work_id, "by": f"web:{session.user}"})
         return RedirectResponse(f"/works/{work_id}", status_code=303)
+
+    async def _check_status(self, work_id: str, allowed: tuple[str, ...], rule: str) -> None:
+        """Refuse up front what the TUI refuses (the log's CAS still has the last word)."""
+        work = await self.backend.reader.results.get(work_id, fresh=True)
+        if work.status not in allowed:
+            raise ConflictError(f"{rule}; {work_id} is {work.status}")
 
     # -- login ------------------------------------------------------------------------------
 
@@ -362,21 +371,21 @@ class WebApp:
 
     async def api_count(self, request: Request) -> Response:
         search = parse(request.query_params.get("q", ""))
-        return JSONResponse({"count": await self.backend.reader.results.count(**search.filters())})
+        return JSONResponse({"count": await self.backend.reader.results.count(**search.filters(), fresh=True)})
 
     async def api_work(self, request: Request) -> Response:
-        work = await self.backend.reader.results.get(request.path_params["work_id"])
+        work = await self.backend.reader.results.get(request.path_params["work_id"], fresh=True)
         return JSONResponse(plain(work))
 
     async def api_history(self, request: Request) -> Response:
-        history = await self.backend.reader.results.history(request.path_params["work_id"])
+        history = await self.backend.reader.results.history(request.path_params["work_id"], fresh=True)
         return JSONResponse({"events": [{"seq": r.seq, "subject": r.subject, **plain(r.event)} for r in history]})
 
     async def api_pipelines(self, request: Request) -> Response:
-        return JSONResponse({"pipelines": await self.backend.reader.results.pipelines()})
+        return JSONResponse({"pipelines": await self.backend.reader.results.pipelines(fresh=True)})
 
     async def api_products(self, request: Request) -> Response:
-        work = await self.backend.reader.results.get(request.path_params["work_id"])
+        work = await self.backend.reader.results.get(request.path_params["work_id"], fresh=True)
         return JSONResponse({"products": work.products or [], "plots": work.plots or [],
                              "archive": "the products archive is not in this version: paths as the work recorded them"})
 

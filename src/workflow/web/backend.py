@@ -1,5 +1,6 @@
 """The web UI's one connection to workflow: reads through ``client.results`` (the same
-results service the CLI and the TUI ask), and one acting client per web user, named
+results service the CLI and the TUI ask; ``fresh``, so a page shows every event logged
+before it was asked for, one's own actions included), and one acting client per web user, named
 ``web:<user>``, so every event an action writes says who asked for it (``by``).
 
 No HTTP here: the pages and the JSON API ask this object, and it asks workflow.
@@ -61,8 +62,8 @@ class Backend:
     async def search(self, search: Search, *, limit: int, offset: int, order: str) -> tuple[list[Work], int]:
         results = self.reader.results
         works, total = await asyncio.gather(
-            results.query(**search.filters(), limit=limit, offset=offset, order=order),
-            results.count(**search.filters()),
+            results.query(**search.filters(), limit=limit, offset=offset, order=order, fresh=True),
+            results.count(**search.filters(), fresh=True),
         )
         return [w for w in works if isinstance(w, Work)], total
 
@@ -84,7 +85,8 @@ class Backend:
     async def dashboard(self, minutes: int = 60) -> dict[str, Any]:
         results = self.reader.results
         counts, per_minute, buckets, schedules = await asyncio.gather(
-            results.pipelines(), results.throughput(minutes), self.reader.buckets(), self.reader.schedules())
+            results.pipelines(fresh=True), results.throughput(minutes, fresh=True), self.reader.buckets(),
+            self.reader.schedules())
         return {"pipelines": counts, "per_minute": per_minute, "buckets": buckets, "schedules": schedules}
 
     # -- acting ----------------------------------------------------------------------

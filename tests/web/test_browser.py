@@ -1,0 +1,159 @@
+"""The web UI in a real browser: Debian's chromium driven by Playwright, against a real
+``workflow server --web-port 0`` process (embedded nats-server, projector, web UI)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webserver import Served, launched_chromium, new_page, serving, serving_secured
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from new_page(browser)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    yield from serving(tmp_path)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Served]:
+    yield from serving_secured(tmp_path)
+
+
+def test_search_open_a_work_cancel_it_and_see_the_status_change_without_reload(served: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    [target] = served.deposit("alpha", "--user", "ann", "--tag", "survey")
+    served.deposit("alpha", "--user", "bob", "--count", "2")
+    page.goto(served.web_url + "/")
+    expect(page.locator("#search")).to_be_focused()  # `/` is where searching starts
+    page.locator("body").click()
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+    page.keyboard.type("user:ann tag:survey")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/works\?q=user%3Aann\+tag%3Asurvey"))
+    expect(page.locator("#count")).to_contain_text("1 work")
+    page.locator(f"a.id[href='/works/{target}']").click()
+    page.wait_for_url(f"**/works/{target}")
+    expect(page.locator("#status")).to_have_text("queued")
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+
+    page.locator("#cancel").click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text(f"Cancel work {target}")
+    page.locator("#confirm-reason").fill("wrong calibration")
+    page.locator("#confirm-yes").click()
+
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=15_000)
+    expect(page.locator("#cancel-form")).to_be_hidden()
+    assert page.evaluate("window.__sameDocument") is True
+    history = served.workflow("history", target, "--json").stdout
+    assert '"cancelled"' in history.lower() and "web:local" in history and "wrong calibration" in history
+    # The back button returns to the search: the URL is the search.
+    page.go_back()
+    page.wait_for_url(re.compile(r"/works\?q=user%3Aann"))
+    expect(page.locator("#count")).to_contain_text("1 work")
+
+
+def test_a_viewer_sees_no_cancel_button_and_a_forged_post_is_refused(secured: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    [target] = secured.deposit("alpha")
+    page.goto(secured.web_url + f"/works/{target}")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("input[name=user]", "viewer")
+    page.fill("input[name=password]", "not the password")
+    page.click("form.login button")
+    expect(page.locator(".error")).to_have_text("wrong name or password")
+    page.fill("input[name=user]", "viewer")
+    page.fill("input[name=password]", secured.passwords["viewer"])
+    page.click("form.login button")
+    page.wait_for_url(f"**/works/{target}")
+    expect(page.locator("#status")).to_have_text("queued")
+    expect(page.locator(".user")).to_have_text("viewer (viewer)")
+    assert page.locator("#cancel").count() == 0 and page.locator("form.act").count() == 0
+
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["wf_session"]["httpOnly"] and cookies["wf_session"]["sameSite"] == "Strict"
+    csrf = page.evaluate("document.body.dataset.csrf")  # the viewer's own, valid token: still refused
+    forged = page.request.post(secured.web_url + f"/works/{target}/cancel", form={"csrf": csrf},
+                               headers={"Accept": "application/json"})
+    assert forged.status == 403, forged.text()
+    assert secured.work(target)["status"] == "queued"
+
+
+def test_an_operator_acts_and_a_missing_csrf_token_is_refused(secured: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    [target] = secured.deposit("alpha")
+    page.goto(secured.web_url + "/login")
+    page.fill("input[name=user]", "operator")
+    page.fill("input[name=password]", secured.passwords["operator"])
+    page.click("form.login button")
+    page.goto(secured.web_url + f"/works/{target}")
+    no_token = page.request.post(secured.web_url + f"/works/{target}/cancel", form={"reason": "x"})
+    assert no_token.status == 403
+    page.locator("#cancel").click()
+    page.locator("#confirm-yes").click()
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=15_000)
+    assert "web:operator" in secured.workflow("history", target, "--json").stdout
+
+
+def test_tags_with_markup_render_as_text(served: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    script, image = "<script>window.__xss = 1; alert(1)</script>", "<img src=x onerror=\"window.__xss = 2; alert(2)\">"
+    [target] = served.deposit("alpha", "--tag", script, "--tag", image, "--user", "<b>mallory</b>")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(served.web_url + f"/works/{target}")
+    expect(page.locator("#tags .tag").nth(0)).to_have_text(script)
+    expect(page.locator("#tags .tag").nth(1)).to_have_text(image)
+    page.goto(served.web_url + "/works?q=" + "pipeline:alpha")
+    expect(page.locator("#works .tag").first).to_have_text(script)
+    expect(page.locator("#works td", has_text="<b>mallory</b>")).to_have_count(1)
+    assert page.locator("#works img").count() == 0 and page.locator("#works b").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert dialogs == []
+
+
+def test_dashboard_at_375_px_has_no_horizontal_scroll(served: Served, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    for pipeline in ("calibration-with-a-rather-long-name", "beamform", "intensity-search-pipeline-2"):
+        served.deposit(pipeline, "--count", "2")
+    for phone in new_page(browser, width=375, height=800):
+        phone.goto(served.web_url + "/")
+        expect(phone.locator("#pipelines tbody tr")).to_have_count(3)
+        widths = phone.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
+        assert phone.locator("svg.chart").bounding_box()["width"] <= 375
+
+
+def test_dashboard_counts_follow_new_deposits_live(served: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    served.deposit("alpha")
+    page.goto(served.web_url + "/")
+    expect(page.locator("tr[data-pipeline=alpha] td[data-status=queued]")).to_have_text("1")
+    page.evaluate("window.__sameDocument = true")
+    served.deposit("alpha", "--count", "2")
+    served.deposit("beta")
+    expect(page.locator("tr[data-pipeline=alpha] td[data-status=queued]")).to_have_text("3", timeout=15_000)
+    expect(page.locator("tr[data-pipeline=beta] td[data-status=total]")).to_have_text("1", timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True

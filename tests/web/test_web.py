@@ -1,0 +1,191 @@
+"""The web UI over plain HTTP (no browser): search errors, the JSON API and its schema,
+bulk cancel with confirmation, logins of web users, and the no-login loopback rule."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from webserver import Served, _env, serving, serving_secured, start_server, stop
+
+from workflow.web.chart import per_minute_chart
+from workflow.web.users import authenticate, parse_users, user_line
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    yield from serving(tmp_path)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Served]:
+    yield from serving_secured(tmp_path)
+
+
+class Browser:
+    """urllib with a cookie jar: a session as a browser keeps it."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def request(self, path: str, form: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.base + path, data=data, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def csrf(self, path: str = "/") -> str:
+        _, page = self.request(path)
+        match = re.search(r'data-csrf="([^"]+)"', page)
+        assert match, page[:500]
+        return match.group(1)
+
+
+def test_a_bad_search_is_a_400_page_naming_the_term(served: Served) -> None:
+    status, page = served.get("/works?q=" + urllib.parse.quote("colour:<red>"))
+    assert status == 400
+    assert "unknown key &#39;colour&#39;" in page and "<red>" not in page
+    status, answer = served.get("/api/works?q=status:nonsense")
+    assert status == 400 and "no status nonsense" in json.loads(answer)["error"]
+    assert served.get("/works/01NOSUCHWORK0000000000000")[0] == 404
+
+
+def test_the_json_api_answers_from_the_results_service_and_has_a_schema(served: Served) -> None:
+    ids = served.deposit("beta", "--count", "3", "--tag", "nightly")
+    served.deposit("alpha")
+    status, schema = served.get("/api/openapi.json")
+    assert status == 200 and json.loads(schema)["openapi"].startswith("3.")
+    assert "/api/works/{work_id}/cancel" in json.loads(schema)["paths"]
+    answer = json.loads(served.get("/api/works?q=" + urllib.parse.quote("pipeline:beta tag:nightly") + "&size=25")[1])
+    assert answer["total"] == 3 and sorted(w["id"] for w in answer["works"]) == sorted(ids)
+    assert json.loads(served.get("/api/count?q=pipeline:alpha")[1]) == {"count": 1}
+    assert json.loads(served.get(f"/api/works/{ids[0]}")[1])["tags"] == ["nightly"]
+    history = json.loads(served.get(f"/api/works/{ids[0]}/history")[1])["events"]
+    assert [e["type"] for e in history] == ["deposited"]
+    assert json.loads(served.get("/api/pipelines")[1])["pipelines"]["beta"]["queued"] == 3
+
+
+def test_works_pages_sort_and_count(served: Served) -> None:
+    ids = served.deposit("gamma", "--count", "30")
+    status, page = served.get("/works?q=pipeline:gamma&size=25&order=id")
+    assert status == 200 and "30 works" in page and "page 1 of 2" in page
+    assert re.findall(r'href="/works/([0-9A-Z]{26})"', page) == sorted(ids)[:25]
+    _, second = served.get("/works?q=pipeline:gamma&size=25&order=id&page=2")
+    assert re.findall(r'href="/works/([0-9A-Z]{26})"', second) == sorted(ids)[25:]
+    assert served.get("/works?q=pipeline:gamma&order=colour")[0] == 400
+
+
+def test_bulk_cancel_confirms_the_count_then_cancels_each_as_the_web_user(served: Served) -> None:
+    ids = served.deposit("beta", "--count", "4")
+    keep = served.deposit("alpha")
+    client = Browser(served.web_url)
+    status, page = client.request("/bulk?q=pipeline:beta")
+    assert status == 200 and "Cancel 4 works?" in page
+    token = client.csrf("/bulk?q=pipeline:beta")
+    status, page = client.request("/bulk", {"csrf": token, "q": "pipeline:beta", "action": "cancel", "expected": "3"})
+    assert status == 409 and "finds 4 works, not the 3" in page  # what changed since the confirmation is not acted on
+    assert all(served.work(i)["status"] == "queued" for i in ids)
+    status, page = client.request("/bulk", {"csrf": token, "q": "pipeline:beta", "action": "cancel", "expected": "4"})
+    assert status == 200 and "cancelled 4" in page
+    for work_id in ids:
+        assert served.work(work_id)["status"] == "cancelled"
+        assert "web:local" in served.workflow("history", work_id, "--json").stdout
+    assert served.work(keep[0])["status"] == "queued"
+    status, _ = client.request("/bulk", {"csrf": "forged", "q": "pipeline:alpha", "action": "cancel"})
+    assert status == 403 and served.work(keep[0])["status"] == "queued"
+
+
+def test_requeue_and_priority_from_the_api(served: Served) -> None:
+    [work_id] = served.deposit("alpha", "--priority", "2")
+    client = Browser(served.web_url)
+    token = client.csrf()
+    status, answer = client.request(f"/api/works/{work_id}/priority", {"csrf": token, "priority": "5"})
+    assert status == 200 and json.loads(answer)["by"] == "web:local"
+    assert served.work(work_id)["priority"] == 5
+    assert client.request(f"/api/works/{work_id}/requeue", {"csrf": token})[0] == 409  # queued: nothing to retry
+    assert client.request(f"/api/works/{work_id}/cancel", {"csrf": token})[0] == 200
+    assert client.request(f"/api/works/{work_id}/requeue", {"csrf": token})[0] == 200
+    assert served.work(work_id)["status"] == "queued"
+
+
+def test_a_named_web_user_logs_in_and_acts_under_their_name(secured: Served, tmp_path: Path) -> None:
+    added = secured.workflow("secure", "web-user", str(tmp_path / "secure"), "ann", "--role", "operator").stdout
+    password = re.search(r"password \(shown once\): (\S+)", added).group(1)
+    # The file is read at start: a new user logs in after a restart.
+    stop(secured.process)
+    again = start_server(tmp_path, "--config", str(tmp_path / "secure" / "nats.conf"))
+    again.env.update({**secured.env, "WORKFLOW_NATS_URL": again.nats_url})
+    try:
+        [work_id] = again.deposit("alpha")
+        client = Browser(again.web_url)
+        assert client.request("/")[0] == 200 and "Log in" in client.request("/")[1]  # sent to the login page
+        status, _ = client.request("/login", {"user": "ann", "password": password, "next": f"/works/{work_id}"})
+        assert status == 200
+        token = client.csrf(f"/works/{work_id}")
+        assert client.request(f"/works/{work_id}/cancel", {"csrf": token})[0] == 200
+        assert "web:ann" in again.workflow("history", work_id, "--json").stdout
+    finally:
+        stop(again.process)
+
+
+def test_without_users_the_ui_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "workflow.cli", "web", "--host", "0.0.0.0", "--port", "0",
+                           "--nats", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode != 0
+    assert "127.0.0.1 only" in done.stderr + done.stdout
+
+
+def test_workflow_web_runs_standalone_against_any_nats(served: Served, tmp_path: Path) -> None:
+    served.deposit("alpha", "--count", "2")
+    log = tmp_path / "web.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "workflow.cli", "web", "--port", "0", "--nats",
+                                    served.nats_url], stdout=out, stderr=subprocess.STDOUT, env=_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"workflow web UI on (http://\S+?)/? ", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with urllib.request.urlopen(match.group(1) + "/", timeout=20) as response:
+            page = response.read().decode()
+        assert 'data-pipeline="alpha"' in page and "no login" in page
+    finally:
+        stop(process)
+
+
+def test_web_users_file_and_passwords() -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+    users = parse_users("# comment\n" + user_line("ann", "operator", hashed) + user_line("bob", "viewer", hashed))
+    assert authenticate(users, "ann", "secret").may_act
+    assert not authenticate(users, "bob", "secret").may_act
+    assert authenticate(users, "ann", "wrong") is None and authenticate(users, "eve", "secret") is None
+    with pytest.raises(ValueError, match="line 1"):
+        parse_users("ann admin $2b$xyz\n")
+    with pytest.raises(ValueError, match="name"):
+        user_line("a b", "viewer", hashed)
+
+
+def test_the_chart_scales_to_the_busiest_minute() -> None:
+    chart = per_minute_chart([0, 5, 10], width=300, height=100)
+    assert [bar.height for bar in chart.bars] == [0, 50, 100] and chart.peak == 10 and chart.total == 15
+    assert [bar.minutes_ago for bar in chart.bars] == [3, 2, 1]
+    assert per_minute_chart([0, 0]).peak == 0
