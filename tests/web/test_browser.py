@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,69 @@ def test_dashboard_counts_follow_new_deposits_live(served: Served, page: Any) ->
     expect(page.locator("tr[data-pipeline=alpha] td[data-status=queued]")).to_have_text("3", timeout=15_000)
     expect(page.locator("tr[data-pipeline=beta] td[data-status=total]")).to_have_text("1", timeout=15_000)
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_the_event_feed_shows_new_events_live_filtered_by_pipeline(served: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(served.web_url + "/events?q=pipeline:alpha")
+    expect(page.locator("#feed")).to_be_visible()
+    page.wait_for_timeout(500)  # not an "until": gives the EventSource its subscription before the deposits
+    [shown] = served.deposit("alpha", "--tag", "<i>x</i>")
+    served.deposit("beta")
+    row = page.locator("#feed tbody tr").first
+    expect(row).to_contain_text(shown, timeout=15_000)
+    expect(row).to_contain_text("deposited")
+    served.workflow("cancel", shown)
+    expect(page.locator("#feed tbody tr").first).to_contain_text("cancelled", timeout=15_000)
+    expect(page.locator("#feed tbody tr")).to_have_count(2)  # beta's deposit is filtered out
+    page.locator("#feed tbody tr a.id").first.click()
+    page.wait_for_url(f"**/works/{shown}")
+
+
+def test_bulk_cancel_from_a_search_with_confirmation(served: Served, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    ids = served.deposit("beta", "--count", "5", "--tag", "bad-calibration")
+    served.deposit("beta", "--tag", "fine")
+    page.goto(served.web_url + "/works?q=tag:bad-calibration")
+    page.locator("#bulk-cancel").click()
+    expect(page.locator("h1")).to_have_text("Cancel 5 works?")
+    page.fill("input[name=reason]", "calibration was wrong")
+    page.locator("#bulk-confirm").click()
+    expect(page.locator("#bulk-report")).to_contain_text("cancelled 5")
+    assert {served.work(i)["status"] for i in ids} == {"cancelled"}
+    assert served.get("/api/count?q=" + "pipeline:beta%20status:queued")[1] == '{"count":1}'
+
+
+def test_a_finished_work_shows_its_results_and_traceback_and_the_chart_counts_it(
+        served: Served, browser: Any, tmp_path: Path) -> None:
+    """Works run by a real worker: the dashboard's chart has their minute, a succeeded work's
+    page its results as JSON, a failed one's timeline its error and traceback. The pictures
+    go into $WORKFLOW_SCREENSHOT_DIR when set (docs/web-dashboard.png, docs/web-work.png)."""
+    from playwright.sync_api import expect
+
+    good = served.deposit("sample-pipeline", "-P", "a=20", "-P", "b=22", "--tag", "survey", "--user", "ann",
+                          "--function", "workflow.examples.add_results", "--count", "3")
+    [bad] = served.deposit("sample-pipeline", "-P", "message=calibration file missing", "--retries", "0",
+                           "--function", "workflow.examples.fail")
+    served.deposit("beamform", "--count", "4")
+    served.workflow("run", "sample-pipeline", "--lives", "4")
+    for page in new_page(browser, width=1280, height=900):
+        page.goto(served.web_url + "/")
+        expect(page.locator("tr[data-pipeline=sample-pipeline] td[data-status=success]")).to_have_text("3")
+        heights = page.eval_on_selector_all("svg.chart rect", "bars => bars.map(b => +b.getAttribute('height'))")
+        assert len(heights) == 60 and max(heights) > 0, heights
+        page.screenshot(path=str(tmp_path / "web-dashboard.png"), full_page=True)
+        page.goto(served.web_url + f"/works/{good[0]}")
+        expect(page.locator("#status")).to_have_text("success")
+        expect(page.locator("#results")).to_contain_text('"sum": 42')
+        page.screenshot(path=str(tmp_path / "web-work.png"), full_page=True)
+        page.goto(served.web_url + f"/works/{bad}")
+        expect(page.locator("#timeline .ev-failed pre.error")).to_contain_text("calibration file missing")
+        page.locator("#timeline .ev-failed summary").click()
+        expect(page.locator("#timeline .ev-failed details pre")).to_contain_text("Traceback")
+    target = os.environ.get("WORKFLOW_SCREENSHOT_DIR")
+    if target:
+        for name in ("web-dashboard.png", "web-work.png"):
+            shutil.copy(tmp_path / name, Path(target) / name)

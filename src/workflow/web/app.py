@@ -45,6 +45,9 @@ COOKIE = "wf_session"
 PAGE_SIZES = (25, 50, 100, 200)
 #: Seconds between two live updates of the counts (events arriving meanwhile are one update).
 LIVE_DEBOUNCE = 0.3
+#: The fields a work's page lists first (the rest follow in the Work's order).
+FIRST_FIELDS = ("id", "status", "pipeline", "site", "priority", "attempt", "retries", "user", "creation", "start",
+                "stop", "function", "command")
 #: A work may be retried by hand once it ended without success (as in the TUI).
 RETRYABLE = ("failure", "cancelled")
 
@@ -186,7 +189,9 @@ class WebApp:
             return self.error_page(request, 404, f"no work {work_id}")
         history = await self.backend.reader.results.history(work_id)
         timeline = [{"seq": record.seq, **plain(record.event)} for record in history]
-        fields = plain(work)
+        everything = plain(work)
+        first = [key for key in FIRST_FIELDS if key in everything]
+        fields = {key: everything[key] for key in [*first, *(k for k in everything if k not in first)]}
         return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
                            precursors=[str(p) for p in work.precursors or []])
 
@@ -489,8 +494,7 @@ def _feed_item(subject: str, data: bytes) -> dict[str, Any]:
     with contextlib.suppress(msgspec.DecodeError, ValueError):
         event = msgspec.json.decode(data)
         if isinstance(event, dict):
-            item.update(time=event.get("time"), by=event.get("by"), status=(event.get("work") or {}).get("status")
-                        if isinstance(event.get("work"), dict) else event.get("status"))
+            item.update(time=event.get("time"), by=event.get("by"), type=event.get("type") or item["type"])
     return item
 
 
