@@ -56,6 +56,7 @@ async def timed(call: Callable[[], Awaitable[Any]], rounds: int) -> tuple[float,
 
 
 def start_web(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_NATS_")}
     with open(log, "wb") as out:

@@ -33,18 +33,16 @@ from starlette.staticfiles import StaticFiles
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
-from workflow.core.subjects import PREFIX
 from workflow.results.queries import ORDERABLE
 from workflow.web import openapi
 from workflow.web.backend import Backend, plain
 from workflow.web.chart import per_minute_chart
+from workflow.web.live import LiveHub
 from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
 
 HERE = Path(__file__).parent
 COOKIE = "wf_session"
 PAGE_SIZES = (25, 50, 100, 200)
-#: Seconds between two live updates of the counts (events arriving meanwhile are one update).
-LIVE_DEBOUNCE = 0.3
 #: The fields a work's page lists first (the rest follow in the Work's order).
 FIRST_FIELDS = ("id", "status", "pipeline", "site", "priority", "attempt", "retries", "user", "creation", "start",
                 "stop", "function", "command")
@@ -95,6 +93,7 @@ class WebApp:
         self.settings = settings
         self.sessions = Sessions()
         self.templates = templates()
+        self._hub: LiveHub | None = None
 
     # -- sessions and roles -------------------------------------------------------------
 
@@ -293,29 +292,35 @@ class WebApp:
 
     # -- live: server-sent events -------------------------------------------------------------
 
-    async def _subscribe(self, subject: str) -> tuple[asyncio.Queue[tuple[str, bytes]], Any]:
-        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+    @property
+    def hub(self) -> LiveHub:
+        if self._hub is None:
+            raise RuntimeError("the live hub starts with the app")
+        return self._hub
 
-        async def received(msg: Any) -> None:
-            with contextlib.suppress(asyncio.QueueFull):  # a stalled browser drops events, not the server
-                queue.put_nowait((msg.subject, msg.data))
+    async def start(self) -> None:
+        self._hub = LiveHub(self.backend.reader.nc, lambda: self.backend.reader.results.pipelines(fresh=True))
+        await self._hub.start()
 
-        subscription = await self.backend.reader.nc.subscribe(subject, cb=received)
-        return queue, subscription
+    async def stop(self) -> None:
+        if self._hub is not None:
+            await self._hub.stop()
 
-    def _stream(self, request: Request, subject: str, render: Callable[[list[tuple[str, bytes]]], Awaitable[list[str]]],
+    def _stream(self, request: Request, listening: Any, render: Callable[[list[Any]], Awaitable[list[str]]],
                 first: Callable[[], Awaitable[list[str]]] | None = None,
-                debounce: float = LIVE_DEBOUNCE) -> StreamingResponse:
+                debounce: float = 0.05) -> StreamingResponse:
+        """Server-sent events: ``first``'s messages, then ``render``'s of each batch the
+        listener receives (what arrives within ``debounce`` is one batch), until the browser goes."""
+
         async def body() -> AsyncIterator[str]:
-            queue, subscription = await self._subscribe(subject)
-            try:
+            with listening as listener:
                 yield "retry: 2000\n\n"
                 if first is not None:
                     for message in await first():
                         yield message
                 while True:
                     try:
-                        item = await asyncio.wait_for(queue.get(), timeout=15)
+                        item = await asyncio.wait_for(listener.queue.get(), timeout=15)
                     except TimeoutError:
                         if await request.is_disconnected():
                             return
@@ -323,28 +328,33 @@ class WebApp:
                         continue
                     await asyncio.sleep(debounce)
                     batch = [item]
-                    while not queue.empty():
-                        batch.append(queue.get_nowait())
+                    while not listener.queue.empty():
+                        batch.append(listener.queue.get_nowait())
                     for message in await render(batch):
                         yield message
-            finally:
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
 
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def live_counts(self, request: Request) -> Response:
-        async def counts(_batch: list[tuple[str, bytes]] | None = None) -> list[str]:
-            pipelines = await self.backend.reader.results.pipelines(fresh=True)
-            return [_sse("counts", pipelines)]
+        """The pipelines' counts now, then each time the log changes them (asked once for every open dashboard)."""
 
-        return self._stream(request, f"{PREFIX}.>", counts, first=counts)
+        async def now() -> list[str]:
+            return [_sse("counts", await self.backend.reader.results.pipelines(fresh=True))]
+
+        async def latest(batch: list[Any]) -> list[str]:
+            counts = batch[-1]
+            if isinstance(counts, Exception):
+                return [_sse("unavailable", {"error": str(counts)})]
+            return [_sse("counts", counts)]
+
+        return self._stream(request, self.hub.counts(), latest, first=now, debounce=0)
 
     async def live_work(self, request: Request) -> Response:
         work_id = request.path_params["work_id"]
+        marker = f".{work_id}."
 
-        async def state(_batch: list[tuple[str, bytes]] | None = None) -> list[str]:
+        async def state(_batch: list[Any] | None = None) -> list[str]:
             try:
                 work = await self.backend.reader.results.get(work_id, fresh=True)
             except NotFoundError:
@@ -352,7 +362,7 @@ class WebApp:
             return [_sse("work", {"id": work.id, "status": work.status, "attempt": work.attempt,
                                   "priority": work.priority, "finished": work.status in FINISHED})]
 
-        return self._stream(request, f"{PREFIX}.*.{work_id}.>", state, debounce=0.05)
+        return self._stream(request, self.hub.events(lambda subject: marker in subject), state)
 
     async def live_events(self, request: Request) -> Response:
         try:
@@ -360,11 +370,11 @@ class WebApp:
         except ValidationError as error:
             return self.error_page(request, 400, str(error))
 
-        async def feed(batch: list[tuple[str, bytes]]) -> list[str]:
+        async def feed(batch: list[Any]) -> list[str]:
             items = [_feed_item(subject, data) for subject, data in batch]
             return [_sse("event", item) for item in items if _feed_matches(item, search)]
 
-        return self._stream(request, f"{PREFIX}.>", feed, debounce=0.05)
+        return self._stream(request, self.hub.events(lambda _subject: True), feed)
 
     # -- JSON API ---------------------------------------------------------------------------------
 
@@ -512,9 +522,11 @@ def create_app(backend: Backend, settings: WebSettings, *, manage_backend: bool 
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if manage_backend:
             await backend.open()
+        await web.start()
         try:
             yield
         finally:
+            await web.stop()
             if manage_backend:
                 await backend.close()
 

@@ -39,7 +39,13 @@ function follow(url, handlers) {
 
 function liveCounts(table) {
   follow(table.dataset.live, {
+    unavailable(info) {
+      const state = document.getElementById("live-state");
+      if (state) { state.textContent = "counts unavailable: " + info.error; state.classList.add("off"); }
+    },
     counts(pipelines) {
+      const state = document.getElementById("live-state");
+      if (state) { state.textContent = "live"; state.classList.remove("off"); }
       const body = table.tBodies[0];
       const statuses = [...table.tHead.rows[0].cells].slice(1).map((cell) => cell.textContent);
       for (const [name, counts] of Object.entries(pipelines)) {
