@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -206,7 +208,7 @@ def test_a_finished_work_shows_its_results_and_traceback_and_the_chart_counts_it
     [bad] = served.deposit("sample-pipeline", "-P", "message=calibration file missing", "--retries", "0",
                            "--function", "workflow.examples.fail")
     served.deposit("beamform", "--count", "4")
-    served.workflow("run", "sample-pipeline", "--lives", "4")
+    served.workflow("run", "sample-pipeline", "--lives", "4", cwd=tmp_path)
     for page in new_page(browser, width=1280, height=900):
         page.goto(served.web_url + "/")
         expect(page.locator("tr[data-pipeline=sample-pipeline] td[data-status=success]")).to_have_text("3")
@@ -216,12 +218,54 @@ def test_a_finished_work_shows_its_results_and_traceback_and_the_chart_counts_it
         page.goto(served.web_url + f"/works/{good[0]}")
         expect(page.locator("#status")).to_have_text("success")
         expect(page.locator("#results")).to_contain_text('"sum": 42')
-        page.screenshot(path=str(tmp_path / "web-work.png"), full_page=True)
         page.goto(served.web_url + f"/works/{bad}")
         expect(page.locator("#timeline .ev-failed pre.error")).to_contain_text("calibration file missing")
         page.locator("#timeline .ev-failed summary").click()
         expect(page.locator("#timeline .ev-failed details pre")).to_contain_text("Traceback")
     target = os.environ.get("WORKFLOW_SCREENSHOT_DIR")
     if target:
-        for name in ("web-dashboard.png", "web-work.png"):
-            shutil.copy(tmp_path / name, Path(target) / name)
+        shutil.copy(tmp_path / "web-dashboard.png", Path(target) / "web-dashboard.png")
+
+
+def test_a_plot_shows_inline_and_a_product_downloads_with_its_recorded_sha256(
+        served: Served, page: Any, tmp_path: Path) -> None:
+    """The products archive: the worker stores the work's files in the object store; the
+    page shows the plot (decoded by the browser) and downloads the product, whose bytes have
+    the sha256 the log recorded. Only the work's own archived files are served. The page's
+    picture goes into $WORKFLOW_SCREENSHOT_DIR when set (docs/web-work.png)."""
+    from playwright.sync_api import expect
+
+    [target] = served.deposit("sample-pipeline", "-P", "name=candidate", "-P", "size=300000", "--tag", "frb",
+                              "--function", "workflow.examples.with_products")
+    [other] = served.deposit("sample-pipeline", "-P", "name=other", "--function", "workflow.examples.with_products")
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    served.workflow("run", "sample-pipeline", "--lives", "2", cwd=worker)
+    recorded = {f["name"]: f for f in json.loads(served.workflow("products", "ls", target, "--json").stdout)}
+    assert set(recorded) == {"candidate.dat", "candidate.png"}, recorded
+
+    page.goto(served.web_url + f"/works/{target}")
+    expect(page.locator("#status")).to_have_text("success")
+    plot = page.locator("figure.plot img")
+    expect(plot).to_have_count(1)
+    page.wait_for_function("() => document.querySelector('figure.plot img').complete")
+    assert plot.evaluate("image => image.naturalWidth") == 32
+    expect(page.locator("#products code.sha256")).to_have_text(recorded["candidate.dat"]["sha256"])
+    with page.expect_download() as downloading:
+        page.locator("#products a.download").click()
+    download = downloading.value
+    assert download.suggested_filename == "candidate.dat"
+    data = Path(download.path()).read_bytes()
+    assert len(data) == 300000 and hashlib.sha256(data).hexdigest() == recorded["candidate.dat"]["sha256"]
+    target_dir = os.environ.get("WORKFLOW_SCREENSHOT_DIR")
+    if target_dir:
+        page.screenshot(path=str(Path(target_dir) / "web-work.png"), full_page=True)
+
+    files = served.web_url + f"/works/{target}/files/"
+    assert page.request.get(files + "other.dat").status == 404  # another work's file, asked under this id
+    assert page.request.get(files + "..%2F..%2Fetc%2Fpasswd").status == 404
+    assert page.request.get(served.web_url + f"/works/{other}/files/other.dat").status == 200
+    shown = page.request.get(files + "candidate.png")
+    assert shown.headers["content-type"] == "image/png" and "sandbox" in shown.headers["content-security-policy"]
+    listed = page.request.get(served.web_url + f"/api/works/{target}/products").json()["files"]
+    assert {f["name"]: f["sha256"] for f in listed} == {n: f["sha256"] for n, f in recorded.items()}

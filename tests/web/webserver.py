@@ -40,10 +40,10 @@ class Served:
     env: dict[str, str] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
 
-    def workflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def workflow(self, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run a ``workflow`` command against this server (as the operator when it has roles)."""
         return subprocess.run([sys.executable, "-m", "workflow.cli", *args], env=self.env, capture_output=True,
-                              text=True, timeout=60, check=check)
+                              text=True, timeout=90, check=check, cwd=cwd)
 
     def deposit(self, pipeline: str, *options: str) -> list[str]:
         out = self.workflow("deposit", pipeline, *options).stdout

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 import msgspec
@@ -31,6 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
+from workflow.core.products import ChecksumMismatchError
 from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
 from workflow.results.queries import ORDERABLE
@@ -41,6 +44,7 @@ from workflow.web.live import LiveHub
 from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
 
 HERE = Path(__file__).parent
+log = logging.getLogger("workflow.web")
 COOKIE = "wf_session"
 PAGE_SIZES = (25, 50, 100, 200)
 #: The fields a work's page lists first (the rest follow in the Work's order).
@@ -64,6 +68,8 @@ def templates() -> jinja2.Environment:
     environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     environment.filters["when"] = _when
     environment.filters["duration"] = _duration
+    environment.filters["bytes"] = _bytes
+    environment.globals["file_href"] = _file_href
     environment.globals.update(SEARCH_HINT=SEARCH_HINT, SYNTAX_HELP=SYNTAX_HELP, FINISHED=FINISHED,
                                RETRYABLE=RETRYABLE, STATUSES=LOGGED)
     return environment
@@ -75,6 +81,16 @@ def _when(moment: float | None) -> str:
     import time as _time
 
     return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
+
+
+def _bytes(size: int | None) -> str:
+    if size is None:
+        return "—"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size:,} bytes"
 
 
 def _duration(seconds: float | None) -> str:
@@ -191,8 +207,11 @@ class WebApp:
         everything = plain(work)
         first = [key for key in FIRST_FIELDS if key in everything]
         fields = {key: everything[key] for key in [*first, *(k for k in everything if k not in first)]}
+        files = await self.backend.reader.products.list(work_id)
         return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
-                           precursors=[str(p) for p in work.precursors or []])
+                           precursors=[str(p) for p in work.precursors or []],
+                           plots=[f for f in files if f.kind == "plot"],
+                           products=[f for f in files if f.kind == "product"], image=_image_type)
 
     async def events(self, request: Request) -> Response:
         try:
@@ -400,9 +419,48 @@ class WebApp:
         return JSONResponse({"pipelines": await self.backend.reader.results.pipelines(fresh=True)})
 
     async def api_products(self, request: Request) -> Response:
-        work = await self.backend.reader.results.get(request.path_params["work_id"], fresh=True)
-        return JSONResponse({"products": work.products or [], "plots": work.plots or [],
-                             "archive": "the products archive is not in this version: paths as the work recorded them"})
+        work_id = request.path_params["work_id"]
+        await self.backend.reader.results.get(work_id, fresh=True)  # 404 for a work that does not exist
+        files = await self.backend.reader.products.list(work_id)
+        return JSONResponse({"files": [{**plain(f), "href": _file_href(work_id, f.name)} for f in files]})
+
+    async def file(self, request: Request) -> Response:
+        """One archived file of one work: a plot shown inline, or any file downloaded.
+
+        Only what the work's outcome recorded as archived is served (looked up by name in
+        its own records, never a path or URI from the request); the bytes are checked
+        against the recorded sha256 as they stream, and a mismatch breaks the download
+        instead of completing it. Served files may never run script in the UI's origin
+        (``Content-Security-Policy: sandbox``; an SVG opened on its own is inert)."""
+        work_id, name = request.path_params["work_id"], request.path_params["name"]
+        files = {f.name: f for f in await self.backend.reader.products.list(work_id)}
+        item = files.get(name)
+        if item is None:
+            return self.error_page(request, 404, f"work {work_id} recorded no product or plot named {name!r}")
+        if item.uri is None or item.storage is None:
+            why = ("was deleted when archived (method delete) or removed since" if item.method != "bypass"
+                   else f"was not archived (method bypass): it is {item.path} on the machine that ran it")
+            return self.error_page(request, 404, f"{name} {why}")
+        inline = item.kind == "plot" and _image_type(name) is not None and "download" not in request.query_params
+        headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+                   "Cache-Control": "private, max-age=3600",
+                   "Content-Disposition": ("inline" if inline else "attachment") + f"; filename*=UTF-8''{quote(name)}"}
+        if item.size is not None:
+            headers["Content-Length"] = str(item.size)
+        if item.sha256 is not None:
+            headers["X-Checksum-Sha256"] = item.sha256
+        return StreamingResponse(self._verified(item), headers=headers,
+                                 media_type=(_image_type(name) if inline else None) or "application/octet-stream")
+
+    async def _verified(self, item: Any) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256()
+        async for chunk in self.backend.reader.products.open(item.uri):
+            digest.update(chunk)
+            yield chunk
+        if item.sha256 is not None and digest.hexdigest() != item.sha256:
+            log.error("%s: sha256 %s differs from the recorded %s; download broken off", item.uri,
+                      digest.hexdigest(), item.sha256)
+            raise ChecksumMismatchError(f"{item.uri}: the stored bytes differ from the recorded sha256")
 
     async def api_schema(self, request: Request) -> Response:
         return JSONResponse(openapi.SCHEMA)
@@ -427,6 +485,7 @@ class WebApp:
             Route("/", self.dashboard),
             Route("/works", self.works),
             Route("/works/{work_id}", self.work),
+            Route("/works/{work_id}/files/{name}", self.file),
             Route("/works/{work_id}/{action}", self.act, methods=["POST"]),
             Route("/bulk", self.bulk, methods=["GET", "POST"]),
             Route("/events", self.events),
@@ -477,6 +536,19 @@ class WebApp:
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
         return response
+
+
+#: Pictures a browser shows inline, by file extension.
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+               "svg": "image/svg+xml", "webp": "image/webp"}
+
+
+def _image_type(name: str) -> str | None:
+    return IMAGE_TYPES.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
+
+
+def _file_href(work_id: str, name: str) -> str:
+    return f"/works/{work_id}/files/{quote(name, safe='')}"
 
 
 def _set_cookie(response: Response, token: str) -> None:

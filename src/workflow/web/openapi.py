@@ -37,7 +37,8 @@ SCHEMA: dict[str, Any] = {
         "/api/pipelines": _get("Per pipeline, the works in each status"),
         "/api/works/{work_id}": _get("One work, every field", _ID),
         "/api/works/{work_id}/history": _get("Every event of one work, in order", _ID),
-        "/api/works/{work_id}/products": _get("A work's products and plots", _ID),
+        "/api/works/{work_id}/products": _get(
+            "A work's archived products and plots (name, kind, size, sha256, storage, uri; href: its download)", _ID),
         "/api/works/{work_id}/cancel": {"post": {"summary": "Cancel a work", "parameters": [_ID], **_ACTION}},
         "/api/works/{work_id}/requeue": {"post": {"summary": "Re-queue (retry) a work", "parameters": [_ID],
                                                   **_ACTION}},
