@@ -189,3 +189,18 @@ def test_the_chart_scales_to_the_busiest_minute() -> None:
     assert [bar.height for bar in chart.bars] == [0, 50, 100] and chart.peak == 10 and chart.total == 15
     assert [bar.minutes_ago for bar in chart.bars] == [3, 2, 1]
     assert per_minute_chart([0, 0]).peak == 0
+
+
+def test_sessions_expire_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workflow.web import users
+
+    monkeypatch.setattr(users, "MAX_SESSIONS", 3)
+    sessions = users.Sessions(lifetime=60)
+    tokens = [sessions.open(f"u{i}", "viewer")[0] for i in range(5)]
+    assert [sessions.get(t) is not None for t in tokens] == [False, False, True, True, True]
+    token, session = sessions.open("ann", "operator")
+    assert users.csrf_ok(session, session.csrf) and not users.csrf_ok(session, "x") and not users.csrf_ok(session, None)
+    sessions.close(token)
+    assert sessions.get(token) is None
+    expired = users.Sessions(lifetime=-1)
+    assert expired.get(expired.open("bob", "viewer")[0]) is None

@@ -511,7 +511,9 @@ class WebApp:
         for anyone else; errors of the search or of workflow as pages, not tracebacks."""
         path = request.url.path
         new_token: str | None = None
-        if self.settings.users is None:
+        if self.settings.users is None and path.startswith(("/api/", "/live/", "/static/")):
+            request.state.session = self.session(request)  # a script's reads open no session (nor keep one)
+        elif self.settings.users is None:
             request.state.session, new_token = self._local_session(request)
         else:
             request.state.session = self.session(request)

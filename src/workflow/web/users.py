@@ -32,6 +32,9 @@ USERS_FILE = "web-users"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 #: How long a session lasts without use.
 SESSION_SECONDS = 12 * 3600
+#: Sessions held at most: past it the least recently opened goes (memory stays bounded
+#: whatever opens sessions, e.g. a script that never keeps its cookie).
+MAX_SESSIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,10 @@ class Sessions:
     def open(self, user: str, role: str) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
         session = Session(user, role, secrets.token_urlsafe(32), time.time() + self.lifetime)
-        self._by_token[token] = session
         self._forget_expired()
+        while len(self._by_token) >= MAX_SESSIONS:
+            del self._by_token[next(iter(self._by_token))]  # dicts keep insertion order: the oldest
+        self._by_token[token] = session
         return token, session
 
     def get(self, token: str | None) -> Session | None:
