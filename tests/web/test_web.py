@@ -145,11 +145,17 @@ def test_a_named_web_user_logs_in_and_acts_under_their_name(secured: Served, tmp
         stop(again.process)
 
 
-def test_without_users_the_ui_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "workflow.cli", "web", "--host", "0.0.0.0", "--port", "0",
-                           "--nats", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60, env=_env())
-    assert done.returncode != 0
+@pytest.mark.parametrize("command", [
+    ["web", "--host", "0.0.0.0", "--port", "0", "--nats", "nats://127.0.0.1:1"],
+    ["server", "--port", "-1", "--web-port", "0", "--web-host", "0.0.0.0"],
+])
+def test_without_users_the_ui_refuses_to_listen_beyond_loopback(tmp_path: Path, command: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "workflow.cli", *command, *(
+        ["--data-dir", str(tmp_path / "data")] if command[0] == "server" else [])],
+        capture_output=True, text=True, timeout=60, env=_env(), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
     assert "127.0.0.1 only" in done.stderr + done.stdout
+    assert not (tmp_path / "data").exists()  # refused before anything started
 
 
 def test_workflow_web_runs_standalone_against_any_nats(served: Served, tmp_path: Path) -> None:
