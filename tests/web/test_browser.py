@@ -65,6 +65,9 @@ def test_search_open_a_work_cancel_it_and_see_the_status_change_without_reload(s
 
     expect(page.locator("#status")).to_have_text("cancelled", timeout=15_000)
     expect(page.locator("#cancel-form")).to_be_hidden()
+    cancelled = page.locator("#timeline .ev-cancelled")  # the timeline follows the log too
+    expect(cancelled).to_contain_text("wrong calibration", timeout=15_000)
+    expect(cancelled).to_contain_text("by web:local")
     assert page.evaluate("window.__sameDocument") is True
     history = served.workflow("history", target, "--json").stdout
     assert '"cancelled"' in history.lower() and "web:local" in history and "wrong calibration" in history

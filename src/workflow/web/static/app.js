@@ -71,9 +71,27 @@ function liveCounts(table) {
   });
 }
 
+// The parts of a work's page that change with its events, swapped for the server's
+// rendering of them (the same escaped HTML a reload would bring), so the timeline, the
+// results and the plots follow the log too.
+const WORK_PARTS = ["fields", "results", "products-section", "timeline"];
+
+async function refreshWorkParts() {
+  const response = await fetch(location.pathname, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+  for (const id of WORK_PARTS) {
+    const now = document.getElementById(id);
+    const next = fresh.getElementById(id);
+    if (now && next) now.replaceWith(document.importNode(next, true));
+  }
+}
+
 function liveWork(box) {
+  let shown = document.getElementById("status").textContent;
   follow(box.dataset.live, {
     work(state) {
+      if (state.status !== shown) { shown = state.status; refreshWorkParts(); }
       const status = document.getElementById("status");
       status.textContent = state.status;
       status.className = "status s-" + state.status;
