@@ -119,6 +119,8 @@ def test_requeue_and_priority_from_the_api(served: Served) -> None:
     status, answer = client.request(f"/api/works/{work_id}/priority", {"csrf": token, "priority": "5"})
     assert status == 200 and json.loads(answer)["by"] == "web:local"
     assert served.work(work_id)["priority"] == 5
+    status, answer = client.request(f"/api/works/{work_id}/priority", {"csrf": token, "priority": "9"})
+    assert status == 400 and "priority" in json.loads(answer)["error"]
     assert client.request(f"/api/works/{work_id}/requeue", {"csrf": token})[0] == 409  # queued: nothing to retry
     assert client.request(f"/api/works/{work_id}/cancel", {"csrf": token})[0] == 200
     assert client.request(f"/api/works/{work_id}/requeue", {"csrf": token})[0] == 200

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,14 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from workflow.archive.products import recorded
 from workflow.core.errors import ConflictError, NotFoundError, ValidationError, WorkflowError
 from workflow.core.products import ChecksumMismatchError
 from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
 from workflow.results.queries import ORDERABLE
 from workflow.web import openapi
-from workflow.web.backend import Backend, plain
+from workflow.web.backend import BULK_LIMIT, Backend, plain
 from workflow.web.chart import per_minute_chart
 from workflow.web.live import LiveHub
 from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
@@ -78,19 +80,20 @@ def templates() -> jinja2.Environment:
 def _when(moment: float | None) -> str:
     if moment is None:
         return "—"
-    import time as _time
-
-    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
 
 
 def _bytes(size: int | None) -> str:
     if size is None:
         return "—"
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size:,} bytes"
+    if size < 1024:
+        return f"{size:,} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:,.1f} {unit}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -207,7 +210,7 @@ class WebApp:
         everything = plain(work)
         first = [key for key in FIRST_FIELDS if key in everything]
         fields = {key: everything[key] for key in [*first, *(k for k in everything if k not in first)]}
-        files = await self.backend.reader.products.list(work_id)
+        files = recorded([record.event for record in history])  # what client.products.list reads, from this history
         return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
                            precursors=[str(p) for p in work.precursors or []],
                            plots=[f for f in files if f.kind == "plot"],
@@ -228,7 +231,7 @@ class WebApp:
             except ValidationError as error:
                 return self.error_page(request, 400, str(error))
             count = await self.backend.reader.results.count(**search.filters(), fresh=True)
-            return self.render(request, "bulk.html", search=search, count=count, report=None)
+            return self.render(request, "bulk.html", search=search, count=count, report=None, limit=BULK_LIMIT)
         form = await self.form(request)
         session = await self.acting_session(request, form)
         if isinstance(session, Response):
@@ -245,7 +248,7 @@ class WebApp:
             return self.error_page(request, 409, f"the search now finds {len(ids):,} works, not the {expected:,} you "
                                    "confirmed: look again before cancelling")
         report = await self.backend.cancel_many(session.user, ids, form.get("reason"))
-        return self.render(request, "bulk.html", search=search, count=len(ids), report=report)
+        return self.render(request, "bulk.html", search=search, count=len(ids), report=report, limit=BULK_LIMIT)
 
     async def act(self, request: Request) -> Response:
         """POST /works/ID/cancel|requeue|priority: one event, written as ``web:<user>``."""
@@ -268,6 +271,8 @@ class WebApp:
                 return self.error_page(request, 404, f"no action {action!r}: cancel, requeue or priority")
         except NotFoundError as error:
             return self.error_page(request, 404, str(error))
+        except ValidationError as error:  # a priority out of range, a bad field
+            return self.error_page(request, 400, str(error))
         except WorkflowError as error:  # refused by the work's state, or changed meanwhile
             return self.error_page(request, 409, str(error))
         if request.headers.get("accept", "").startswith("application/json") or request.url.path.startswith("/api/"):
