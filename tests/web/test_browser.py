@@ -170,8 +170,7 @@ def test_the_event_feed_shows_new_events_live_filtered_by_pipeline(served: Serve
     from playwright.sync_api import expect
 
     page.goto(served.web_url + "/events?q=pipeline:alpha")
-    expect(page.locator("#feed")).to_be_visible()
-    page.wait_for_timeout(500)  # not an "until": gives the EventSource its subscription before the deposits
+    expect(page.locator("body[data-live=ready]")).to_have_count(1)  # the feed listens from now on
     [shown] = served.deposit("alpha", "--tag", "<i>x</i>")
     served.deposit("beta")
     row = page.locator("#feed tbody tr").first

@@ -338,7 +338,7 @@ class WebApp:
 
         async def body() -> AsyncIterator[str]:
             with listening as listener:
-                yield "retry: 2000\n\n"
+                yield "retry: 2000\n\nevent: ready\ndata: {}\n\n"  # listening from here on
                 if first is not None:
                     for message in await first():
                         yield message
@@ -386,7 +386,7 @@ class WebApp:
             return [_sse("work", {"id": work.id, "status": work.status, "attempt": work.attempt,
                                   "priority": work.priority, "finished": work.status in FINISHED})]
 
-        return self._stream(request, self.hub.events(lambda subject: marker in subject), state)
+        return self._stream(request, self.hub.events(lambda subject: marker in subject), state, first=state)
 
     async def live_events(self, request: Request) -> Response:
         try:

@@ -30,6 +30,8 @@ function follow(url, handlers) {
   const state = document.getElementById("live-state");
   source.onopen = () => { if (state) { state.textContent = "live"; state.classList.remove("off"); } };
   source.onerror = () => { if (state) { state.textContent = "reconnecting…"; state.classList.add("off"); } };
+  // "ready": the server listens from here on (the tests wait for it instead of sleeping)
+  source.addEventListener("ready", () => { document.body.dataset.live = "ready"; });
   for (const [kind, handle] of Object.entries(handlers)) {
     source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
   }
