@@ -107,6 +107,7 @@ class Projector:
         self._other: list[tuple[int, float, str, bytes]] = []  # decoded, not folded yet (see fold)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._hurry: asyncio.Event | None = None  # set by a new waiter: stop lingering
+        self._feed: _Subscription | None = None  # the subscription reading now (a waiter wakes it)
         self.last_write = 0.0  # seconds the last batch's write took
         self.lingering = False  # a batch is gathering (see LINGER_PER_WRITE)
 
@@ -121,6 +122,8 @@ class Projector:
         self._waiters.append(entry)
         if self._hurry is not None:
             self._hurry.set()
+        if self._feed is not None and self._feed.buffer:
+            self._feed.ready.set()  # a reader waits: what is buffered is a batch now, not in a second
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
             return True
@@ -273,6 +276,8 @@ class Projector:
     async def _consume(self, nc: nats.aio.client.Client, limits: _Limits) -> bool:
         """One subscription from ``position + 1``; False if it must be restarted (a gap)."""
         feed = _Subscription(nc, self.stream, self.position, self.batch_size, limits)
+        feed.readers_waiting = lambda: bool(self._waiters)
+        self._feed = feed
         subscription = await self._subscribe(feed, limits)
         stopper = asyncio.create_task(limits.stop.wait())
         writer = _Writer(self, limits.progress)
@@ -397,6 +402,9 @@ class _Subscription:
         self.finished = asyncio.Event()
         self.broken = asyncio.Event()
         self._reconnects = nc.stats["reconnects"]
+        #: Whether a reader waits for the projection (``fresh``): then a message is a batch
+        #: at once, instead of after ``wait_ready``'s second.
+        self.readers_waiting: Callable[[], bool] = lambda: False
 
     def reconnected(self) -> bool:
         """Whether the connection was re-established since this subscription began.
@@ -439,7 +447,7 @@ class _Subscription:
         self.buffer.append((seq, logged, msg.subject, msg.data))
         if self.until_seq is not None and seq >= self.until_seq:
             self.finished.set()
-        if len(self.buffer) >= self.batch_size or self.finished.is_set():
+        if len(self.buffer) >= self.batch_size or self.finished.is_set() or self.readers_waiting():
             self.ready.set()
         while len(self.buffer) >= self.high_water and not self.broken.is_set():  # back-pressure until written
             self.room.clear()
