@@ -212,3 +212,28 @@ def test_sessions_expire_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     assert sessions.get(token) is None
     expired = users.Sessions(lifetime=-1)
     assert expired.get(expired.open("bob", "viewer")[0]) is None
+
+
+def test_workflow_web_with_secure_logs_in_to_nats_as_the_operator_and_its_users_log_in(
+        secured: Served, tmp_path: Path) -> None:
+    [work_id] = secured.deposit("alpha")
+    log = tmp_path / "web-secure.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "workflow.cli", "web", "--port", "0", "--host", "0.0.0.0",
+                                    "--secure", str(tmp_path / "secure"), "--nats", secured.nats_url],
+                                   stdout=out, stderr=subprocess.STDOUT, env=_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"workflow web UI on http://\S+?:(\d+)/? ", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        client = Browser(f"http://127.0.0.1:{match.group(1)}")
+        assert client.request("/api/count")[0] == 401  # users: nothing without a login
+        status, _ = client.request("/login", {"user": "operator", "password": secured.passwords["operator"]})
+        assert status == 200
+        token = client.csrf(f"/works/{work_id}")
+        status, answer = client.request(f"/api/works/{work_id}/cancel", {"csrf": token})
+        assert status == 200, answer  # NATS let the web process cancel: it logged in as the operator role
+        assert secured.work(work_id)["status"] == "cancelled"
+    finally:
+        stop(process)
