@@ -56,6 +56,7 @@ def test_the_walk_finds_every_command_of_the_readme_and_its_options():
         "schedule add", "schedule ls", "schedule rm", "notify test", "scale",
         "products ls", "products get", "workspace set", "workspace ls", "workspace show", "workspace unset",
         "configs deploy", "configs ls", "configs ps", "configs stop", "configs retry", "configs rm",
+        "web", "secure web-user",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
 
@@ -76,11 +77,11 @@ def test_help_lists_each_option_of_a_command_once(path, command):
     assert sorted(listed) == sorted({*option_names(command), "--help"})
 
 
-# sql reads a local file; secure init and workspace write local files; the server's --nats
-# names a server to use instead of starting one.
+# sql reads a local file; secure init, secure web-user and workspace write local files; the
+# server's --nats names a server to use instead of starting one.
 TALKING_TO_NATS = [
     (path, command) for path, command in COMMANDS
-    if path not in (["sql"], ["server"], ["secure", "init"]) and path[0] != "workspace"
+    if path not in (["sql"], ["server"], ["secure", "init"], ["secure", "web-user"]) and path[0] != "workspace"
 ]
 
 
