@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, get_args
 
 import msgspec
 from ulid import ULID
@@ -96,7 +96,8 @@ class RunRetried(ConfigEvent, frozen=True, kw_only=True, tag="retried"):
 
 
 AnyConfigEvent = ConfigDeployed | ConfigRemoved | RunStarted | RunStopped | RunRetried
-CONFIG_EVENT_TYPES: tuple[str, ...] = ("deployed", "removed", "started", "stopped", "retried")
+#: Their tags, from the union (never a list kept by hand: see ``core.events.EVENT_TYPES``).
+CONFIG_EVENT_TYPES: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(AnyConfigEvent))
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyConfigEvent] = msgspec.json.Decoder(AnyConfigEvent)
