@@ -9,6 +9,7 @@ in ten years: new fields get defaults, fields are never renamed or removed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -177,7 +178,6 @@ EVENT_CLASSES: tuple[type[Event], ...] = get_args(AnyEvent)
 EVENT_TYPES: tuple[str, ...] = tuple(str(cls.__struct_config__.tag) for cls in EVENT_CLASSES)
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode(event: Event, limit: int | None = None) -> bytes:
@@ -191,19 +191,33 @@ def encode(event: Event, limit: int | None = None) -> bytes:
     return data
 
 
-def decode(data: bytes) -> AnyEvent:
-    """The event encoded in ``data`` (any schema version this code knows).
+def decoder_of(union: Any, what: str) -> Callable[[bytes], Any]:
+    """The decoder of one family of log messages (a work's events, a schedule's, a pipeline
+    configuration's): the ``union``'s member the bytes encode, or ValidationError naming
+    ``what`` for anything else, never another exception (the log is open to any client
+    allowed to publish, so its readers must be able to refuse what they meet). A newer
+    schema version is refused too (``v``), not guessed at: a field this code does not know
+    may change what the message means."""
+    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(union)
 
-    Anything else is a ValidationError, never another exception: the log is open to any
-    client allowed to publish, so its readers must be able to refuse what they meet. An
-    event of a newer schema version is refused too (``v``), not guessed at: a field this
-    code does not know may change what the event means.
-    """
-    try:
-        event = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec lets invalid UTF-8 through as this
-        raise ValidationError("event", str(error)) from None
-    check_version(event.v)
+    def decode(data: bytes) -> Any:
+        try:
+            message = decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec lets invalid UTF-8 through as this
+            raise ValidationError(what, str(error)) from None
+        check_version(message.v)
+        return message
+
+    return decode
+
+
+_decode_event = decoder_of(AnyEvent, "event")
+
+
+def decode(data: bytes) -> AnyEvent:
+    """The event encoded in ``data`` (any schema version this code knows); ValidationError
+    for anything else (:func:`decoder_of`)."""
+    event: AnyEvent = _decode_event(data)
     return event
 
 

@@ -24,7 +24,7 @@ from ulid import ULID
 
 from workflow.core.configs import Config, Plan
 from workflow.core.errors import ValidationError
-from workflow.core.events import SCHEMA_VERSION, Version, check_version
+from workflow.core.events import SCHEMA_VERSION, Version, decoder_of
 from workflow.core.ids import new_id
 from workflow.core.subjects import PREFIX
 from workflow.core.work import NAME_PATTERN, Work
@@ -100,7 +100,7 @@ AnyConfigEvent = ConfigDeployed | ConfigRemoved | RunStarted | RunStopped | RunR
 CONFIG_EVENT_TYPES: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(AnyConfigEvent))
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyConfigEvent] = msgspec.json.Decoder(AnyConfigEvent)
+_decode = decoder_of(AnyConfigEvent, "configuration event")
 
 
 def encode(event: ConfigEvent) -> bytes:
@@ -108,12 +108,8 @@ def encode(event: ConfigEvent) -> bytes:
 
 
 def decode(data: bytes) -> AnyConfigEvent:
-    """The configuration event in ``data``; ValidationError for anything else."""
-    try:
-        event = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise ValidationError("configuration event", str(error)) from None
-    check_version(event.v)
+    """The configuration event in ``data``; ValidationError for anything else (never another error)."""
+    event: AnyConfigEvent = _decode(data)
     return event
 
 

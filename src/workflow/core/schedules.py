@@ -32,7 +32,7 @@ import msgspec
 from ulid import ULID
 
 from workflow.core.errors import ValidationError
-from workflow.core.events import SCHEMA_VERSION, Version, check_version
+from workflow.core.events import SCHEMA_VERSION, Version, decoder_of
 from workflow.core.ids import new_id
 from workflow.core.subjects import PREFIX
 from workflow.core.work import NAME_PATTERN, Work
@@ -226,7 +226,7 @@ class ScheduleRemoved(ScheduleEvent, frozen=True, kw_only=True):
 AnyScheduleEvent = ScheduleAdded | ScheduleRemoved
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyScheduleEvent] = msgspec.json.Decoder(AnyScheduleEvent)
+_decode = decoder_of(AnyScheduleEvent, "schedule event")
 
 
 def encode(event: ScheduleEvent) -> bytes:
@@ -235,11 +235,7 @@ def encode(event: ScheduleEvent) -> bytes:
 
 def decode(data: bytes) -> AnyScheduleEvent:
     """The schedule event in ``data``; ValidationError for anything else (never another error)."""
-    try:
-        event = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise ValidationError("schedule event", str(error)) from None
-    check_version(event.v)
+    event: AnyScheduleEvent = _decode(data)
     return event
 
 
