@@ -16,6 +16,7 @@ from workflow.core import events as ev
 from workflow.core import session
 from workflow.core.bulk import Action, BulkReport, Seen
 from workflow.core.errors import WorkflowError
+from workflow.core.filters import FilterValues, SelectionValues, WorkFilter
 from workflow.core.subjects import BucketKey
 from workflow.log import client as log_client
 from workflow.log.buckets import BucketStats
@@ -72,55 +73,58 @@ class Client(log_client.Client):
 
     # -- many works at once: selected in the read model, each written with its own CAS --
 
-    async def select(self, **filters: Unpack[selection.Filters]) -> list[Seen]:
-        """Every work matching ``filters`` (which must name a pipeline) as the read model
-        has it now: what a bulk action would act on (``client.bulk.apply(action, seen)``)."""
-        return await selection.select(self.results, filters)
+    async def select(self, where: WorkFilter | None = None, /, **filters: Unpack[FilterValues]) -> list[Seen]:
+        """Every work matching ``where`` or the filter keywords (which must name a pipeline)
+        as the read model has it now: what a bulk action would act on
+        (``client.bulk.apply(action, seen)``)."""
+        return await selection.select(self.results, WorkFilter.either(where, filters))
 
     async def cancel_many(
-        self, ids: Iterable[str] | None = None, *, reason: str | None = None, **filters: Unpack[selection.Filters]
+        self, ids: Iterable[str] | WorkFilter | None = None, *, reason: str | None = None,
+        **filters: Unpack[SelectionValues],
     ) -> BulkReport:
-        """Cancel the works named by ``ids``, or every work matching ``filters`` (e.g.
-        ``pipeline="p", status="queued"``): each its own ``Cancelled`` against the head it
-        was seen at; one that changed meanwhile is skipped and counted (``report.changed``).
+        """Cancel the works named by ``ids``, or every work matching the filters (keywords,
+        e.g. ``pipeline="p", status="queued"``, or a WorkFilter in place of ``ids``): each
+        its own ``Cancelled`` against the head it was seen at; one that changed meanwhile is
+        skipped and counted (``report.changed``).
 
         Example: ``(await client.cancel_many(pipeline="p", status="queued")).summary()``
         """
         return await self._many("cancel", ids, filters, reason=reason)
 
     async def requeue_many(
-        self, ids: Iterable[str] | None = None, *, priority: int | None = None, site: str | None = None,
-        reason: str | None = None, **filters: Unpack[selection.Filters],
+        self, ids: Iterable[str] | WorkFilter | None = None, *, priority: int | None = None, site: str | None = None,
+        reason: str | None = None, **filters: Unpack[SelectionValues],
     ) -> BulkReport:
-        """Re-queue the works named by ``ids``, or every work matching ``filters`` (e.g.
-        ``pipeline="p", status="failure"``), at a new ``priority``/``site`` if given."""
+        """Re-queue the works named by ``ids``, or every work matching the filters (e.g.
+        ``pipeline="p", status="failure"``), at a new ``priority``/``site`` if given (to
+        select by site or priority, pass a WorkFilter)."""
         return await self._many("requeue", ids, filters, reason=reason, priority=priority, site=site)
 
     async def delete_many(
-        self, ids: Iterable[str] | None = None, *, reason: str | None = None, **filters: Unpack[selection.Filters]
+        self, ids: Iterable[str] | WorkFilter | None = None, *, reason: str | None = None,
+        **filters: Unpack[SelectionValues],
     ) -> BulkReport:
-        """Delete the works named by ``ids``, or every work matching ``filters``: hidden
+        """Delete the works named by ``ids``, or every work matching the filters: hidden
         from lists and counts, histories kept; an unfinished one is cancelled first."""
         return await self._many("delete", ids, filters, reason=reason)
 
-    async def _many(self, action: Action, ids: Iterable[str] | None, filters: selection.Filters,
+    async def _many(self, action: Action, ids: Iterable[str] | WorkFilter | None, filters: SelectionValues,
                     **options: Any) -> BulkReport:
-        selection.check(ids, filters)
+        where = WorkFilter.either(ids if isinstance(ids, WorkFilter) else None, filters)
+        ids = None if isinstance(ids, WorkFilter) else ids
+        selection.check(ids, where)
         if ids is not None:
             return await self.bulk.by_ids(action, [ids] if isinstance(ids, str) else ids, **options)
-        return await self.bulk.apply(action, await self.select(**filters), **options)
+        return await self.bulk.apply(action, await selection.select(self.results, where), **options)
 
 
 async def find_candidates(results: Results, query: CandidateQuery) -> list[Found]:
     """The read model's answer to a filtered withdraw: queued matching works, highest
     priority then oldest, fresh (the projection caught up with the log first), less the
     ones the claimer leaves out for now."""
-    filters = query.filters
     limit = min(query.limit + len(query.exclude), MAX_LIMIT)
-    rows = await results.queued_matching(
-        query.pipelines, limit=limit, site=query.site, priority=query.priority, any_tags=list(filters.tags),
-        event=list(filters.event), user=filters.user, parent=filters.parent,
-    )
+    rows = await results.queued_matching(query.filters.queued(query.pipelines, query.site, query.priority), limit=limit)
     found = [Found(row["id"], row["pipeline"], row["site"], row["priority"]) for row in rows]
     return [item for item in found if item.work_id not in query.exclude][: query.limit]
 

@@ -167,7 +167,7 @@ def test_an_option_group_hands_the_command_one_instance_of_its_dataclass():
     result = CliRunner().invoke(demo, ["--limit", "2", "--user", "alice", "--nats-user", "ops", "-t", "a", "-t", "b"],
                                 env={"WORKFLOW_NATS_URL": "nats://env:4222"})
     assert result.exit_code == 0, result.output
-    assert seen == [(2, WorkFilters(user="alice", tag=["a", "b"]), Connection(url="nats://env:4222", user="ops"))]
+    assert seen == [(2, WorkFilters(user="alice", tags=["a", "b"]), Connection(url="nats://env:4222", user="ops"))]
 
 
 def test_an_option_group_refuses_a_command_without_the_parameter_to_receive_it():

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 import typer
 
 import workflow
-from workflow.cli.options import Connection
+from workflow.cli.options import Connection, as_filter
 from workflow.cli.output import console, fail, print_json, reported, with_client
 from workflow.core.bulk import DONE, Action, BulkReport, Seen
+from workflow.core.filters import WorkFilter
 from workflow.results import selection
 
 Ids = Annotated[list[str] | None, typer.Argument(
@@ -31,13 +32,14 @@ SELECTION_PANEL = "Select by filter (instead of ids)"
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """Filters that select works in the read model; a pipeline is required."""
+    """Filters that select works in the read model; a pipeline is required. Its fields
+    bear the core's WorkFilter names, as ``ls``'s :class:`~workflow.cli.options.WorkFilters`."""
 
     pipeline: Annotated[list[str] | None, typer.Option(
         "--pipeline", "-p", rich_help_panel=SELECTION_PANEL, help="Works of this pipeline (repeatable: any).")] = None
     status: Annotated[list[str] | None, typer.Option(
         "--status", "-s", rich_help_panel=SELECTION_PANEL, help="Works in this status (repeatable: any).")] = None
-    tag: Annotated[list[str] | None, typer.Option(
+    tags: Annotated[list[str] | None, typer.Option(
         "--tag", "-t", rich_help_panel=SELECTION_PANEL, help="Works with this tag (repeatable: all of them).")] = None
     user: Annotated[str | None, typer.Option(
         "--user", rich_help_panel=SELECTION_PANEL, help="Works of this user.")] = None
@@ -46,25 +48,13 @@ class Selection:
     until: Annotated[str | None, typer.Option(
         "--until", rich_help_panel=SELECTION_PANEL, help="Works created before this ISO time.")] = None
 
-    def filters(self) -> selection.Filters:
-        filters = selection.Filters()
-        if self.pipeline:
-            filters["pipeline"] = self.pipeline
-        if self.status:
-            filters["status"] = self.status
-        if self.tag:
-            filters["tags"] = self.tag
-        if self.user:
-            filters["user"] = self.user
-        if self.since:
-            filters["since"] = self.since
-        if self.until:
-            filters["until"] = self.until
-        return filters
+    def filter(self) -> WorkFilter:
+        """The core's filter of these options (see :func:`~workflow.cli.options.as_filter`)."""
+        return as_filter(self)
 
     def describe(self) -> str:
         """The filters as the confirmation question names them."""
-        shown = {"pipeline": self.pipeline, "status": self.status, "tag": self.tag, "user": self.user,
+        shown = {"pipeline": self.pipeline, "status": self.status, "tag": self.tags, "user": self.user,
                  "since": self.since, "until": self.until}
         return "; ".join(f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in shown.items() if v)
 
@@ -84,8 +74,8 @@ def act(
 
     ``single`` is the one-work command (its own message and errors) for exactly one id.
     """
-    filters = chosen.filters()
     with reported():
+        filters = chosen.filter()
         selection.check(ids or None, filters)
     if ids and len(ids) == 1 and not as_json:
         message = with_client(connection, lambda client: single(client, ids[0]))
@@ -94,7 +84,7 @@ def act(
     if ids:
         report = with_client(connection, lambda client: client.bulk.by_ids(action, ids, **options))
     else:
-        seen = with_client(connection, lambda client: client.select(**filters))
+        seen = with_client(connection, lambda client: client.select(filters))
         if not seen:
             _print(BulkReport(action), as_json, "no work matches; nothing changed")
             return

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 
+from workflow.core.filters import WorkFilter
 from workflow.core.settings import redacted
 from workflow.core.status import LOGGED
 from workflow.log.tls import tls_context
@@ -119,7 +120,11 @@ class Connection:
 @dataclasses.dataclass(frozen=True)
 class WorkFilters:
     """Which works ``ls`` and ``count`` look at: every filter given must match; a repeated
-    one matches any of its values (``-p a -p b``), as the bulk commands' filters do."""
+    one matches any of its values (``-p a -p b``), as the bulk commands' filters do.
+
+    Each field is named as the core's :class:`~workflow.core.filters.WorkFilter` field it
+    gives (its option may read otherwise: ``--run`` is ``parent``), so :func:`as_filter`
+    is the one conversion."""
 
     pipeline: Annotated[list[str] | None, typer.Option(
         "--pipeline", "-p", help="Only this pipeline (repeatable: any).")] = None
@@ -127,7 +132,7 @@ class WorkFilters:
         "--status", "-s", help=f"Only this status (repeatable: any): {', '.join(LOGGED)}.")] = None
     site: Annotated[list[str] | None, typer.Option("--site", help="Only this site (repeatable: any).")] = None
     user: Annotated[str | None, typer.Option("--user", help="Only works of this user.")] = None
-    tag: Annotated[list[str] | None, typer.Option(
+    tags: Annotated[list[str] | None, typer.Option(
         "--tag", "-t", help="Only works with this tag (repeatable: all of them).")] = None
     event: Annotated[list[int] | None, typer.Option(
         "--event", "-e", help="Only works naming this telescope event (repeatable: any).")] = None
@@ -135,17 +140,15 @@ class WorkFilters:
     until: Annotated[str | None, typer.Option("--until", help="Created before this ISO time.")] = None
     include_deleted: Annotated[bool, typer.Option(
         "--include-deleted", help="Deleted works too (hidden unless asked, or --status deleted).")] = False
-    run: Annotated[str | None, typer.Option(
+    parent: Annotated[str | None, typer.Option(
         "--run", help="Only the works of this configuration run (its id: `workflow configs ps NAME`).")] = None
 
-    def query(self) -> dict[str, Any]:
-        """Keyword arguments for ``client.results.query`` and ``.count``."""
-        return {
-            "pipeline": self.pipeline or None, "status": self.status or None, "site": self.site or None,
-            "user": self.user,
-            "tags": self.tag or None, "event": self.event or None, "since": self.since, "until": self.until,
-            "include_deleted": self.include_deleted, "parent": self.run,
-        }
+
+def as_filter(options: Any) -> WorkFilter:
+    """A dataclass of filter options (``WorkFilters``, the bulk commands' ``Selection``) as
+    the core's WorkFilter, checked (ValidationError with the Work field's message). Its
+    fields bear the filter's names; one that does not is refused by name."""
+    return WorkFilter.of(**{field.name: getattr(options, field.name) for field in dataclasses.fields(options)})
 
 
 def option_name(group: type, field: str) -> str:

@@ -26,6 +26,7 @@ from workflow.cli.options import (
     MetricsHost,
     MetricsPort,
     WorkFilters,
+    as_filter,
     connection_options,
     work_filters,
 )
@@ -53,7 +54,7 @@ def ls(
 ) -> None:
     """List works (newest first), from the results service."""
     works = cast(list[Work], with_client(connection, lambda client: client.results.query(  # no `fields`: Works
-        **filters.query(), limit=limit, offset=offset, order=order, fresh=fresh,
+        as_filter(filters), limit=limit, offset=offset, order=order, fresh=fresh,
     )))
     if as_json:
         print_json([work.payload for work in works])
@@ -85,7 +86,7 @@ def short_time(timestamp: float | None) -> str:
 @work_filters
 def count(*, filters: WorkFilters, fresh: Fresh = True, as_json: AsJson = False, connection: Connection) -> None:
     """How many works match, from the results service."""
-    total = with_client(connection, lambda client: client.results.count(**filters.query(), fresh=fresh))
+    total = with_client(connection, lambda client: client.results.count(as_filter(filters), fresh=fresh))
     if as_json:
         print_json({"count": total})
     else:
@@ -117,8 +118,8 @@ def replay(
     connection: Connection,
 ) -> None:
     """Build a fresh DuckDB from the log (from sequence 1), for audits and analysis."""
+    from workflow.core.filters import as_unix
     from workflow.log.jsapi import first_time
-    from workflow.results.client import as_unix
     from workflow.results.projector import check_replay
     from workflow.results.projector import replay as replay_log
 

@@ -252,7 +252,7 @@ def delete(
         return f"deleted {work_id}{removed}"
 
     if products:
-        if not ids or chosen.filters():
+        if not ids or chosen.filter():
             raise fail("--products takes work ids (workflow delete ID... --products), not filters", 2)
         for work_id in ids:
             console.print(with_client(connection, functools.partial(one, work_id=work_id)),

@@ -355,11 +355,12 @@ def amend(work: Work, **changes: Any) -> Work:
     return copy
 
 
-def validate_field(field: str, value: Any) -> Any:
-    """Check one Work field's value given outside a Work (CLI, withdraw, worker options),
-    by the same rules and with the same message as a Work would; a site must also be one
-    this host knows (:func:`check_site`), as at deposit."""
+def validate_field(field: str, value: Any, *, known_site: bool = True) -> Any:
+    """Check one Work field's value given outside a Work (CLI, withdraw, worker options,
+    filters), by the same rules and with the same message as a Work would; a site must
+    also be one this host knows (:func:`check_site`), as at deposit, unless ``known_site``
+    is False (a search reads what the log accepted)."""
     _check_field(field, value)
-    if field == "site":
+    if field == "site" and known_site:
         check_site(value)
     return value

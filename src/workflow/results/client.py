@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import msgspec
 import nats.errors
 
 from workflow.core import events as ev
-from workflow.core.errors import ValidationError, WorkflowError
+from workflow.core.errors import WorkflowError
+from workflow.core.filters import FilterValues, Moment, WorkFilter, as_unix, many
 from workflow.core.subjects import BucketKey
 from workflow.core.work import Work
 from workflow.log import jsapi
@@ -27,58 +27,6 @@ from workflow.results.queries import SUBJECT, raise_for_error
 
 if TYPE_CHECKING:
     from workflow.log.client import Client
-
-
-def as_unix(moment: float | str | datetime | None, field: str) -> float | None:
-    """Unix seconds from a number, a datetime or an ISO-8601 text (naive means UTC)."""
-    if moment is None or isinstance(moment, (int, float)):
-        return moment
-    if isinstance(moment, str):
-        try:
-            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError(
-                field, f"expected an ISO-8601 time like 2026-01-31T12:00:00Z, got {moment!r}"
-            ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-#: A filter on one value or any of several.
-OneOrMore = str | list[str] | None
-#: A moment: unix seconds, a datetime, or ISO-8601 text.
-Moment = float | str | datetime | None
-
-
-def _listed(value: str | int | list[str] | list[int] | None) -> list[Any] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, (str, int)) else list(value)
-
-
-def _filters(
-    pipeline: OneOrMore = None,
-    status: OneOrMore = None,
-    site: OneOrMore = None,
-    user: str | None = None,
-    tags: OneOrMore = None,
-    event: int | list[int] | None = None,
-    since: Moment = None,
-    until: Moment = None,
-    id_prefix: str | None = None,
-    include_deleted: bool = False,
-    after_id: str | None = None,
-) -> dict[str, Any]:
-    """The filters of ``Results.query`` and ``Results.count`` as the service reads them
-    (``queries.Filters``): lists for "any of", times as unix seconds. ``include_deleted``
-    and ``after_id`` are sent only when used, so an older service still answers the rest."""
-    return {
-        "pipeline": _listed(pipeline), "status": _listed(status), "site": _listed(site), "user": user,
-        "tags": _listed(tags), "event": _listed(event),
-        "since": as_unix(since, "since"), "until": as_unix(until, "until"), "id_prefix": id_prefix,
-        "include_deleted": True if include_deleted else None, "after_id": after_id,
-    }
 
 
 class Results:
@@ -113,39 +61,32 @@ class Results:
 
     async def query(
         self,
-        pipeline: OneOrMore = None,
-        status: OneOrMore = None,
-        site: OneOrMore = None,
-        user: str | None = None,
-        tags: OneOrMore = None,
-        event: int | list[int] | None = None,
-        since: Moment = None,
-        until: Moment = None,
+        where: WorkFilter | None = None,
+        /,
+        *,
         limit: int = 100,
         offset: int = 0,
         order: str = "-creation",
         fields: list[str] | None = None,
-        *,
-        id_prefix: str | None = None,
-        include_deleted: bool = False,
-        after_id: str | None = None,
-        parent: str | None = None,
         fresh: bool = False,
         after: int | None = None,
+        **filters: Unpack[FilterValues],
     ) -> list[Work] | list[dict[str, Any]]:
         """Works matching every filter, newest first by default (``order="creation"``:
         oldest first; any of ``queries.ORDERABLE``, ``-`` for descending).
 
-        Returns Works, or plain dicts of just ``fields`` when given. ``tags``: works with
-        all of them; ``event``: works naming any of them; ``since``/``until``: creation time;
-        ``id_prefix``: works whose id starts with it; ``after_id``: works whose id sorts
-        after it (with ``order="id"``, pages that never shift while works change);
-        ``parent``: works whose ``config["parent"]`` is it (a configuration run's id).
-        Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
+        The filters are keywords (``pipeline="p", status=["queued", "running"]``) or one
+        :class:`~workflow.core.filters.WorkFilter`; see it for each (one value or several;
+        ``tags``: works with all of them; ``since``/``until``: creation time;
+        ``id_prefix``; ``after_id``: works whose id sorts after it, with ``order="id"``
+        pages that never shift while works change; ``parent``: works whose
+        ``config["parent"]`` is it, e.g. a configuration run's id). A bad value is a
+        ValidationError with its Work field's message. Deleted works are left out unless
+        ``include_deleted`` (or ``status`` names them).
+
+        Returns Works, or plain dicts of just ``fields`` when given.
         """
-        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted, after_id)
-        if parent is not None:
-            body["parent"] = parent
+        body = WorkFilter.either(where, filters).given()
         body.update(limit=limit, offset=offset, order=order, fields=fields)
         works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
@@ -154,26 +95,16 @@ class Results:
 
     async def count(
         self,
-        pipeline: OneOrMore = None,
-        status: OneOrMore = None,
-        site: OneOrMore = None,
-        user: str | None = None,
-        tags: OneOrMore = None,
-        event: int | list[int] | None = None,
-        since: Moment = None,
-        until: Moment = None,
+        where: WorkFilter | None = None,
+        /,
         *,
-        id_prefix: str | None = None,
-        include_deleted: bool = False,
-        parent: str | None = None,
         fresh: bool = False,
         after: int | None = None,
+        **filters: Unpack[FilterValues],
     ) -> int:
         """How many works match every filter (same filters as ``query``; deleted works
         are not counted unless ``include_deleted``)."""
-        body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted)
-        if parent is not None:
-            body["parent"] = parent
+        body = WorkFilter.either(where, filters).given()
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:
@@ -198,12 +129,12 @@ class Results:
         return [Recorded(e["seq"], e["subject"], ev.decode(msgspec.json.encode(e["event"]))) for e in answer["events"]]
 
     async def throughput(
-        self, minutes: int = 60, pipeline: OneOrMore = None, until: Moment = None,
+        self, minutes: int = 60, pipeline: str | list[str] | None = None, until: Moment | None = None,
         *, fresh: bool = False, after: int | None = None,
     ) -> list[int]:
         """How many works finished in each of the last ``minutes`` minutes (before ``until``,
         default now), oldest first: the dashboard's sparkline."""
-        body = {"minutes": minutes, "pipeline": _listed(pipeline), "until": as_unix(until, "until")}
+        body = {"minutes": minutes, "pipeline": many(pipeline) or None, "until": as_unix(until, "until")}
         return cast(list[int], (await self._call("throughput", body, fresh, after))["per_minute"])
 
     async def position(self) -> int:
@@ -230,28 +161,9 @@ class Results:
         (see :mod:`workflow.results.audit`); ``total == 0`` when clean."""
         return await self._call("audit", {}, fresh)
 
-    async def queued_matching(
-        self,
-        pipelines: list[str],
-        *,
-        limit: int,
-        site: str | None = None,
-        priority: int | None = None,
-        any_tags: list[str] | None = None,
-        event: list[int] | None = None,
-        user: str | None = None,
-        parent: str | None = None,
-        fresh: bool = True,
-    ) -> list[dict[str, Any]]:
-        """A filtered withdraw's candidates: ``queued`` works of these pipelines with any
-        of ``any_tags``, any of ``event``, this ``user`` and ``parent`` (each if given),
-        highest priority first, then oldest; each as ``{id, pipeline, site, priority}``."""
-        body: dict[str, Any] = {
-            "pipeline": pipelines, "status": ["queued"], "site": _listed(site), "user": user,
-            "any_tags": any_tags or None, "event": event or None, "parent": parent,
-            "priority": _listed(priority), "limit": limit, "order": "queue",
-            "fields": ["id", "pipeline", "site", "priority"],
-        }
+    async def queued_matching(self, where: WorkFilter, *, limit: int, fresh: bool = True) -> list[dict[str, Any]]:
+        """A filtered withdraw's candidates (``where``: its
+        :meth:`~workflow.core.filters.WithdrawFilter.queued` question), highest priority
+        first, then oldest; each as ``{id, pipeline, site, priority}``."""
+        body = {**where.given(), "limit": limit, "order": "queue", "fields": ["id", "pipeline", "site", "priority"]}
         return cast(list[dict[str, Any]], (await self._call("query", body, fresh))["works"])
-
-

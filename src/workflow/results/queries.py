@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
-from workflow.core.status import HIDDEN, LOGGED, Status
-from workflow.core.work import Pipeline, Priority, Site
+from workflow.core.filters import WorkFilter
+from workflow.core.status import HIDDEN, LOGGED
+from workflow.core.work import Pipeline
 from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
 
 #: The service's name, subjects and error headers: the wire contract of both sides.
@@ -32,8 +33,7 @@ ORDERABLE = (
 Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
 Offset = Annotated[int, msgspec.Meta(ge=0)]
 Wait = Annotated[float, msgspec.Meta(ge=0, le=60)]
-#: The start of a work id (ids are sortable, so a prefix is a span of time too).
-IdPrefix = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+MinSeq = Annotated[int, msgspec.Meta(ge=0)]
 #: How many minutes a throughput question may cover (one day).
 MAX_MINUTES = 1440
 
@@ -42,30 +42,24 @@ class Consistency(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``min_seq``: answer only once the projection holds every event up to it (waiting
     at most ``wait`` seconds): a reader who just wrote sees its own write."""
 
-    min_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    min_seq: MinSeq | None = None
     wait: Wait = 5.0
 
 
-class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
-    """Which works: every given filter must hold (lists mean "any of")."""
+class Filters(WorkFilter, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A count's request: the core's filter, and when to answer.
 
-    pipeline: list[Pipeline] | None = None
-    status: list[Status] | None = None
-    site: list[Site] | None = None
-    user: str | None = None
-    tags: list[str] | None = None  # works carrying all of these tags
-    event: list[int] | None = None  # works naming any of these telescope events
-    since: float | None = None  # created at or after (unix seconds)
-    until: float | None = None  # created before (unix seconds)
-    id_prefix: IdPrefix | None = None  # works whose id starts with this
-    after_id: IdPrefix | None = None  # works whose id sorts after this (paging that never shifts)
-    include_deleted: bool = False  # deleted works too (hidden unless asked, or ``status`` names them)
-    any_tags: list[str] | None = None  # works carrying any of these tags (a filtered withdraw's rule)
-    parent: str | None = None  # works whose config names this parent (``config.parent``)
-    priority: list[Priority] | None = None  # works at any of these priorities
+    The filter is :class:`~workflow.core.filters.WorkFilter` itself, one flat object on the
+    wire as it always was. The two fields of :class:`Consistency` are written again here,
+    not inherited: a msgspec Struct has one base with fields (two bases with fields are an
+    "instance lay-out conflict"), and nesting the filter would change the wire. A test
+    holds them equal."""
+
+    min_seq: MinSeq | None = None
+    wait: Wait = 5.0
 
 
-class Query(Filters, kw_only=True, forbid_unknown_fields=True):
+class Query(Filters, kw_only=True, frozen=True, forbid_unknown_fields=True):
     limit: Limit = 100
     offset: Offset = 0
     order: str = "-creation"
@@ -104,7 +98,7 @@ def parse(data: bytes, kind: type[msgspec.Struct]) -> Any:
     return request
 
 
-def where(filters: Filters) -> tuple[str, list[Any]]:
+def where(filters: WorkFilter) -> tuple[str, list[Any]]:
     """The WHERE clause (with ``?`` placeholders) and its parameters."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -183,7 +177,7 @@ def query_sql(query: Query) -> tuple[str, list[Any]]:
     return sql, [*params, query.limit, query.offset]
 
 
-def count_sql(filters: Filters) -> tuple[str, list[Any]]:
+def count_sql(filters: WorkFilter) -> tuple[str, list[Any]]:
     clause, params = where(filters)
     return f"SELECT count(*) FROM works{clause}", params
 

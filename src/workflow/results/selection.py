@@ -7,6 +7,7 @@ head (:mod:`workflow.log.bulk`). The projection is asked ``fresh`` (it has every
 logged when the selection starts), and paged by id (``after_id``), so pages never shift
 while works change status under it, and no work is listed twice.
 
+The filters are the core's :class:`~workflow.core.filters.WorkFilter`, as for any search.
 A bulk action never spans every work by accident: it takes ids, or filters that name
 at least one pipeline, never neither (:func:`check`).
 """
@@ -14,11 +15,14 @@ at least one pipeline, never neither (:func:`check`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
 
 from workflow.core.bulk import Seen
 from workflow.core.errors import ValidationError
-from workflow.results.client import Moment, Results
+from workflow.core.filters import WorkFilter
+from workflow.results.client import Results
 
 if TYPE_CHECKING:
     from workflow.core.status import Status
@@ -27,49 +31,33 @@ if TYPE_CHECKING:
 PAGE = 10_000
 
 
-class Filters(TypedDict, total=False):
-    """The filters that select works for a bulk action (every one given must hold;
-    lists mean "any of", except ``tags``: works with all of them)."""
-
-    pipeline: str | list[str]
-    status: str | list[str]
-    user: str
-    tags: str | list[str]
-    event: int | list[int]
-    since: Moment  # created at or after
-    until: Moment  # created before
-
-
-def check(ids: Iterable[str] | None, filters: Filters) -> None:
+def check(ids: Iterable[str] | None, filters: WorkFilter) -> None:
     """Refuse (ValidationError) a selection that is neither ids nor filters, is both, or
     is filters naming no pipeline (which would mean "every work of every pipeline")."""
-    given = {name: value for name, value in filters.items() if value not in (None, [], "")}
-    if ids is not None and given:
+    if ids is not None and filters:
         raise ValidationError("selection", "give work ids or filters, not both")
-    if ids is None and not given:
+    if ids is None and not filters:
         raise ValidationError(
             "selection",
             "name the works: give their ids, or filters with a pipeline (e.g. --pipeline P --status queued)",
         )
-    if ids is None and not given.get("pipeline"):
+    if ids is None and not filters.pipeline:
         raise ValidationError(
             "pipeline", "a bulk action by filter must name its pipeline(s): it never spans every pipeline by accident"
         )
 
 
-async def select(results: Results, filters: Filters) -> list[Seen]:
+async def select(results: Results, filters: WorkFilter) -> list[Seen]:
     """Every work matching ``filters`` now, oldest id first, as seen in the read model."""
     check(None, filters)
-    query: dict[str, Any] = {name: value for name, value in filters.items() if value not in (None, [], "")}
     seen: list[Seen] = []
-    after_id: str | None = None
+    page = filters
     while True:
         rows: Any = await results.query(
-            **query, fields=["id", "pipeline", "seq", "status"], order="id", limit=PAGE, after_id=after_id,
-            fresh=after_id is None,  # the first page waits for every event logged so far; the next need not
+            page, fields=["id", "pipeline", "seq", "status"], order="id", limit=PAGE,
+            fresh=page is filters,  # the first page waits for every event logged so far; the next need not
         )
         seen.extend(Seen(row["id"], row["pipeline"], row["seq"], cast("Status", row["status"])) for row in rows)
         if len(rows) < PAGE:
             return seen
-        after_id = rows[-1]["id"]
-
+        page = msgspec.structs.replace(filters, after_id=rows[-1]["id"])

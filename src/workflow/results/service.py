@@ -108,7 +108,7 @@ class ResultsService:
             log.exception("results request failed")
             await request.respond_error("500", f"{type(error).__name__}: {error}")
 
-    async def _consistent(self, request: queries.Consistency) -> int:
+    async def _consistent(self, request: queries.Consistency | queries.Filters) -> int:
         """Wait for the asked position; the position the answer reflects at least."""
         if request.min_seq is not None and not await self.projector.wait_for(request.min_seq, request.wait):
             raise ServiceError(
