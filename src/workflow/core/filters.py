@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, TypedDict, Unpack
 
 import msgspec
@@ -83,12 +84,11 @@ class WorkFilter(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, 
             raise ValidationError(
                 unknown[0], f"no filter {', '.join(map(repr, unknown))}; filters are {', '.join(cls.__struct_fields__)}"
             )
-        given = {name: _checked(name, value) for name, value in values.items() if not _empty(value)}
+        given = {name: checked(name, value) for name, value in values.items() if not _empty(value)}
         try:
             return msgspec.convert(given, type=cls)
-        except msgspec.ValidationError as error:  # the rules no Work field has (id_prefix, include_deleted)
-            message, _, where = str(error).partition(" - at `$.")
-            raise ValidationError(where.split("`")[0].split("[")[0] or "filter", message) from None
+        except msgspec.ValidationError as error:  # not expected: every value was checked above
+            raise ValidationError("filter", str(error)) from None
 
     @classmethod
     def either(cls, where: Any, values: FilterValues | SelectionValues) -> WorkFilter:
@@ -163,8 +163,9 @@ def many(value: Any) -> list[Any]:
     return list(value)
 
 
-def _checked(name: str, value: Any) -> Any:
-    """``value`` of filter ``name`` normalised, and checked as its Work field."""
+def checked(name: str, value: Any) -> Any:
+    """``value`` of filter ``name`` normalised (one or many: a list; a moment: unix
+    seconds), and checked as its Work field, with its message (ValidationError)."""
     if name in _EACH_AS:
         values = many(value)
         for one in values:
@@ -178,7 +179,23 @@ def _checked(name: str, value: Any) -> Any:
         return validate_field("user", value)
     if name == "parent":
         return check_parent(value)
-    return value
+    try:  # the filters that are no Work field: their own rule, in the same words
+        return msgspec.convert(value, type=_field_types()[name])
+    except msgspec.ValidationError:
+        raise ValidationError(name, f"{_RULES[name]}; got {value!r}") from None
+
+
+#: The rules of the filters that are no Work field, as a user reads them.
+_RULES = {
+    "id_prefix": "id_prefix is the start of a work id: 1–64 letters, digits, '_' and '-'",
+    "after_id": "after_id is a work id: 1–64 letters, digits, '_' and '-'",
+    "include_deleted": "include_deleted is true or false",
+}
+
+
+@cache
+def _field_types() -> dict[str, Any]:
+    return {field.name: field.type for field in msgspec.structs.fields(WorkFilter)}
 
 
 def check_parent(parent: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from workflow.core.errors import NotFoundError, ValidationError, WorkflowError
-from workflow.core.filters import WorkFilter
+from workflow.core.filters import WorkFilter, checked
 from workflow.core.status import HIDDEN, LOGGED
 from workflow.core.work import Pipeline
 from workflow.results.columns import JSON_FIELDS, WORK_COLUMNS, WORK_FIELDS, quote
@@ -89,6 +89,8 @@ def parse(data: bytes, kind: type[msgspec.Struct]) -> Any:
         if " - at `$." in message:
             message, _, where = message.partition(" - at `$.")
             field = where.split("`")[0].split("[")[0]
+        if issubclass(kind, WorkFilter) and field in WorkFilter.__struct_fields__:
+            _check_filter(data, field)  # the core's words for it: the Work field's message
         raise ValidationError(field, message) from None
     except msgspec.DecodeError as error:
         raise ValidationError("request", f"not JSON: {error}") from None
@@ -96,6 +98,14 @@ def parse(data: bytes, kind: type[msgspec.Struct]) -> Any:
         order_clause(request.order)
         select_list(request.fields)
     return request
+
+
+def _check_filter(data: bytes, field: str) -> None:
+    """Raise the core's ValidationError for the request's value of filter ``field``, the
+    same a client's :meth:`~workflow.core.filters.WorkFilter.of` raises."""
+    request = msgspec.json.decode(data)
+    if isinstance(request, dict) and field in request:
+        checked(field, request[field])
 
 
 def where(filters: WorkFilter) -> tuple[str, list[Any]]:
