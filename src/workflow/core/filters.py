@@ -206,7 +206,8 @@ def check_parent(parent: Any) -> str:
 
 
 def as_unix(moment: float | str | datetime | None, field: str) -> float | None:
-    """Unix seconds from a number, a datetime or an ISO-8601 text (naive means UTC)."""
+    """Unix seconds from a number, a datetime or an ISO-8601 text (naive means UTC): a
+    moment as callers write it (a filter's ``since``/``until``, a deposit's ``at``)."""
     if moment is None or isinstance(moment, (int, float)):
         return moment
     if isinstance(moment, str):

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal, cast
 
 from workflow.core.errors import ValidationError
 from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Notified, Requeued, Succeeded, is_final
+from workflow.core.filters import as_unix
 from workflow.core.work import Work
 
 #: The rule a waiting work is released by (a configuration step's ``if``).
@@ -242,14 +243,7 @@ def not_before(delay: float | str | timedelta | None, at: float | str | datetime
         raise ValidationError("delay", "give a delay or a time (at), not both")
     if delay is not None:
         return now + _seconds(delay)
-    if at is None or isinstance(at, (int, float)):
-        return at
-    if isinstance(at, str):
-        try:
-            at = datetime.fromisoformat(at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError("at", f"expected an ISO-8601 time like 2026-12-01T02:00:00Z, got {at!r}") from None
-    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+    return as_unix(at, "at")
 
 
 def _seconds(delay: float | str | timedelta) -> float:
