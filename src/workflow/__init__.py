@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from workflow.api import Client, connect
     from workflow.core import errors, events
+    from workflow.core.filters import WorkFilter
     from workflow.core.work import Work
 
 _HOMES = {
     "Client": "workflow.api",
     "connect": "workflow.api",
     "Work": "workflow.core.work",
+    "WorkFilter": "workflow.core.filters",
     "errors": "workflow.core.errors",
     "events": "workflow.core.events",
 }
 
-__all__ = ["Client", "Work", "connect", "errors", "events"]
+__all__ = ["Client", "Work", "WorkFilter", "connect", "errors", "events"]
 __version__ = "0.1.0"
 
 
