@@ -73,7 +73,7 @@ class WorkFilter(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, 
 
     @classmethod
     def of(cls, **values: Unpack[FilterValues]) -> WorkFilter:
-        """The filter of these keywords (see :data:`FilterValues`), each checked as the Work
+        """The filter of these keywords (see :class:`FilterValues`), each checked as the Work
         field it filters on, with the same message (ValidationError naming it).
 
         ``status="queued"`` and ``status=["queued"]`` are one filter; ``since``/``until``

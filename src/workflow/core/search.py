@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.core.errors import ValidationError
+from workflow.core.filters import FilterValues
 from workflow.core.status import LOGGED
 
 #: The keys a term may have, with their short forms.
@@ -52,8 +53,9 @@ class Search:
     id_prefix: str | None = None
     text: str = field(default="", compare=False)
 
-    def filters(self) -> dict[str, Any]:
-        """Keyword arguments of ``Results.query`` and ``Results.count``."""
+    def filters(self) -> FilterValues:
+        """Keyword arguments of ``Results.query`` and ``Results.count`` (the core's filter
+        keywords: :class:`~workflow.core.filters.FilterValues`)."""
         return {
             "pipeline": list(self.pipeline) or None, "status": list(self.status) or None,
             "site": list(self.site) or None, "user": self.user, "tags": list(self.tags) or None,

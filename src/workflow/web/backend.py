@@ -16,6 +16,7 @@ import msgspec
 
 import workflow
 from workflow.core.bulk import BulkReport
+from workflow.core.filters import WorkFilter
 from workflow.core.search import Search
 from workflow.core.work import Work
 from workflow.results.queries import MAX_LIMIT
@@ -71,10 +72,11 @@ class Backend:
         """Every id the search finds (pages by id, so works changing meanwhile shift nothing)."""
         ids: list[str] = []
         after: str | None = None
+        where = WorkFilter.of(**search.filters())
         while len(ids) < limit:
             rows = await self.reader.results.query(
-                **search.filters(), limit=min(MAX_LIMIT, limit - len(ids)), order="id", fields=["id"], after_id=after,
-                fresh=True)
+                msgspec.structs.replace(where, after_id=after), limit=min(MAX_LIMIT, limit - len(ids)), order="id",
+                fields=["id"], fresh=True)
             page = [str(row["id"]) for row in rows if isinstance(row, dict)]
             if not page:
                 break
