@@ -90,7 +90,7 @@ def _print_plan(plan: cfg.Plan, as_json: bool) -> None:
         print_json([{"step": p.step, "matrix": p.combination, "work": p.work.payload} for p in plan.works])
         return
     stage_of = {step.name: step.stage for step in plan.config.steps}
-    condition_of = {step.name: step.condition for step in plan.config.steps}
+    condition_of = {step.name: step.rule for step in plan.config.steps}
     table = Table("step", "stage", "if", "matrix", "pipeline", "site", "parameters", "waits for")
     for planned in plan.works:
         stage = stage_of[planned.step]
