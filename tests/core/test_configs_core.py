@@ -325,3 +325,16 @@ def test_yes_no_on_and_off_are_text_only_true_and_false_are_booleans():
     [step] = config.steps
     assert step.matrix == {"on": [1], "a": ["yes", "off"]}
     assert step.work["archive"] is False
+
+
+def test_a_staged_step_skipped_by_its_if_leaves_the_run_a_success_but_what_it_skipped_does_not():
+    from workflow.core import runs
+
+    text = BRANCH.replace("  - name: tell\n    if: ${{ always() }}\n    work: {}\n", "")
+    config = configs.parse(text + "  - {name: summary, stage: 3, work: {}}\n")
+    plan = configs.plan(config, str(ULID()), 0.0)
+    run_slots = runs.slots(plan, [])
+    statuses = {slot.work.id: "cancelled" if slot.step == "refetch" else "success" for slot in run_slots}
+    assert runs.view("r", config, run_slots, statuses, stopped=False).status == "success"
+    statuses.update({slot.work.id: "cancelled" for slot in run_slots if slot.step == "summary"})
+    assert runs.view("r", config, run_slots, statuses, stopped=False).status == "failure"

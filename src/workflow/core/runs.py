@@ -334,7 +334,8 @@ def view(run_id: str, config: Config, run_slots: list[Slot], statuses: dict[str,
         status = "stopped"
     elif unfinished:
         status = "running"
-    elif any(s.status == "failure" or (s.stage is not None and s.status != "success") for s in steps):
+    elif any(s.status == "failure" or (s.stage is not None and s.condition == "success" and s.status != "success")
+             for s in steps):  # (a conditional step skipped by its if did what it was told)
         status = "failure"
     else:
         status = "success"
