@@ -276,6 +276,8 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+#: The loader a configuration is read with (also by :mod:`workflow.core.config_convert`).
+Yaml12Loader = _Loader
 
 
 def parse(text: str, file: str = "<config>") -> Config:
