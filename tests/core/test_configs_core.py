@@ -338,3 +338,11 @@ def test_a_staged_step_skipped_by_its_if_leaves_the_run_a_success_but_what_it_sk
     assert runs.view("r", config, run_slots, statuses, stopped=False).status == "success"
     statuses.update({slot.work.id: "cancelled" for slot in run_slots if slot.step == "summary"})
     assert runs.view("r", config, run_slots, statuses, stopped=False).status == "failure"
+
+
+def test_an_if_with_no_works_of_the_judged_step_sharing_its_values_is_refused_when_planned():
+    config = configs.parse("name: x\ndefaults: {pipeline: p}\nsteps:\n  - {name: a, matrix: {i: [0]}, work: {}}\n"
+                           "  - {name: b, stage: 2, matrix: {i: [0, 1]}, if: \"pipeline.a.status == 'failure'\", "
+                           "work: {}}\n")
+    with pytest.raises(configs.ValidationError, match=r"step b \{'i': 1\}: its if judges step a, none of whose"):
+        configs.plan(config, str(ULID()), 0.0)

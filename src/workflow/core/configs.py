@@ -668,7 +668,8 @@ def plan(config: Config, run: str, now: float) -> Plan:
             run_config.update(parent=run, step=step.name, configuration=config.name)
             if step.expression is not None:
                 run_config["if"] = step.expression
-                run_config["if_steps"] = {name: _judged(made_by_step[name], combination) for name in step.judges}
+                run_config["if_steps"] = {name: _judged(made_by_step[name], combination, step.name, name)
+                                          for name in step.judges}
             elif step.condition != "success":
                 run_config["if"] = step.condition
             if step.inputs:
@@ -695,10 +696,15 @@ def _inputs(works: list[PlannedWork], combination: dict[str, Any]) -> str | list
     return ids[0] if len(ids) == 1 else ids
 
 
-def _judged(works: list[PlannedWork], combination: dict[str, Any]) -> list[str]:
-    """The works of a step an ``if`` judges: as for results (:func:`_inputs`), always a list."""
+def _judged(works: list[PlannedWork], combination: dict[str, Any], step: str, judged: str) -> list[str]:
+    """The works of a step an ``if`` judges: as for results (:func:`_inputs`), always a list;
+    ValidationError if none agrees with ``combination`` (there would be nothing to judge)."""
     found = _inputs(works, combination)
-    return [found] if isinstance(found, str) else found
+    found = [found] if isinstance(found, str) else found
+    if not found:
+        raise ValidationError("if", f"step {step} {combination}: its if judges step {judged}, none of whose works "
+                                    "has the same values for the matrix keys they share")
+    return found
 
 
 def inputs_of(work: Work) -> list[str]:
