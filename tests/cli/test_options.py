@@ -55,7 +55,7 @@ def test_the_walk_finds_every_command_of_the_readme_and_its_options():
         "streams apply", "replay", "sql", "export", "projector", "tui", "secure init", "audit",
         "schedule add", "schedule ls", "schedule rm", "notify test", "scale",
         "products ls", "products get", "workspace set", "workspace ls", "workspace show", "workspace unset",
-        "configs deploy", "configs ls", "configs ps", "configs stop", "configs retry", "configs rm",
+        "configs deploy", "configs ls", "configs ps", "configs stop", "configs retry", "configs rm", "configs convert",
         "web", "secure web-user",
     }
     assert {"--user", "--nats", "--nats-user", "--json"} <= set(option_names(COMMANDS[COMMAND_IDS.index("deposit")][1]))
@@ -77,11 +77,12 @@ def test_help_lists_each_option_of_a_command_once(path, command):
     assert sorted(listed) == sorted({*option_names(command), "--help"})
 
 
-# sql reads a local file; secure init, secure web-user and workspace write local files; the
-# server's --nats names a server to use instead of starting one.
+# sql reads a local file; secure init, secure web-user and workspace write local files, configs
+# convert rewrites one; the server's --nats names a server to use instead of starting one.
 TALKING_TO_NATS = [
     (path, command) for path, command in COMMANDS
-    if path not in (["sql"], ["server"], ["secure", "init"], ["secure", "web-user"]) and path[0] != "workspace"
+    if path not in (["sql"], ["server"], ["secure", "init"], ["secure", "web-user"], ["configs", "convert"])
+    and path[0] != "workspace"
 ]
 
 

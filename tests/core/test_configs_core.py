@@ -105,7 +105,8 @@ def test_a_file_with_many_problems_reports_each_with_its_line_and_column():
         "bad.yaml:1:7: name is 1-57 letters, digits and '-', got 'bad name'",
         "bad.yaml:4:5: a step has no key 'stgae'; expected one of name, stage, work, matrix, if, runs_on",
         "bad.yaml:7:17: step fetch: priority: priority is 1 (lowest) to 5 (highest), a whole number; got 9",
-        "bad.yaml:9:9: if is one of success, failure, always, got 'sometimes'",
+        "bad.yaml:9:9: if is success, failure, always or an expression such as "
+        "${{ pipeline.fetch.status == 'success' }}, got 'sometimes'",
         "bad.yaml:10:37: step two: parameters: no matrix value 'nope' (this step's matrix has: none)",
     ]
 
@@ -136,7 +137,18 @@ def test_a_file_with_many_problems_reports_each_with_its_line_and_column():
     ("name: x\nsteps:\n  - {name: a, work: {pipeline: p, parameters: {x: '${{ pipeline.a.status }}'}}}\n",
      "unknown reference ${{ pipeline.a.status }}"),
     ("name: x\nsteps:\n  - {name: a, if: \"${{ pipeline.f.status == 'success' }}\", work: {pipeline: p}}\n",
-     "expressions over earlier steps are not supported yet"),
+     "3:24: step a: if: pipeline.f.status names no step"),
+    ("name: x\nsteps:\n  - {name: a, work: {pipeline: p}}\n  - {name: b, stage: 2, work: {pipeline: p},\n"
+     "     if: \"${{ pipeline.a.status == 'succeeded' }}\"}\n", "5:36: step b: if: a step's status is one of"),
+    ("name: x\nsteps:\n  - {name: a, work: {pipeline: p}}\n  - name: b\n    stage: 2\n"
+     "    if: ${{ pipeline.a.status = 'success' }}\n    work: {pipeline: p}\n", "6:31: step b: if: unexpected '='"),
+    ("name: x\nsteps:\n  - {name: a, work: {pipeline: p}}\n  - {name: b, stage: 2, work: {pipeline: p}}\n"
+     "  - {name: c, stage: 2, if: \"pipeline.b.status == 'success'\", work: {pipeline: p}}\n",
+     "5:30: step c: if judges step b, which does not run before it"),
+    ("name: x\nsteps:\n  - {name: a, stage: 1, if: 'pipeline.a.status != \"failure\"', work: {pipeline: p}}\n",
+     "3:25: a first-stage step has no earlier step for its if to judge"),
+    ("name: x\nsteps:\n  - {name: a, stage: 2, if: 3, work: {pipeline: p}}\n",
+     "3:29: if is success, failure, always or an expression"),
 ])
 def test_each_kind_of_mistake_is_named_where_it_is(text, expected):
     with pytest.raises(configs.ConfigError) as caught:
@@ -229,6 +241,58 @@ def test_a_step_reads_the_results_of_its_own_combination_or_the_list_of_a_matrix
         configs.resolve_inputs(summary[1].work, results)
 
 
+BRANCH = textwrap.dedent("""\
+    name: branch
+    defaults: {pipeline: p}
+    matrix: {event: [1, 2]}
+    steps:
+      - name: fetch
+        work: {parameters: {event: "${{ matrix.event }}"}}
+      - name: beams
+        matrix: {beam: [0, 1]}
+        work: {}
+      - name: refetch
+        stage: 2
+        if: ${{ pipeline.fetch.status == 'failure' && !(pipeline.beams.status != "success") }}
+        work: {}
+      - name: tell
+        if: ${{ always() }}
+        work: {}
+""")
+
+
+def test_an_if_over_earlier_steps_waits_for_them_to_finish_and_names_the_works_of_its_own_combination():
+    config = configs.parse(BRANCH)
+    refetch, tell = config.step("refetch"), config.step("tell")
+    assert refetch.condition == "always" and refetch.judges == ("fetch", "beams")
+    assert refetch.rule == "${{ pipeline.fetch.status == 'failure' and not (pipeline.beams.status != 'success') }}"
+    assert tell.condition == "always" and tell.expression is None  # ${{ always() }}: the rule itself
+    plan = configs.plan(config, str(ULID()), 0.0)
+    fetch, beams = plan.of_step("fetch"), plan.of_step("beams")
+    for planned in plan.of_step("refetch"):
+        event = planned.combination["event"]
+        assert planned.work.config["if"] == refetch.expression and condition_of(planned.work) == "always"
+        assert planned.work.config["if_steps"] == {
+            "fetch": [f.work.id for f in fetch if f.combination["event"] == event],
+            "beams": [b.work.id for b in beams if b.combination["event"] == event]}
+        assert sorted(planned.work.precursors) == sorted(p.work.id for p in fetch + beams)  # the stage's rule
+
+
+def test_a_retried_work_judges_the_works_that_replace_those_its_if_named():
+    from workflow.core import runs
+
+    plan = configs.plan(configs.parse(BRANCH), str(ULID()), 0.0)
+    run_slots = runs.slots(plan, [])
+    statuses = {slot.work.id: "success" for slot in run_slots}
+    fetch = plan.of_step("fetch")
+    statuses[fetch[1].work.id] = "failure"
+    made = runs.retry_works(run_slots, statuses, 1, 0.0)
+    for planned in plan.of_step("refetch"):
+        again = made[planned.work.id]
+        expected = made[fetch[1].work.id].id if planned.combination["event"] == 2 else fetch[0].work.id
+        assert again.config["if_steps"]["fetch"] == [expected]
+
+
 def test_a_retried_work_reads_the_results_of_the_works_that_replace_its_inputs():
     from workflow.core import runs
 
@@ -261,3 +325,24 @@ def test_yes_no_on_and_off_are_text_only_true_and_false_are_booleans():
     [step] = config.steps
     assert step.matrix == {"on": [1], "a": ["yes", "off"]}
     assert step.work["archive"] is False
+
+
+def test_a_staged_step_skipped_by_its_if_leaves_the_run_a_success_but_what_it_skipped_does_not():
+    from workflow.core import runs
+
+    text = BRANCH.replace("  - name: tell\n    if: ${{ always() }}\n    work: {}\n", "")
+    config = configs.parse(text + "  - {name: summary, stage: 3, work: {}}\n")
+    plan = configs.plan(config, str(ULID()), 0.0)
+    run_slots = runs.slots(plan, [])
+    statuses = {slot.work.id: "cancelled" if slot.step == "refetch" else "success" for slot in run_slots}
+    assert runs.view("r", config, run_slots, statuses, stopped=False).status == "success"
+    statuses.update({slot.work.id: "cancelled" for slot in run_slots if slot.step == "summary"})
+    assert runs.view("r", config, run_slots, statuses, stopped=False).status == "failure"
+
+
+def test_an_if_with_no_works_of_the_judged_step_sharing_its_values_is_refused_when_planned():
+    config = configs.parse("name: x\ndefaults: {pipeline: p}\nsteps:\n  - {name: a, matrix: {i: [0]}, work: {}}\n"
+                           "  - {name: b, stage: 2, matrix: {i: [0, 1]}, if: \"pipeline.a.status == 'failure'\", "
+                           "work: {}}\n")
+    with pytest.raises(configs.ValidationError, match=r"step b \{'i': 1\}: its if judges step a, none of whose"):
+        configs.plan(config, str(ULID()), 0.0)

@@ -7,6 +7,9 @@ failing. What happens must be what the rules of a configuration say (see core/co
   one that did not;
 - an ``always`` step runs once they all finished; a ``failure`` step once they all finished
   and one did not succeed, else it is skipped;
+- a step whose ``if`` is an expression over earlier steps runs once they all finished, if
+  the expression holds over the statuses of the steps it names (Python's ``and``/``or``/
+  ``not`` over the model's statuses), else it is skipped saying so;
 - each work finishes exactly once, and none starts before what it follows has finished;
 - all of it also when the resolver is away while works finish and starts again (it reads
   the log from the start, then the heads of what is still pending, then goes live).
@@ -14,11 +17,14 @@ failing. What happens must be what the rules of a configuration say (see core/co
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ulid import ULID
 
 from workflow.core import events as ev
+from workflow.core.conditions import STATUSES
 from workflow.core.configs import parse, plan
 from workflow.core.fold import fold
 from workflow.core.waits import Cancel, Registry, Release, check_condition, precursor_outcome
@@ -31,18 +37,47 @@ def configurations(draw):
     stages = draw(st.integers(1, 4))
     lines = ["name: model", "steps:"]
     count = 0
+    stage_of: dict[str, int] = {}
     for stage in range(1, stages + 1):
         for _ in range(draw(st.integers(1, 2))):
-            condition = "success" if stage == 1 else draw(st.sampled_from(["success", "failure", "always"]))
-            width = draw(st.integers(1, 2))
-            lines.append(f"  - {{name: s{count}, stage: {stage}, if: {condition}, matrix: {{i: {{range: {width}}}}}, "
-                         "work: {pipeline: p}}")
+            earlier = [name for name, s in stage_of.items() if s < stage]
+            condition = "success" if stage == 1 else draw(st.sampled_from(["success", "failure", "always", "expr"]))
+            if condition == "expr":
+                condition = f'"{draw(expressions(earlier))}"'
+            width = draw(st.integers(1, 2))  # (a key of its own: an if judges every work of a step it names)
+            lines.append(f"  - {{name: s{count}, stage: {stage}, if: {condition}, "
+                         f"matrix: {{i{count}: {{range: {width}}}}}, work: {{pipeline: p}}}}")
+            stage_of[f"s{count}"] = stage
             count += 1
     for _ in range(draw(st.integers(0, 2))):
-        condition = draw(st.sampled_from(["success", "failure", "always"]))
+        condition = draw(st.sampled_from(["success", "failure", "always", "expr"]))
+        if condition == "expr":
+            condition = f'"{draw(expressions(list(stage_of)))}"'
         lines.append(f"  - {{name: s{count}, if: {condition}, work: {{pipeline: p}}}}")
         count += 1
     return "\n".join(lines) + "\n", draw(st.randoms(use_true_random=False))
+
+
+def expressions(steps: list[str], depth: int = 2) -> st.SearchStrategy[str]:
+    """An ``if`` expression over ``steps`` (the language's own spelling, ``and``/``&&``…)."""
+    compare = st.builds(lambda step, op, status: f"pipeline.{step}.status {op} '{status}'",
+                        st.sampled_from(steps), st.sampled_from(["==", "!="]), st.sampled_from(STATUSES))
+    leaf = st.one_of(compare, st.sampled_from(["success()", "failure()", "always()"]))
+    if depth == 0:
+        return leaf
+    inner = expressions(steps, depth - 1)
+    return st.one_of(
+        leaf,
+        st.builds(lambda a, word, b: f"{a} {word} {b}", inner, st.sampled_from(["and", "&&", "or", "||"]), inner),
+        st.builds(lambda a: f"not ({a})", inner),
+    )
+
+
+def python_of(expression: str) -> str:
+    """The same expression for Python's ``eval`` over ``status`` (step -> status) and ``ok``."""
+    python = re.sub(r"pipeline\.(\w+)\.status", r"status['\1']", expression)
+    python = python.replace("&&", " and ").replace("||", " or ")
+    return python.replace("success()", "ok").replace("failure()", "(not ok)").replace("always()", "True")
 
 
 class Simulation:
@@ -109,7 +144,8 @@ class Simulation:
 def test_stages_and_conditions_over_random_outcomes_follow_the_rules(configuration, data):
     text, rng = configuration
     config = parse(text)
-    works = [planned.work for planned in plan(config, str(ULID()), 0.0).works]
+    planned_works = plan(config, str(ULID()), 0.0).works
+    works = [planned.work for planned in planned_works]
     failing = {work.id for work in works if rng.random() < 0.3}
     sim = Simulation()
     sim.deposit(works)
@@ -133,11 +169,21 @@ def test_stages_and_conditions_over_random_outcomes_follow_the_rules(configurati
     def final_seq(work_id: str) -> int:
         return next(seq for seq, e in events_of[work_id] if ev.is_final(e))
 
+    step_of = {planned.work.id: planned.step for planned in planned_works}
+
+    def step_status(step: str) -> str:  # the model's: failure if one failed, cancelled if one was, else success
+        seen = {status[w] for w, s in step_of.items() if s == step}
+        return "failure" if "failure" in seen else "cancelled" if "cancelled" in seen else "success"
+
     for work in works:  # the model, in plan order (what a work follows comes first)
         before = [str(p) for p in work.precursors or []]
         outcomes = [status[p] == "success" for p in before]
         rule = check_condition(work)
         runs = {"success": all(outcomes), "always": True, "failure": not all(outcomes)}[rule]
+        expression = work.config["if"] if work.config.get("if") not in (None, "failure", "always") else None
+        if expression is not None:  # judged by Python over the model's statuses, not by the code under test
+            statuses = {step: step_status(step) for step in set(step_of.values())}
+            runs = bool(eval(python_of(expression), {"__builtins__": {}}, {"status": statuses, "ok": all(outcomes)}))
         events = events_of[work.id]
         started = [seq for seq, e in events if isinstance(e, ev.Started)]
         if runs:
@@ -146,7 +192,9 @@ def test_stages_and_conditions_over_random_outcomes_follow_the_rules(configurati
         else:
             assert status[work.id] == "cancelled" and not started, (rule, outcomes, events)
             cancel = next(e for _, e in events if isinstance(e, ev.Cancelled))
-            if rule == "success":  # skipped naming one that did not succeed
+            if expression is not None:
+                assert cancel.reason.startswith("skipped: if ") and ": false (" in cancel.reason, cancel.reason
+            elif rule == "success":  # skipped naming one that did not succeed
                 named = cancel.reason.split()[1]
                 assert named in before and status[named] != "success", cancel.reason
             else:

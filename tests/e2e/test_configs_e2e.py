@@ -254,3 +254,58 @@ async def test_a_step_run_by_a_real_worker_gets_the_earlier_steps_result_and_its
     finally:
         end(worker)
         end(server)
+
+
+async def test_a_step_if_fetch_failed_runs_where_fetch_failed_and_is_skipped_where_it_succeeded(
+    nats_url: str, tmp_path: Path
+):
+    env = env_for(nats_url)
+    logs = [tmp_path / "server.log", tmp_path / "worker.log"]
+    server = workflow_process(["server", "--nats", nats_url, "--data-dir", str(tmp_path / "data")], env,
+                              logs[0], tmp_path)
+    worker = workflow_process(["run", "chain", "--sleep", "1"], env, logs[1], tmp_path)
+    try:
+        await until(lambda: "resolver live" in logs[0].read_text(), timeout=60, explain=lambda: log_tails(logs))
+        # Given fetch fails for event 2 only, and refetch runs if (its own event's) fetch failed
+        path = tmp_path / "branch.yaml"
+        path.write_text(textwrap.dedent("""\
+            name: branch
+            defaults: {pipeline: chain, function: worker_functions.chain_step, retries: 0}
+            matrix: {event: [1, 2]}
+            steps:
+              - name: fetch
+                work: {parameters: {event: "${{ matrix.event }}", fail_when: {event: 2}}}
+              - name: refetch
+                stage: 2
+                if: ${{ pipeline.fetch.status == 'failure' }}
+                work: {parameters: {event: "${{ matrix.event }}"}}
+        """))
+        deployed = cli(nats_url, "configs", "deploy", str(path), "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        run = json.loads(deployed.stdout)["run"]
+
+        def finished() -> dict | None:
+            shown = ps(nats_url, "branch", run)
+            return shown if shown["status"] != "running" else None
+
+        shown = await until(finished, timeout=90, explain=lambda: log_tails(logs))
+        # Then refetch ran for event 2 (fetch failed) and was skipped for event 1, saying why
+        steps = {step["name"]: step for step in shown["steps"]}
+        assert steps["fetch"]["counts"] == {"success": 1, "failure": 1}
+        assert steps["refetch"]["counts"] == {"success": 1, "cancelled": 1}
+        assert steps["refetch"]["if"] == "${{ pipeline.fetch.status == 'failure' }}"
+        async with workflow.connect(nats_url) as client:
+            refetches = [w for w, slot in shown["works"].items() if slot["step"] == "refetch"]
+            outcomes = {}
+            for work_id in refetches:
+                work = await client.get(work_id)
+                [*_, decided] = [e for e in await client.history(work_id)
+                                 if type(e).__name__ in ("Requeued", "Cancelled")]
+                outcomes[work.parameters["event"]] = (work.status, decided.reason)
+            assert outcomes == {
+                1: ("cancelled", "skipped: if pipeline.fetch.status == 'failure': false (fetch success)"),
+                2: ("success", "released: if pipeline.fetch.status == 'failure': true (fetch failure)"),
+            }
+    finally:
+        end(worker)
+        end(server)

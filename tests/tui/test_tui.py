@@ -353,3 +353,59 @@ def test_tui_web_serves_the_ui_to_a_browser(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+RUN_CONFIG = """\
+name: chain
+defaults: {pipeline: chain}
+steps:
+  - name: fetch
+    matrix: {event: [1, 2]}
+    work: {parameters: {event: "${{ matrix.event }}"}}
+  - name: beams
+    stage: 2
+    matrix: {beam: [0, 1, 2]}
+    work: {parameters: {beam: "${{ matrix.beam }}"}}
+  - name: refetch
+    stage: 2
+    if: ${{ pipeline.fetch.status == 'failure' }}
+    work: {}
+"""
+
+
+async def test_the_runs_view_shows_each_run_live_and_enter_opens_its_works(client, results_service, nats_url):
+    from workflow.tui.runs import RunsScreen
+
+    # Given a configuration's run (no server: its second stage waits) and a work of no run
+    run = (await client.deploy_config(RUN_CONFIG, file="chain.yaml")).started.run
+    await client.deposit([Work(pipeline="chain")])
+    app = app_for(nats_url)
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.press("C")
+        assert isinstance(app.screen, RunsScreen)
+        # Then the run shows with its status, current stage, and its works by status; its steps below
+        assert await until(pilot, lambda: rows(app, "#runs") and rows(app, "#runs")[0][:2] == ["chain", run])
+        [shown] = rows(app, "#runs")
+        assert shown[3:] == ["running", "1", "4 waiting, 2 queued"]
+        assert await until(pilot, lambda: rows(app, "#steps") == [
+            ["fetch", "1", "success", "queued", "2 queued"],
+            ["beams", "2", "success", "waiting", "3 waiting"],
+            ["refetch", "2", "${{ pipeline.fetch.status == 'failure' }}", "waiting", "1 waiting"]])
+        # When a work of it succeeds, the view follows without a key press
+        fetch = await client.withdraw("chain", timeout=10)
+        await client.succeed(fetch, {})
+        assert fetch.config["step"] == "fetch"
+        assert await until(pilot, lambda: rows(app, "#steps")[0][3:] == ["queued", "1 queued, 1 success"])
+        assert rows(app, "#runs")[0][5] == "4 waiting, 1 queued, 1 success"
+        # enter opens the run's works: the works view searching run:ID, the other work left out
+        await pilot.press("enter")
+        assert isinstance(app.screen, WorksScreen)
+        assert app.screen.query_one("#search", Input).value == f"run:{run}"
+        state = await client.config_run("chain", run)
+        assert await until(pilot, lambda: sorted(row[0] for row in rows(app, "#works"))
+                           == sorted(slot.work.id for slot in state.slots))
+        # and ? in the runs view lists its keys and what it shows
+        await pilot.press("C", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert {"Works of run", "Config runs"} <= {what for _, what in app.screen.keys}
+        assert "run:ID" in str(app.screen.query_one("#syntax", Static).content)

@@ -1,4 +1,4 @@
-"""``workflow configs deploy|ls|ps|stop|retry|rm``: analysis chains written as YAML files.
+"""``workflow configs deploy|ls|ps|stop|retry|rm|convert``: analysis chains written as YAML files.
 
 A file with problems is reported like a compiler's output, one ``FILE:LINE:COLUMN: what``
 line per problem on stderr, exit 2, and nothing is written (see :mod:`workflow.core.configs`).
@@ -17,8 +17,8 @@ from ulid import ULID
 
 from workflow.cli.options import AsJson, Connection, connection_options
 from workflow.cli.output import console, errors, print_json, reported, with_client
+from workflow.core import config_convert, runs
 from workflow.core import configs as cfg
-from workflow.core import runs
 from workflow.core.display import when
 from workflow.core.schedules import next_firing
 from workflow.log.configs import Deployment, RunState
@@ -90,7 +90,7 @@ def _print_plan(plan: cfg.Plan, as_json: bool) -> None:
         print_json([{"step": p.step, "matrix": p.combination, "work": p.work.payload} for p in plan.works])
         return
     stage_of = {step.name: step.stage for step in plan.config.steps}
-    condition_of = {step.name: step.condition for step in plan.config.steps}
+    condition_of = {step.name: step.rule for step in plan.config.steps}
     table = Table("step", "stage", "if", "matrix", "pipeline", "site", "parameters", "waits for")
     for planned in plan.works:
         stage = stage_of[planned.step]
@@ -235,12 +235,53 @@ def rm(
     console.print(f"configuration {name} removed", highlight=False)
 
 
+def convert(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A configuration of the old system (pipeline: {...}).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the converted file here (default: print it).")] = None,
+) -> None:
+    """Rewrite a configuration of the system users come from in this format (see docs/howto/configs.md).
+
+    The changes it made are noted on stderr; the result is then checked as `deploy` would:
+    a problem no rule can decide (a step with no pipeline) is reported with its line in the
+    converted file, exit 1, the file still written for you to finish. Connects to nothing.
+
+    Example: workflow configs convert old.yaml -o localise.yaml
+    """
+    try:
+        text = file.read_text()
+    except OSError as error:
+        errors.print(f"error: cannot read {file}: {error.strerror or error}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        converted = config_convert.convert(text, str(file))
+    except cfg.ConfigError as error:
+        for problem in error.problems:
+            errors.print(problem.located(str(file)), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if output is None:
+        print(converted.text, end="")
+    else:
+        output.write_text(converted.text)
+    for note in converted.notes:
+        errors.print(f"note: {note}", markup=False, highlight=False)
+    target = str(output or "<converted>")
+    try:
+        cfg.parse(converted.text, target)
+    except cfg.ConfigError as error:
+        for problem in error.problems:
+            errors.print(problem.located(target), markup=False, highlight=False)
+        errors.print(f"error: the converted file has {len(error.problems)} problem(s) no rule decides; edit it",
+                     markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``configs deploy|ls|ps|stop|retry|rm`` to the CLI."""
+    """Add ``configs deploy|ls|ps|stop|retry|rm|convert`` to the CLI."""
     configs_app = typer.Typer(
-        help="Analysis chains as YAML files: steps in stages, matrices, if: success | failure | always.",
+        help="Analysis chains as YAML files: steps in stages, matrices, if: success | failure | always | expressions.",
         no_args_is_help=True,
     )
-    for command in (deploy, ls, ps, stop, retry, rm):
+    for command in (deploy, ls, ps, stop, retry, rm, convert):
         configs_app.command(command.__name__)(command)
     app.add_typer(configs_app, name="configs")

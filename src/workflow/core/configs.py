@@ -30,8 +30,12 @@ them). Kept pure: this module reads text and returns works; the log layer
         runs_on: chime             # the works' site
         work: {pipeline: localise, parameters: {beam: "${{ matrix.beam }}"}}
       - name: tell
-        if: failure                # success (default) | failure | always
+        if: failure                # success (default) | failure | always | an expression:
         work: {pipeline: notify}
+      - name: refetch
+        stage: 2
+        if: ${{ pipeline.fetch.status == 'failure' }}   # over earlier steps (workflow.core.conditions)
+        work: {pipeline: fetch, function: chime.fetch_again}
 
 **Stages and ``if``.** A step with ``stage: s`` waits for every work of the steps of earlier
 stages. ``if: success`` (the default) runs it once they all succeeded, and skips it (a
@@ -41,6 +45,17 @@ runs it once they all finished and at least one did not succeed (else it is skip
 and no ``stage`` follows every staged step: it is judged on the whole run. A step with
 neither is in stage 1. A first-stage step has nothing to follow, so ``if: failure`` there
 is an error.
+
+**Expressions.** ``if: ${{ pipeline.fetch.status == 'failure' }}`` (``==``/``!=``, ``and``,
+``or``, ``not``, parentheses, ``success()``/``failure()``/``always()``:
+:mod:`workflow.core.conditions`) is read at deploy, its errors located like any other. The
+step waits for every work of the steps it follows (its stage's rule: the earlier stages,
+or every staged step) to *finish*, whatever the outcome; then the expression alone decides:
+true, it runs; false, it is skipped (a ``Cancelled`` saying the expression and the statuses
+it was judged on). A step it names must run before it, and is judged, like results, on its
+works whose combination agrees with the step's own; ``success()`` and ``failure()`` judge
+every step it follows. The works carry the expression in ``config["if"]`` and the works of
+each step it names in ``config["if_steps"]``.
 
 **Substitution.** ``${{ matrix.x }}`` in any text of a step's ``work`` (or ``runs_on``) is
 replaced by that combination's value: alone in a text, it takes the value's own type
@@ -74,6 +89,7 @@ import msgspec
 import yaml
 from ulid import ULID
 
+from workflow.core import conditions
 from workflow.core.errors import ValidationError, WorkflowError
 from workflow.core.schedules import schedule_spec
 from workflow.core.waits import CONDITIONS, Condition
@@ -85,7 +101,7 @@ _SCHEDULE_KEYS = ("cron", "cronspec", "count")  # cronspec: the name in the syst
 #: Work fields a run sets itself: a file may not.
 _MANAGED = ("id", "status", "precursors", "attempt", "creation", "start", "stop", "results")
 #: Keys of a work's ``config`` a run sets (see the module).
-RUN_KEYS = ("parent", "step", "configuration", "if")
+RUN_KEYS = ("parent", "step", "configuration", "if", "if_steps")
 _NAME = re.compile(NAME_PATTERN)
 _EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _MATRIX_REFERENCE = re.compile(r"^matrix\.([A-Za-z_][A-Za-z0-9_-]*)$")
@@ -144,6 +160,13 @@ class Step:
     matrix: dict[str, list[Any]]
     work: dict[str, Any]  # Work fields, ``${{ … }}`` not yet substituted
     inputs: tuple[str, ...] = ()  # the steps whose results its work reads (``${{ steps.X.results.K }}``)
+    expression: str | None = None  # its ``if`` over earlier steps, canonical (``condition`` is then ``always``)
+    judges: tuple[str, ...] = ()  # the steps that expression names
+
+    @property
+    def rule(self) -> str:
+        """Its ``if`` as shown: the rule, or the expression."""
+        return self.condition if self.expression is None else f"${{{{ {self.expression} }}}}"
 
 
 @dataclass(frozen=True)
@@ -189,11 +212,18 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.inputs: list[tuple[str, tuple[str, yaml.Node]]] = []  # (step, (step it reads, where))
+        self.judged: list[tuple[str, str, yaml.Node, int]] = []  # (step, step its if judges, if's node, offset)
         self._constructor = yaml.constructor.SafeConstructor()
 
     def problem(self, node: yaml.Node | None, message: str) -> None:
         mark = node.start_mark if node is not None else None
         self.problems.append(Problem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, message))
+
+    def problem_at(self, node: yaml.Node, offset: int, message: str) -> None:
+        """A problem ``offset`` characters into a one-line text node (after its quote, if quoted)."""
+        mark = node.start_mark
+        quoted = 1 if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"') else 0
+        self.problems.append(Problem(mark.line + 1, mark.column + 1 + quoted + offset, message))
 
     def value(self, node: yaml.Node) -> Any:
         """The plain value of a node (mappings, lists, scalars), as yaml.safe_load gives it."""
@@ -246,6 +276,8 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+#: The loader a configuration is read with (also by :mod:`workflow.core.config_convert`).
+Yaml12Loader = _Loader
 
 
 def parse(text: str, file: str = "<config>") -> Config:
@@ -430,6 +462,15 @@ def _steps(
             reader.problem(place, f"step {name}: reads the results of step {reference}, which does not run "
                                   "before it (only a step of an earlier stage does; a step without a stage "
                                   "reads any staged step)")
+    for name, judged, place, offset in reader.judged:  # each step an if judges runs before it
+        if judged not in seen:
+            reader.problem_at(place, offset, f"step {name}: if: pipeline.{judged}.status names no step")
+        elif judged == name:
+            reader.problem_at(place, offset, f"step {name}: if judges step {name} itself, which has not run yet")
+        elif name in stages and not _runs_before(stages.get(judged, 0), stages[name]):
+            reader.problem_at(place, offset, f"step {name}: if judges step {judged}, which does not run before it "
+                                             "(only a step of an earlier stage does; a step without a stage "
+                                             "follows every staged step)")
     return steps
 
 
@@ -457,16 +498,7 @@ def _step(
         elif name in seen:
             reader.problem(name_node, f"step {name!r} is named twice: step names are unique")
         seen.add(str(name))
-    condition: Condition = "success"
-    if "if" in entries:
-        if_node = entries["if"][1]
-        written = reader.value(if_node)
-        if written not in CONDITIONS:
-            hint = (" (expressions over earlier steps are not supported yet)"
-                    if isinstance(written, str) and "${{" in written else "")
-            reader.problem(if_node, f"if is one of success, failure, always, got {written!r}{hint}")
-        else:
-            condition = cast(Condition, written)
+    condition, expression = _condition(reader, entries["if"][1], name) if "if" in entries else ("success", None)
     stage: int | None = 1 if "if" not in entries else None
     if "stage" in entries:
         stage_node = entries["stage"][1]
@@ -474,6 +506,9 @@ def _step(
         if not isinstance(stage, int) or isinstance(stage, bool) or stage < 1:
             reader.problem(stage_node, f"stage is a whole number, 1 or more, got {stage!r}")
             stage = 1
+        elif stage == 1 and expression is not None:
+            reader.problem(entries["if"][0], "a first-stage step has no earlier step for its if to judge (give it "
+                                             "a later stage, or no stage to follow every step)")
         elif stage == 1 and condition == "failure":
             reader.problem(entries["if"][0], "a first-stage step has no earlier step to fail: if: failure never "
                                              "runs it (give it a later stage, or no stage to follow every step)")
@@ -491,8 +526,32 @@ def _step(
     if len(reader.problems) > before:
         return None
     inputs = tuple(dict.fromkeys(reference for step, (reference, _) in reader.inputs if step == name))
+    judged = tuple(dict.fromkeys(c.step for c in conditions.steps_named(expression))) if expression else ()
     return Step(name=name, stage=stage, condition=condition, matrix=matrix,
-                work={key: value for key, (value, _) in work.items()}, inputs=inputs)
+                work={key: value for key, (value, _) in work.items()}, inputs=inputs,
+                expression=None if expression is None else conditions.render(expression), judges=judged)
+
+
+def _condition(reader: _Reader, node: yaml.Node, name: str) -> tuple[Condition, conditions.Expression | None]:
+    """A step's ``if``: a rule (``success``, ``failure``, ``always``, also written as
+    ``${{ failure() }}``), or an expression over earlier steps (waiting as ``always``)."""
+    written = reader.value(node)
+    if written in CONDITIONS:
+        return cast(Condition, written), None
+    if not isinstance(written, str) or not written.strip() or re.fullmatch(r"\s*[A-Za-z_][\w-]*\s*", written):
+        reader.problem(node, f"if is success, failure, always or an expression such as "
+                             f"${{{{ pipeline.fetch.status == 'success' }}}}, got {written!r}")
+        return "success", None
+    try:
+        expression = conditions.parse(written)
+    except conditions.ExpressionError as error:
+        reader.problem_at(node, error.offset, f"step {name}: if: {error.message}")
+        return "success", None
+    if isinstance(expression, conditions.Call):  # ${{ failure() }}: the rule itself
+        return cast(Condition, expression.name), None
+    for comparison in conditions.steps_named(expression):
+        reader.judged.append((name, comparison.step, node, comparison.at))
+    return "always", expression
 
 
 def _check_works(reader: _Reader, node: yaml.Node, name: str, matrix: dict[str, list[Any]],
@@ -607,7 +666,11 @@ def plan(config: Config, run: str, now: float) -> Plan:
             work_id = run_work_id(run, step.name, index)
             run_config = dict(substitute(step.work.get("config") or {}, combination))
             run_config.update(parent=run, step=step.name, configuration=config.name)
-            if step.condition != "success":
+            if step.expression is not None:
+                run_config["if"] = step.expression
+                run_config["if_steps"] = {name: _judged(made_by_step[name], combination, step.name, name)
+                                          for name in step.judges}
+            elif step.condition != "success":
                 run_config["if"] = step.condition
             if step.inputs:
                 run_config["inputs"] = {name: _inputs(made_by_step[name], combination) for name in step.inputs}
@@ -631,6 +694,17 @@ def _inputs(works: list[PlannedWork], combination: dict[str, Any]) -> str | list
                 if all(combination[key] == value for key, value in planned.combination.items() if key in combination)]
     ids = [work_id for work_id in matching if work_id is not None]
     return ids[0] if len(ids) == 1 else ids
+
+
+def _judged(works: list[PlannedWork], combination: dict[str, Any], step: str, judged: str) -> list[str]:
+    """The works of a step an ``if`` judges: as for results (:func:`_inputs`), always a list;
+    ValidationError if none agrees with ``combination`` (there would be nothing to judge)."""
+    found = _inputs(works, combination)
+    found = [found] if isinstance(found, str) else found
+    if not found:
+        raise ValidationError("if", f"step {step} {combination}: its if judges step {judged}, none of whose works "
+                                    "has the same values for the matrix keys they share")
+    return found
 
 
 def inputs_of(work: Work) -> list[str]:

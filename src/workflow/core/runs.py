@@ -265,12 +265,13 @@ def replacement(old: Work, replaced: dict[str, str], retry: int, now: float) -> 
         precursors=[replaced.get(str(p), str(p)) for p in old.precursors or []] or None,
         config={**(old.config or {}), "retry": retry, "replaces": old.id},
     )
-    inputs = fields["config"].get("inputs")
-    if inputs:  # results are read from the works that replace those it read, if any
-        fields["config"]["inputs"] = {
-            step: replaced.get(ids, ids) if isinstance(ids, str) else [replaced.get(i, i) for i in ids]
-            for step, ids in inputs.items()
-        }
+    for key in ("inputs", "if_steps"):  # results read, and statuses judged, from the works that replace those
+        named = fields["config"].get(key)
+        if named:
+            fields["config"][key] = {
+                step: replaced.get(ids, ids) if isinstance(ids, str) else [replaced.get(i, i) for i in ids]
+                for step, ids in named.items()
+            }
     return Work.from_payload(fields)
 
 
@@ -323,7 +324,7 @@ def view(run_id: str, config: Config, run_slots: list[Slot], statuses: dict[str,
             if slot.step == step.name:
                 status = statuses.get(slot.work.id or "", "unknown")
                 counts[status] = counts.get(status, 0) + 1
-        steps.append(StepView(step.name, step.stage, step.condition, counts))
+        steps.append(StepView(step.name, step.stage, step.rule, counts))
     unfinished = [s for s in steps if any(status not in _DONE for status in s.counts)]
     stage: int | str | None = None
     if unfinished:
@@ -333,7 +334,8 @@ def view(run_id: str, config: Config, run_slots: list[Slot], statuses: dict[str,
         status = "stopped"
     elif unfinished:
         status = "running"
-    elif any(s.status == "failure" or (s.stage is not None and s.status != "success") for s in steps):
+    elif any(s.status == "failure" or (s.stage is not None and s.condition == "success" and s.status != "success")
+             for s in steps):  # (a conditional step skipped by its if did what it was told)
         status = "failure"
     else:
         status = "success"

@@ -1,6 +1,6 @@
 """The search box's small query language, parsed into the results service's filters.
 
-``status:failure user:ann tag:x event:123 site:chime id:01J pipeline:alpha``: every term
+``status:failure user:ann tag:x event:123 site:chime id:01J pipeline:alpha run:01J…``: every term
 must hold; a comma gives alternatives (``status:failure,cancelled``), except for tags: a
 work must carry every tag named (``tag:a,b`` or ``tag:a tag:b``). A bare word is a status
 if it names one, a work id prefix if it is written in the id alphabet (upper-case Crockford
@@ -28,6 +28,7 @@ KEYS = {
     "tag": "tags", "tags": "tags", "t": "tags",
     "event": "event", "ev": "event",
     "id": "id_prefix",
+    "run": "parent",  # a configuration run's id: its works (``config.parent``)
 }
 _ID_ALPHABET = re.compile(r"^[0-9A-HJKMNP-TV-Z]+$")
 
@@ -35,6 +36,7 @@ _ID_ALPHABET = re.compile(r"^[0-9A-HJKMNP-TV-Z]+$")
 SEARCH_HINT = "pipeline:alpha status:failure user:ann tag:x event:123 site:chime id:01J"
 SYNTAX_HELP = (
     "pipeline:alpha  status:failure,cancelled  user:ann  tag:x  event:123  site:chime  id:01J\n"
+    "run:ID (the works of a configuration's run)\n"
     "(every term must hold; a comma gives alternatives; a bare word is a status, an id\n"
     "prefix in capitals, or a pipeline)"
 )
@@ -51,6 +53,7 @@ class Search:
     tags: tuple[str, ...] = ()
     event: tuple[int, ...] = ()
     id_prefix: str | None = None
+    parent: str | None = None
     text: str = field(default="", compare=False)
 
     def filters(self) -> FilterValues:
@@ -60,6 +63,7 @@ class Search:
             "pipeline": list(self.pipeline) or None, "status": list(self.status) or None,
             "site": list(self.site) or None, "user": self.user, "tags": list(self.tags) or None,
             "event": list(self.event) or None, "id_prefix": self.id_prefix,
+            **({"parent": self.parent} if self.parent is not None else {}),  # (only where a run is asked for)
         }
 
     def describe(self) -> str:
@@ -90,9 +94,9 @@ def _bare(word: str) -> str:
 
 
 def _add(values: dict[str, Any], key: str, value: str) -> None:
-    if key in ("user", "id_prefix"):
+    if key in ("user", "id_prefix", "parent"):
         if key in values:
-            raise ValidationError("search", f"one {key.replace('_', ' ')} at a time")
+            raise ValidationError("search", f"one {'run' if key == 'parent' else key.replace('_', ' ')} at a time")
         values[key] = value if key == "user" else value.upper()
         return
     items = [v for v in value.split(",") if v]

@@ -10,7 +10,12 @@ from its ``config["if"]``: :func:`condition_of`):
   come; cancelled as soon as one failed for good or was cancelled (naming it);
 - ``always``: released once every precursor finished, whatever the outcome;
 - ``failure``: released once every precursor finished and at least one did not succeed;
-  cancelled ("skipped") once they all finished and all succeeded.
+  cancelled ("skipped") once they all finished and all succeeded;
+- an expression over earlier steps (``pipeline.fetch.status == 'failure'``,
+  :mod:`workflow.core.conditions`): waits as ``always``, then is judged on the statuses of
+  the steps it names (``config["if_steps"]``: their works) and released if true, else
+  cancelled as skipped; the reason written says the expression, true or false, and the
+  statuses it was judged on (:func:`judge`), so a replay of the log shows why.
 
 Kept pure (no I/O, the clock passed in) so every case is tested without a server; the
 resolver does the writes, each with the CAS against the waiting work's head, so two
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, cast
 
+from workflow.core import conditions
 from workflow.core.errors import ValidationError
 from workflow.core.events import AnyEvent, Cancelled, Deposited, Failed, Notified, Requeued, Succeeded, is_final
 from workflow.core.filters import as_unix
@@ -40,17 +46,66 @@ CONDITIONS: tuple[Condition, ...] = ("success", "failure", "always")
 
 def condition_of(work: Work) -> Condition:
     """The rule a work with precursors waits by: its ``config["if"]`` (``success`` when
-    absent; an unknown value is refused where the work is written, see :func:`check_condition`)."""
+    absent; an expression over earlier steps waits as ``always``, for every precursor to
+    finish, then is judged: :func:`judge`; an unknown value is refused where the work is
+    written, see :func:`check_condition`)."""
     written = (work.config or {}).get("if")
-    return cast(Condition, written) if written in CONDITIONS else "success"
+    if written in CONDITIONS:
+        return cast(Condition, written)
+    return "always" if isinstance(written, str) and written.strip() else "success"
 
 
 def check_condition(work: Work) -> Condition:
-    """:func:`condition_of`, refusing (ValidationError) a ``config["if"]`` that is no rule."""
-    written = (work.config or {}).get("if", "success")
-    if written not in CONDITIONS:
-        raise ValidationError("config", f"config['if'] is one of {', '.join(CONDITIONS)}, got {written!r}")
-    return cast(Condition, written)
+    """:func:`condition_of`, refusing (ValidationError) a ``config["if"]`` that is no rule
+    and no expression, or an expression whose steps' works (``config["if_steps"]``: step ->
+    work ids) are not given or not among the work's precursors (it would never be judged)."""
+    config = work.config or {}
+    written = config.get("if", "success")
+    if written in CONDITIONS:
+        return cast(Condition, written)
+    if not isinstance(written, str):
+        raise ValidationError("config", f"config['if'] is one of {', '.join(CONDITIONS)} or an expression, "
+                                        f"got {written!r}")
+    try:
+        expression = conditions.parse(written)
+    except conditions.ExpressionError as error:
+        raise ValidationError("config", f"config['if'] {written!r}: at {error.offset + 1}: {error.message}") from None
+    steps = config.get("if_steps") or {}
+    precursors = set(map(str, work.precursors or []))
+    for named in conditions.steps_named(expression):
+        ids = steps.get(named.step) if isinstance(steps, dict) else None
+        if not isinstance(ids, list) or not ids or not set(map(str, ids)) <= precursors:
+            raise ValidationError("config", f"config['if'] judges step {named.step}: config['if_steps'] must list "
+                                            "its works, each among the work's precursors")
+    return "always"
+
+
+def judge(work: Work, not_succeeded: dict[str, str]) -> tuple[bool, str]:
+    """Whether a work whose ``config["if"]`` is an expression runs, once every precursor
+    finished (``not_succeeded``: those that did not succeed, and how they ended), and why:
+    the expression with the statuses it was judged on, for the log."""
+    config = work.config or {}
+    expression = conditions.parse(str(config["if"]))
+    statuses = {
+        step: conditions.step_status(not_succeeded.get(str(work_id), "succeeded") for work_id in ids)
+        for step, ids in (config.get("if_steps") or {}).items()
+    }
+    verdict = conditions.evaluate(expression, statuses, all_succeeded=not not_succeeded)
+    named = list(dict.fromkeys(comparison.step for comparison in conditions.steps_named(expression)))
+    judged = [f"{step} {statuses[step]}" for step in named]
+    if any(isinstance(part, conditions.Call) and part.name != "always" for part in _calls(expression)):
+        judged.append("every precursor succeeded" if not not_succeeded else f"{len(not_succeeded)} did not succeed")
+    return verdict, f"if {conditions.render(expression)}: {str(verdict).lower()} ({'; '.join(judged) or 'always'})"
+
+
+def _calls(expression: conditions.Expression) -> list[conditions.Call]:
+    if isinstance(expression, conditions.Call):
+        return [expression]
+    if isinstance(expression, conditions.Not):
+        return _calls(expression.operand)
+    if isinstance(expression, (conditions.And, conditions.Or)):
+        return _calls(expression.left) + _calls(expression.right)
+    return []
 
 
 @dataclass
@@ -211,7 +266,14 @@ class Registry:
 
 
 def _decision(waiting: Waiting) -> Action:
-    """What becomes of a work with nothing left to wait for, by its rule."""
+    """What becomes of a work with nothing left to wait for, by its rule (or its expression:
+    released if true, else cancelled as skipped; either way the reason says why)."""
+    if (waiting.work.config or {}).get("if") not in (*CONDITIONS, None):
+        try:
+            verdict, why = judge(waiting.work, waiting.not_succeeded)
+        except (conditions.ExpressionError, KeyError, TypeError) as error:  # written past the checks: never run
+            return Cancel(waiting, f"skipped: its if cannot be judged ({error!r})")
+        return Release(waiting, f"released: {why}") if verdict else Cancel(waiting, f"skipped: {why}")
     if waiting.when == "failure" and not waiting.not_succeeded:
         return Cancel(waiting, "skipped: if failure, and every precursor succeeded")
     return Release(waiting, _release_reason(waiting))

@@ -15,7 +15,11 @@ registry decides, it writes with the CAS against the waiting work's head:
   so a replay shows what it was given (a missing result cancels it, saying which);
 - for a work whose rule (``waits.when``) is ``always`` or ``failure``: a ``Requeued`` once
   every precursor finished (``failure``: and one did not succeed), else a ``Cancelled``
-  saying it was skipped (see :mod:`workflow.core.waits`).
+  saying it was skipped (see :mod:`workflow.core.waits`);
+- for a work whose ``config["if"]`` is an expression over earlier steps
+  (``pipeline.fetch.status == 'failure'``): once every precursor finished, the registry
+  judges it (pure, :func:`workflow.core.waits.judge`) and the ``Requeued`` or ``Cancelled``
+  reason records the verdict and the statuses it was judged on.
 
 A second resolver's write is refused by the CAS (ConflictError): it re-reads the work,
 finds it no longer waiting, and moves on, so each release happens exactly once. Nothing is

@@ -1,13 +1,15 @@
 """``workflow tui``: the operator's view of a running workflow system, live.
 
-Three views, each a textual *mode* with its own screen stack: the dashboard (``d``:
-pipelines, throughput, buckets), the works (``w``: search, sort, page; ``enter`` opens one)
-and the live event feed (``e``). ``/`` from any of them opens the works search, the cursor
-in the box, as an operator expects of ``/`` wherever they are. The app holds the one connection (:class:`Source`): it
-opens it, retrying until a server answers, says in the header whether it is live, and
-runs one long-lived worker that watches the log's events and posts :class:`LogChanged` to
-the views, which reload from the results service (``fresh=True``), so a change shows
-within a second without a key press. A slow timer reloads too, as a safety net.
+Four views, each a textual *mode* with its own screen stack: the dashboard (``d``:
+pipelines, throughput, buckets), the works (``w``: search, sort, page; ``enter`` opens one),
+the live event feed (``e``) and the configurations' runs (``C``: ``enter`` opens a run's
+works). ``/`` from any of them opens the works search, the cursor in the box, as an
+operator expects of ``/`` wherever they are. The app holds the one connection
+(:class:`Source`): it opens it, retrying until a server answers, says in the header whether
+it is live, and runs one long-lived worker that watches the log's events and posts
+:class:`LogChanged` to the views, which reload from the results service (``fresh=True``),
+so a change shows within a second without a key press. A slow timer reloads too, as a
+safety net.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from workflow.tui.base import LiveScreen, LogChanged, Reconnected
 from workflow.tui.dashboard import DashboardScreen, OpenWorks
 from workflow.tui.dialogs import HelpScreen
 from workflow.tui.feed import EventsScreen
+from workflow.tui.runs import RunsScreen
 from workflow.tui.source import Source
 from workflow.tui.works import PAGE_SIZE, WorksScreen
 
@@ -38,6 +41,7 @@ class WorkflowApp(App[int]):
         Binding("d", "view('dashboard')", "Dashboard"),
         Binding("w", "view('works')", "Works"),
         Binding("e", "view('events')", "Events"),
+        Binding("C", "view('runs')", "Config runs"),
         Binding("slash", "search", "Search works"),
         Binding("r", "reload", "Reload", show=False),
         Binding("question_mark", "help", "Help"),
@@ -59,6 +63,7 @@ class WorkflowApp(App[int]):
         self.add_mode("dashboard", lambda: DashboardScreen(self.source))
         self.add_mode("works", lambda: WorksScreen(self.source, page_size))
         self.add_mode("events", lambda: EventsScreen(self.source))
+        self.add_mode("runs", lambda: RunsScreen(self.source))
 
     async def on_mount(self) -> None:
         self.sub_title = f"connecting to {self.source.url}…"
