@@ -92,6 +92,22 @@ def test_works_pages_sort_and_count(served: Served) -> None:
     assert served.get("/works?q=pipeline:gamma&order=colour")[0] == 400
 
 
+def test_a_works_page_links_the_works_waiting_on_it_and_the_api_finds_them(served: Served) -> None:
+    [first] = served.deposit("alpha")
+    [other] = served.deposit("alpha")
+    waiting = served.deposit("beta", "--after", first) + served.deposit("gamma", "--after", other, "--after", first)
+    status, page = served.get(f"/works/{first}")
+    assert status == 200 and "Waiting on this work" in page
+    listed = re.search(r'<ul id="followers">(.*?)</ul>', page, re.S).group(1)
+    assert sorted(re.findall(r'href="/works/([0-9A-Z]{26})"', listed)) == sorted(waiting)
+    assert f'href="/works?q=after%3A{first}"' in page  # all of them, as a search
+    _, unrelated = served.get(f"/works/{waiting[0]}")
+    assert 'id="followers"' not in unrelated  # nothing waits on it
+    answer = json.loads(served.get(f"/api/works?q=after:{other}")[1])
+    assert answer["total"] == 1 and [w["id"] for w in answer["works"]] == [waiting[1]]
+    assert json.loads(served.get(f"/api/count?q=after:{first}")[1]) == {"count": 2}
+
+
 def test_bulk_cancel_confirms_the_count_then_cancels_each_as_the_web_user(served: Served) -> None:
     ids = served.deposit("beta", "--count", "4")
     keep = served.deposit("alpha")

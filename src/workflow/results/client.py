@@ -130,6 +130,7 @@ class Results:
         include_deleted: bool = False,
         after_id: str | None = None,
         parent: str | None = None,
+        precursor: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> list[Work] | list[dict[str, Any]]:
@@ -140,12 +141,15 @@ class Results:
         all of them; ``event``: works naming any of them; ``since``/``until``: creation time;
         ``id_prefix``: works whose id starts with it; ``after_id``: works whose id sorts
         after it (with ``order="id"``, pages that never shift while works change);
-        ``parent``: works whose ``config["parent"]`` is it (a configuration run's id).
-        Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
+        ``parent``: works whose ``config["parent"]`` is it (a configuration run's id);
+        ``precursor``: works whose ``precursors`` name this work id (the works waiting on it,
+        or that ran after it). Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
         """
         body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted, after_id)
         if parent is not None:
             body["parent"] = parent
+        if precursor is not None:
+            body["precursor"] = precursor
         body.update(limit=limit, offset=offset, order=order, fields=fields)
         works: list[dict[str, Any]] = (await self._call("query", body, fresh, after))["works"]
         if fields is not None:
@@ -166,6 +170,7 @@ class Results:
         id_prefix: str | None = None,
         include_deleted: bool = False,
         parent: str | None = None,
+        precursor: str | None = None,
         fresh: bool = False,
         after: int | None = None,
     ) -> int:
@@ -174,6 +179,8 @@ class Results:
         body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted)
         if parent is not None:
             body["parent"] = parent
+        if precursor is not None:
+            body["precursor"] = precursor
         return cast(int, (await self._call("count", body, fresh, after))["count"])
 
     async def pipelines(self, *, fresh: bool = False, after: int | None = None) -> dict[str, dict[str, int]]:

@@ -63,6 +63,7 @@ class Filters(Consistency, kw_only=True, forbid_unknown_fields=True):
     any_tags: list[str] | None = None  # works carrying any of these tags (a filtered withdraw's rule)
     parent: str | None = None  # works whose config names this parent (``config.parent``)
     priority: list[Priority] | None = None  # works at any of these priorities
+    precursor: str | None = None  # works waiting on (or run after) this work: their ``precursors`` name it
 
 
 class Query(Filters, kw_only=True, forbid_unknown_fields=True):
@@ -133,6 +134,10 @@ def where(filters: Filters) -> tuple[str, list[Any]]:
         clauses.append("json_extract_string(config, '$.parent') = ?")
         params.append(filters.parent)
     any_of("priority", filters.priority)
+    if filters.precursor is not None:
+        # most works have no precursors: the NULL test skips them before any JSON is read
+        clauses.append("precursors IS NOT NULL AND list_contains(CAST(precursors AS VARCHAR[]), ?)")
+        params.append(filters.precursor)
     if filters.since is not None:
         clauses.append("creation >= ?")
         params.append(filters.since)

@@ -40,7 +40,7 @@ from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
 from workflow.results.queries import ORDERABLE
 from workflow.web import openapi
-from workflow.web.backend import BULK_LIMIT, Backend, plain
+from workflow.web.backend import BULK_LIMIT, FOLLOWERS_SHOWN, Backend, plain
 from workflow.web.chart import per_minute_chart
 from workflow.web.live import LiveHub
 from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
@@ -201,11 +201,12 @@ class WebApp:
 
     async def work(self, request: Request) -> Response:
         work_id = request.path_params["work_id"]
-        try:
-            work = await self.backend.reader.results.get(work_id, fresh=True)
+        try:  # the three questions at once: the page waits for the slowest, not their sum
+            results = self.backend.reader.results
+            work, history, followers = await asyncio.gather(
+                results.get(work_id, fresh=True), results.history(work_id, fresh=True), self.backend.followers(work_id))
         except NotFoundError:
             return self.error_page(request, 404, f"no work {work_id}")
-        history = await self.backend.reader.results.history(work_id)
         timeline = [{"seq": record.seq, **plain(record.event)} for record in history]
         everything = plain(work)
         first = [key for key in FIRST_FIELDS if key in everything]
@@ -213,6 +214,7 @@ class WebApp:
         files = recorded([record.event for record in history])  # what client.products.list reads, from this history
         return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
                            precursors=[str(p) for p in work.precursors or []],
+                           followers=followers[:FOLLOWERS_SHOWN], more_followers=len(followers) > FOLLOWERS_SHOWN,
                            plots=[f for f in files if f.kind == "plot"],
                            products=[f for f in files if f.kind == "product"], image=_image_type)
 

@@ -22,6 +22,8 @@ from workflow.results.queries import MAX_LIMIT
 
 #: The most works one bulk action selects (the confirmation page says so when there are more).
 BULK_LIMIT = 100_000
+#: The works waiting on a work that its page lists (a link to the search shows them all).
+FOLLOWERS_SHOWN = 50
 
 
 class Backend:
@@ -66,6 +68,14 @@ class Backend:
             results.count(**search.filters(), fresh=True),
         )
         return [w for w in works if isinstance(w, Work)], total
+
+    async def followers(self, work_id: str, limit: int = FOLLOWERS_SHOWN) -> list[dict[str, Any]]:
+        """The works whose precursors name ``work_id`` (waiting on it, or run after it),
+        oldest first, as ``{id, pipeline, status}``; ``limit + 1`` asked, so a page knows
+        there are more than it lists."""
+        rows = await self.reader.results.query(
+            precursor=work_id, limit=limit + 1, order="creation", fields=["id", "pipeline", "status"], fresh=True)
+        return [row for row in rows if isinstance(row, dict)]
 
     async def matching_ids(self, search: Search, limit: int = BULK_LIMIT) -> list[str]:
         """Every id the search finds (pages by id, so works changing meanwhile shift nothing)."""
