@@ -253,3 +253,46 @@ def test_workflow_web_with_secure_logs_in_to_nats_as_the_operator_and_its_users_
         assert secured.work(work_id)["status"] == "cancelled"
     finally:
         stop(process)
+
+
+def _log_in(base: str, user: str, password: str, **headers: str) -> tuple[int, str | None, str]:
+    """POST /login once, not following the redirect: the status, Retry-After (Set-Cookie
+    after a success) and the page."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    data = urllib.parse.urlencode({"user": user, "password": password}).encode()
+    request = urllib.request.Request(base + "/login", data=data, headers=headers)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+            return response.status, response.headers.get("Retry-After"), response.read().decode()
+    except urllib.error.HTTPError as error:
+        header = "Set-Cookie" if error.code == 303 else "Retry-After"
+        return error.code, error.headers.get(header), error.read().decode()
+
+
+def test_failed_logins_lock_the_name_then_the_address_for_a_while(secured: Served) -> None:
+    base, passwords = secured.web_url, secured.passwords
+    for _ in range(4):
+        status, _, page = _log_in(base, "viewer", "wrong")
+        assert status == 401 and "wrong name or password" in page
+    status, retry_after, page = _log_in(base, "viewer", "wrong")  # the fifth within 15 minutes
+    assert status == 429 and retry_after is not None and 800 < int(retry_after) <= 900
+    assert "too many failed logins for viewer" in page and "15 min" in page
+    status, retry_after, _ = _log_in(base, "viewer", passwords["viewer"])
+    assert status == 429 and retry_after is not None  # locked: even the right password is not checked
+    status, cookie, _ = _log_in(base, "operator", passwords["operator"])  # another name logs in
+    assert status == 303 and cookie is not None and "httponly" in cookie.lower() and "secure" not in cookie.lower()
+    status, cookie, _ = _log_in(base, "operator", passwords["operator"], **{"X-Forwarded-Proto": "https"})
+    assert status == 303 and cookie is not None and "secure" in cookie.lower()  # behind a TLS proxy on this host
+    failures = 5
+    while failures < 19:  # guessing names from one address: 20 failures lock the address
+        assert _log_in(base, f"guess-{failures}", "wrong")[0] == 401
+        failures += 1
+    status, _, page = _log_in(base, "guess-last", "wrong")
+    assert status == 429 and "from your address" in page
+    status, _, page = _log_in(base, "operator", passwords["operator"])
+    assert status == 429 and "from your address" in page
+    assert "too many failed logins from 127.0.0.1" in secured.log.read_text()  # the operator can see why
