@@ -204,10 +204,8 @@ class WebApp:
 
     async def work(self, request: Request) -> Response:
         work_id = request.path_params["work_id"]
-        try:  # the three questions at once: the page waits for the slowest, not their sum
-            results = self.backend.reader.results
-            work, history, followers = await asyncio.gather(
-                results.get(work_id, fresh=True), results.history(work_id, fresh=True), self.backend.followers(work_id))
+        try:
+            work, history, followers = await self.backend.work(work_id)
         except NotFoundError:
             return self.error_page(request, 404, f"no work {work_id}")
         timeline = [{"seq": record.seq, **plain(record.event)} for record in history]
