@@ -2,10 +2,10 @@
 
 ``status:failure user:ann tag:x event:123 site:chime id:01J pipeline:alpha after:ID``:
 every term must hold (``after:ID``: the works whose precursors name that work, those
-waiting on it or run after it); a comma gives alternatives (``status:failure,cancelled``), except for tags: a
-work must carry every tag named (``tag:a,b`` or ``tag:a tag:b``). A bare word is a status
-if it names one, a work id prefix if it is written in the id alphabet (upper-case Crockford
-base32, as ULIDs are), else a pipeline.
+waiting on it or run after it); a comma gives alternatives (``status:failure,cancelled``),
+except for tags: a work must carry every tag named (``tag:a,b`` or ``tag:a tag:b``). A bare
+word is a status if it names one, a work id prefix if it is written in the id alphabet
+(upper-case Crockford base32, as ULIDs are), else a pipeline.
 Pure: no textual, no I/O, so the syntax is tested on its own, and shared by both front ends
 (the TUI's search box and the web UI's `/works?q=…`).
 """

@@ -143,7 +143,8 @@ class Results:
         after it (with ``order="id"``, pages that never shift while works change);
         ``parent``: works whose ``config["parent"]`` is it (a configuration run's id);
         ``precursor``: works whose ``precursors`` name this work id (the works waiting on it,
-        or that ran after it). Deleted works are left out unless ``include_deleted`` (or ``status`` names them).
+        or that ran after it). Deleted works are left out unless ``include_deleted`` (or
+        ``status`` names them).
         """
         body = _filters(pipeline, status, site, user, tags, event, since, until, id_prefix, include_deleted, after_id)
         if parent is not None:
