@@ -12,7 +12,8 @@ then in the same run measures, one request at a time from this process:
 - ``GET /works?q=status:failure`` (a page of 50, its count) and the results service asked
   the same two questions directly (``query`` + ``count``, ``fresh``), and their ratio;
 - ``GET /works/ID`` (a random work) and ``get`` + ``history`` asked directly;
-- ``GET /`` (the dashboard: counts, throughput, buckets, schedules);
+- ``GET /`` (the dashboard: counts, throughput, buckets, schedules) and the client asked
+  the same four questions directly;
 - how soon a deposit shows in an open dashboard's live counts (server-sent events);
 - the web process's RSS while ``--pages`` live pages stay open for ``--live-seconds``
   (half dashboards, half event feeds) and works keep arriving.
@@ -199,6 +200,11 @@ async def main() -> None:
                     await client.results.get(work_id, fresh=True)
                     await client.results.history(work_id)
 
+                async def direct_dashboard() -> None:
+                    await asyncio.gather(client.results.pipelines(fresh=True),
+                                         client.results.throughput(60, fresh=True), client.buckets(),
+                                         client.schedules())
+
                 print("measuring pages ...", file=sys.stderr)
                 rows = {
                     "GET /works?q=status:failure (page of 50 + count)": await timed(
@@ -207,6 +213,8 @@ async def main() -> None:
                     "GET /works/ID": await timed(lambda: page(f"/works/{rng.choice(ids)}"), args.rounds),
                     "results service: get + history (fresh)": await timed(direct_work, args.rounds),
                     f"GET / (dashboard, {pipelines} pipelines)": await timed(lambda: page("/"), args.rounds),
+                    "client: pipelines + throughput + buckets + schedules (fresh)": await timed(
+                        direct_dashboard, args.rounds),
                     "GET /api/works?q=status:failure": await timed(
                         lambda: page("/api/works?q=status:failure"), args.rounds),
                 }
@@ -228,7 +236,10 @@ async def main() -> None:
     search_ratio = rows["GET /works?q=status:failure (page of 50 + count)"][1] / rows[
         "results service: query + count (same filters, fresh)"][1]
     work_ratio = rows["GET /works/ID"][1] / rows["results service: get + history (fresh)"][1]
+    dashboard_ratio = rows[f"GET / (dashboard, {pipelines} pipelines)"][1] / rows[
+        "client: pipelines + throughput + buckets + schedules (fresh)"][1]
     print(f"| p95 ratio web / results service: search, work page | {search_ratio:.2f}× | {work_ratio:.2f}× |")
+    print(f"| p95 ratio web / client: dashboard | {dashboard_ratio:.2f}× | |")
     print(f"| a deposit seen on an open dashboard (live counts), 20 deposits | {seen[len(seen) // 2] * 1000:.0f} ms "
           f"| max {seen[-1] * 1000:.0f} ms |")
     first, last, peak, received = rss

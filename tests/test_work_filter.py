@@ -25,7 +25,7 @@ FIELDS = set(WorkFilter.__struct_fields__)
 SAMPLES = {
     "pipeline": "alpha", "status": "queued", "site": "chime", "user": "ann", "tags": "a", "event": 7,
     "since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z", "id_prefix": "01J", "after_id": "01J0",
-    "include_deleted": True, "any_tags": "b", "parent": "night-1", "priority": 3,
+    "include_deleted": True, "any_tags": "b", "parent": "night-1", "priority": 3, "precursor": "01J1",
 }
 
 #: (filter, bad value, the Work field it is checked as, the same value in a Work)

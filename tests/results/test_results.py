@@ -157,6 +157,20 @@ async def test_works_are_found_by_the_start_of_their_id(client, results_service)
         await client.results.count(id_prefix="01J%")
 
 
+async def test_works_are_found_by_a_work_they_wait_on(client, results_service):
+    first, second, unrelated = await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
+    [after_first] = await client.deposit(workflow.Work(pipeline="beta", precursors=[first]))
+    [after_both] = await client.deposit(workflow.Work(pipeline="gamma", precursors=[second, first]))
+    results = client.results
+    assert {w.id for w in await results.query(precursor=first, fresh=True)} == {after_first, after_both}
+    assert await results.count(precursor=first) == 2
+    assert [row["id"] for row in await results.query(precursor=second, fields=["id"])] == [after_both]
+    assert await results.count(precursor=unrelated) == 0
+    assert await results.count(precursor=after_both) == 0  # it waits on others; none waits on it
+    assert await results.count(precursor=first, pipeline="beta") == 1  # with the other filters
+    assert await results.count(precursor=first[:-1]) == 0  # a whole id, not a prefix
+
+
 async def test_throughput_counts_finished_works_per_minute(client, results_service):
     ids = await client.deposit([workflow.Work(pipeline="alpha") for _ in range(3)])
     await finish(client, ids[0], ok=True)

@@ -9,10 +9,11 @@ from workflow.core.search import Search, parse
 
 
 def test_every_key_becomes_its_filter():
-    search = parse("status:failure,cancelled user:ann tag:x t:y event:123,124 site:chime id:01j pipeline:alpha")
+    search = parse("status:failure,cancelled user:ann tag:x t:y event:123,124 site:chime id:01j pipeline:alpha "
+                   "after:01JDAB")
     assert search.filters() == {
         "pipeline": ["alpha"], "status": ["failure", "cancelled"], "site": ["chime"], "user": "ann",
-        "tags": ["x", "y"], "event": [123, 124], "id_prefix": "01J",
+        "tags": ["x", "y"], "event": [123, 124], "id_prefix": "01J", "precursor": "01JDAB",
     }
 
 
@@ -30,6 +31,7 @@ def test_a_bare_word_is_a_status_an_id_prefix_or_a_pipeline():
 @pytest.mark.parametrize("text, complaint", [
     ("status:finished", "no status finished"), ("colour:red", "unknown key"), ("event:abc", "integers"),
     ("user:", "no value"), ("user:a user:b", "one user"), ("run:01A run:01B", "one run at a time"),
+    ("after:A after:B", "one after:ID"),
 ])
 def test_a_bad_term_is_refused_plainly(text, complaint):
     with pytest.raises(ValidationError, match=complaint):

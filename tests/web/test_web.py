@@ -92,6 +92,22 @@ def test_works_pages_sort_and_count(served: Served) -> None:
     assert served.get("/works?q=pipeline:gamma&order=colour")[0] == 400
 
 
+def test_a_works_page_links_the_works_waiting_on_it_and_the_api_finds_them(served: Served) -> None:
+    [first] = served.deposit("alpha")
+    [other] = served.deposit("alpha")
+    waiting = served.deposit("beta", "--after", first) + served.deposit("gamma", "--after", other, "--after", first)
+    status, page = served.get(f"/works/{first}")
+    assert status == 200 and "Waiting on this work" in page
+    listed = re.search(r'<ul id="followers">(.*?)</ul>', page, re.S).group(1)
+    assert sorted(re.findall(r'href="/works/([0-9A-Z]{26})"', listed)) == sorted(waiting)
+    assert f'href="/works?q=after%3A{first}"' in page  # all of them, as a search
+    _, unrelated = served.get(f"/works/{waiting[0]}")
+    assert 'id="followers"' not in unrelated  # nothing waits on it
+    answer = json.loads(served.get(f"/api/works?q=after:{other}")[1])
+    assert answer["total"] == 1 and [w["id"] for w in answer["works"]] == [waiting[1]]
+    assert json.loads(served.get(f"/api/count?q=after:{first}")[1]) == {"count": 2}
+
+
 def test_bulk_cancel_confirms_the_count_then_cancels_each_as_the_web_user(served: Served) -> None:
     ids = served.deposit("beta", "--count", "4")
     keep = served.deposit("alpha")
@@ -237,3 +253,46 @@ def test_workflow_web_with_secure_logs_in_to_nats_as_the_operator_and_its_users_
         assert secured.work(work_id)["status"] == "cancelled"
     finally:
         stop(process)
+
+
+def _log_in(base: str, user: str, password: str, **headers: str) -> tuple[int, str | None, str]:
+    """POST /login once, not following the redirect: the status, Retry-After (Set-Cookie
+    after a success) and the page."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    data = urllib.parse.urlencode({"user": user, "password": password}).encode()
+    request = urllib.request.Request(base + "/login", data=data, headers=headers)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+            return response.status, response.headers.get("Retry-After"), response.read().decode()
+    except urllib.error.HTTPError as error:
+        header = "Set-Cookie" if error.code == 303 else "Retry-After"
+        return error.code, error.headers.get(header), error.read().decode()
+
+
+def test_failed_logins_lock_the_name_then_the_address_for_a_while(secured: Served) -> None:
+    base, passwords = secured.web_url, secured.passwords
+    for _ in range(4):
+        status, _, page = _log_in(base, "viewer", "wrong")
+        assert status == 401 and "wrong name or password" in page
+    status, retry_after, page = _log_in(base, "viewer", "wrong")  # the fifth within 15 minutes
+    assert status == 429 and retry_after is not None and 800 < int(retry_after) <= 900
+    assert "too many failed logins for viewer" in page and "15 min" in page
+    status, retry_after, _ = _log_in(base, "viewer", passwords["viewer"])
+    assert status == 429 and retry_after is not None  # locked: even the right password is not checked
+    status, cookie, _ = _log_in(base, "operator", passwords["operator"])  # another name logs in
+    assert status == 303 and cookie is not None and "httponly" in cookie.lower() and "secure" not in cookie.lower()
+    status, cookie, _ = _log_in(base, "operator", passwords["operator"], **{"X-Forwarded-Proto": "https"})
+    assert status == 303 and cookie is not None and "secure" in cookie.lower()  # behind a TLS proxy on this host
+    failures = 5
+    while failures < 19:  # guessing names from one address: 20 failures lock the address
+        assert _log_in(base, f"guess-{failures}", "wrong")[0] == 401
+        failures += 1
+    status, _, page = _log_in(base, "guess-last", "wrong")
+    assert status == 429 and "from your address" in page
+    status, _, page = _log_in(base, "operator", passwords["operator"])
+    assert status == 429 and "from your address" in page
+    assert "too many failed logins from 127.0.0.1" in secured.log.read_text()  # the operator can see why

@@ -70,6 +70,7 @@ class WorkFilter(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, 
     any_tags: list[str] | None = None  # works carrying any of these tags (a filtered withdraw's rule)
     parent: str | None = None  # works whose config names this parent (``config["parent"]``)
     priority: list[Priority] | None = None  # works at any of these priorities
+    precursor: IdPrefix | None = None  # works waiting on (or run after) this work: their ``precursors`` name it
 
     @classmethod
     def of(cls, **values: Unpack[FilterValues]) -> WorkFilter:
@@ -132,6 +133,7 @@ class SelectionValues(TypedDict, total=False):
     include_deleted: bool
     any_tags: str | Iterable[str] | None
     parent: str | None
+    precursor: str | None
 
 
 class FilterValues(SelectionValues, total=False):
@@ -190,6 +192,7 @@ _RULES = {
     "id_prefix": "id_prefix is the start of a work id: 1–64 letters, digits, '_' and '-'",
     "after_id": "after_id is a work id: 1–64 letters, digits, '_' and '-'",
     "include_deleted": "include_deleted is true or false",
+    "precursor": "precursor is a work id: 1–64 letters, digits, '_' and '-'",
 }
 
 

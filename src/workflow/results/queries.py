@@ -137,6 +137,10 @@ def where(filters: WorkFilter) -> tuple[str, list[Any]]:
         clauses.append("json_extract_string(config, '$.parent') = ?")
         params.append(filters.parent)
     any_of("priority", filters.priority)
+    if filters.precursor is not None:
+        # most works have no precursors: the NULL test skips them before any JSON is read
+        clauses.append("precursors IS NOT NULL AND list_contains(CAST(precursors AS VARCHAR[]), ?)")
+        params.append(filters.precursor)
     if filters.since is not None:
         clauses.append("creation >= ?")
         params.append(filters.since)

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -40,9 +40,10 @@ from workflow.core.search import SEARCH_HINT, SYNTAX_HELP, Search, parse
 from workflow.core.status import FINISHED, LOGGED
 from workflow.results.queries import ORDERABLE
 from workflow.web import openapi
-from workflow.web.backend import BULK_LIMIT, Backend, plain
+from workflow.web.backend import BULK_LIMIT, FOLLOWERS_SHOWN, Backend, plain
 from workflow.web.chart import per_minute_chart
 from workflow.web.live import LiveHub
+from workflow.web.throttle import LoginLimits, LoginThrottle, Refusal
 from workflow.web.users import Session, Sessions, WebUser, authenticate, csrf_ok
 
 HERE = Path(__file__).parent
@@ -62,6 +63,7 @@ class WebSettings:
 
     users: dict[str, WebUser] | None = None
     local_user: str = "local"
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
 
 
 def templates() -> jinja2.Environment:
@@ -111,6 +113,7 @@ class WebApp:
         self.backend = backend
         self.settings = settings
         self.sessions = Sessions()
+        self.throttle = LoginThrottle(settings.login_limits)
         self.templates = templates()
         self._hub: LiveHub | None = None
 
@@ -202,10 +205,9 @@ class WebApp:
     async def work(self, request: Request) -> Response:
         work_id = request.path_params["work_id"]
         try:
-            work = await self.backend.reader.results.get(work_id, fresh=True)
+            work, history, followers = await self.backend.work(work_id)
         except NotFoundError:
             return self.error_page(request, 404, f"no work {work_id}")
-        history = await self.backend.reader.results.history(work_id)
         timeline = [{"seq": record.seq, **plain(record.event)} for record in history]
         everything = plain(work)
         first = [key for key in FIRST_FIELDS if key in everything]
@@ -213,6 +215,7 @@ class WebApp:
         files = recorded([record.event for record in history])  # what client.products.list reads, from this history
         return self.render(request, "work.html", work=work, fields=fields, timeline=timeline,
                            precursors=[str(p) for p in work.precursors or []],
+                           followers=followers[:FOLLOWERS_SHOWN], more_followers=len(followers) > FOLLOWERS_SHOWN,
                            plots=[f for f in files if f.kind == "plot"],
                            products=[f for f in files if f.kind == "product"], image=_image_type)
 
@@ -293,16 +296,31 @@ class WebApp:
         if request.method == "GET":
             return self.render(request, "login.html", error=None, next=request.query_params.get("next", "/"))
         form = await self.form(request)
-        user = await asyncio.to_thread(
-            authenticate, self.settings.users, form.get("user", ""), form.get("password", ""))
+        name, address = form.get("user", ""), request.client.host if request.client else "?"
         target = form.get("next") or "/"
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
+        refusal = self.throttle.refused(name, address)  # before bcrypt: a refused guess costs nothing
+        if refusal is not None:
+            return self._refused(request, refusal, name, target)
+        user = await asyncio.to_thread(authenticate, self.settings.users, name, form.get("password", ""))
         if user is None:
+            refusal = self.throttle.failed(name, address)
+            if refusal is not None:
+                log.warning("web login: too many failed logins %s; refused for %d s",
+                            f"for user {name!r}" if refusal.who == "user" else f"from {address}", refusal.retry_after)
+                return self._refused(request, refusal, name, target)
             return self.render(request, "login.html", status=401, error="wrong name or password", next=target)
+        self.throttle.succeeded(name)
         token, _ = self.sessions.open(user.name, user.role)
-        response = RedirectResponse(target, status_code=303)
-        _set_cookie(response, token)
+        redirect = RedirectResponse(target, status_code=303)
+        _set_cookie(redirect, token, request)
+        return redirect
+
+    def _refused(self, request: Request, refusal: Refusal, name: str, target: str) -> Response:
+        """429, saying for how long (``Retry-After``) and why, on the login page."""
+        response = self.render(request, "login.html", status=429, error=refusal.message(name), next=target)
+        response.headers["Retry-After"] = str(refusal.retry_after)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -536,7 +554,7 @@ class WebApp:
         except WorkflowError as error:
             response = self.error_page(request, 503, str(error))
         if new_token is not None:
-            _set_cookie(response, new_token)
+            _set_cookie(response, new_token, request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault(
@@ -558,8 +576,11 @@ def _file_href(work_id: str, name: str) -> str:
     return f"/works/{work_id}/files/{quote(name, safe='')}"
 
 
-def _set_cookie(response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+def _set_cookie(response: Response, token: str, request: Request) -> None:
+    """The session cookie; ``Secure`` when the browser came by https (a TLS proxy in front
+    says so with ``X-Forwarded-Proto``, which uvicorn trusts from this host only)."""
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https")
 
 
 def _int(text: str | None, default: int, name: str) -> int:

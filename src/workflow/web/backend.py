@@ -19,10 +19,14 @@ from workflow.core.bulk import BulkReport
 from workflow.core.filters import WorkFilter
 from workflow.core.search import Search
 from workflow.core.work import Work
+from workflow.log import jsapi
+from workflow.log.gateway import Recorded
 from workflow.results.queries import MAX_LIMIT
 
 #: The most works one bulk action selects (the confirmation page says so when there are more).
 BULK_LIMIT = 100_000
+#: The works waiting on a work that its page lists (a link to the search shows them all).
+FOLLOWERS_SHOWN = 50
 
 
 class Backend:
@@ -68,6 +72,23 @@ class Backend:
         )
         return [w for w in works if isinstance(w, Work)], total
 
+    async def work(self, work_id: str) -> tuple[Work, list[Recorded], list[dict[str, Any]]]:
+        """A work's page: the work, its history and the works waiting on it, asked at once
+        and all as of one position of the log (read once, not once per question)."""
+        results, now = self.reader.results, await jsapi.last_sequence(self.reader.nc)
+        work, history, followers = await asyncio.gather(
+            results.get(work_id, after=now), results.history(work_id, after=now), self.followers(work_id, after=now))
+        return work, history, followers
+
+    async def followers(self, work_id: str, limit: int = FOLLOWERS_SHOWN, *,
+                        after: int | None = None) -> list[dict[str, Any]]:
+        """The works whose precursors name ``work_id`` (waiting on it, or run after it),
+        oldest first, as ``{id, pipeline, status}``; ``limit + 1`` asked, so a page knows
+        there are more than it lists. As of ``after`` (a log position), else fresh."""
+        rows = await self.reader.results.query(precursor=work_id, limit=limit + 1, order="creation",
+                                               fields=["id", "pipeline", "status"], fresh=after is None, after=after)
+        return [row for row in rows if isinstance(row, dict)]
+
     async def matching_ids(self, search: Search, limit: int = BULK_LIMIT) -> list[str]:
         """Every id the search finds (pages by id, so works changing meanwhile shift nothing)."""
         ids: list[str] = []
@@ -85,6 +106,15 @@ class Backend:
         return ids
 
     async def dashboard(self, minutes: int = 60) -> dict[str, Any]:
+        """The dashboard's four questions, at once, each answered now (nothing cached).
+
+        The buckets were its slow part: one ``CONSUMER.INFO`` per bucket (200 round trips
+        for 200 pipelines). They come from the consumer listing now, a request per 256
+        buckets (:meth:`workflow.log.buckets.Buckets.stats`), which puts the page within its
+        200 ms at 200 pipelines without a cache, so an opened page shows the moment it was
+        asked, as every other page does. Open pages do not ask again: their counts come live
+        from :mod:`workflow.web.live`, one question per burst of events for all of them.
+        """
         results = self.reader.results
         counts, per_minute, buckets, schedules = await asyncio.gather(
             results.pipelines(fresh=True), results.throughput(minutes, fresh=True), self.reader.buckets(),

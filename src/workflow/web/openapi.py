@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 _Q = {"name": "q", "in": "query", "schema": {"type": "string"},
-      "description": "The TUI's search: `status:failure user:ann tag:x pipeline:p site:s event:1 id:01J`"}
+      "description": "The TUI's search: `status:failure user:ann tag:x pipeline:p site:s event:1 id:01J` "
+                     "(`after:ID`: the works waiting on that work)"}
 _ID = {"name": "work_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
          "400": {"description": "a bad search or parameter"}, "404": {"description": "no such work"}}
