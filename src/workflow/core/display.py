@@ -8,6 +8,7 @@ from typing import assert_never
 
 from workflow.core import events as ev
 from workflow.core.products import ArchivedFile
+from workflow.core.waits import CONDITIONS
 from workflow.core.work import Work
 
 
@@ -37,14 +38,19 @@ def waits_of(work: Work) -> str:
     return "; ".join(parts) or "to be released"
 
 
-def waiting(waits: ev.Waits | None) -> str:
-    """What a waiting deposit waits for, as the end of a sentence (empty if nothing)."""
+def waiting(waits: ev.Waits | None, work: Work | None = None) -> str:
+    """What a waiting deposit waits for, as the end of a sentence (empty if nothing). A
+    configuration step whose ``if`` is an expression waits for its precursors to finish
+    and is then judged on it: the sentence quotes the expression (from ``work``)."""
     if waits is None:
         return ""
     parts = []
     if waits.precursors:
+        written = (work.config or {}).get("if") if work is not None else None
+        judged = f"if {written.strip()}" if isinstance(written, str) and written.strip() not in CONDITIONS else (
+            f"if {waits.when}")
         parts.append("for " + ", ".join(waits.precursors)
-                     + (" to succeed" if waits.when == "success" else f" to finish (if {waits.when})"))
+                     + (" to succeed" if waits.when == "success" else f" to finish ({judged})"))
     if waits.not_before is not None:
         parts.append(f"until {when(waits.not_before)}")
     return "; waiting " + " and ".join(parts)
@@ -63,7 +69,7 @@ def describe(event: ev.AnyEvent) -> str:
     """One line saying what an event means, for ``workflow history``."""
     match event:
         case ev.Deposited(work=work, waits=waits):
-            return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}" + waiting(waits)
+            return f"deposited in {work.pipeline}/{work.site} at priority {work.priority}" + waiting(waits, work)
         case ev.Requeued(work=work, reason=reason):
             return f"requeued at priority {work.priority}, site {work.site}" + (f": {reason}" if reason else "")
         case ev.Started(attempt=attempt, host=host, via=via):
