@@ -17,7 +17,7 @@ and the works not yet written are left as they were.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from workflow.core import events as ev
 from workflow.core.bulk import Action, BulkReport, Seen, Step, status_after, steps
@@ -65,11 +65,25 @@ class Bulk:
 
     async def apply(
         self, action: Action, works: Sequence[Seen], *, reason: str | None = None, priority: int | None = None,
-        site: str | None = None,
+        site: str | None = None, progress: Callable[[int], object] | None = None,
     ) -> BulkReport:
-        """``action`` on each of ``works``, each against the head it was seen at."""
+        """``action`` on each of ``works``, each against the head it was seen at.
+
+        ``progress``, if given, is called with how many works are through so far (acted
+        on, skipped or refused) each time one is: a long run (the TUI's bulk action) can
+        say how far it is."""
+        through = 0
 
         async def one(work: Seen) -> str | None:
+            nonlocal through
+            try:
+                return await attempt(work)
+            finally:
+                through += 1
+                if progress is not None:
+                    progress(through)
+
+        async def attempt(work: Seen) -> str | None:
             plan = steps(action, work.status)
             if isinstance(plan, str):
                 return plan

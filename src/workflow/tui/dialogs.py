@@ -1,4 +1,5 @@
-"""Modal dialogs: confirm an action, give a cancel's reason, choose a priority, read the keys (help)."""
+"""Modal dialogs: confirm an action, give a cancel's reason, choose a priority, choose a bulk action, read
+the keys (help)."""
 
 from __future__ import annotations
 
@@ -75,20 +76,22 @@ class CancelScreen(ModalScreen[str | None]):
 
 
 class PriorityScreen(ModalScreen[int | None]):
-    """Choose a new priority (1-5, 5 first); None when abandoned."""
+    """Choose a new priority (1-5, 5 first) for a work, or for many (``current`` None:
+    they have each their own); None when abandoned."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "abandon", "Cancel")]
 
-    def __init__(self, work_id: str, current: int) -> None:
+    def __init__(self, work_id: str, current: int | None) -> None:
         super().__init__()
         self.work_id = work_id
         self.current = current
 
     def compose(self) -> ComposeResult:
+        now = f"now {self.current}; " if self.current is not None else ""
         with Vertical(classes="dialog"):
-            yield Label(f"New priority for {self.work_id} (now {self.current}; 1-5, 5 runs first):",
-                        classes="question")
-            yield Input(str(self.current), id="priority", type="integer", validators=[Integer(1, 5)])
+            yield Label(f"New priority for {self.work_id} ({now}1-5, 5 runs first):", classes="question")
+            yield Input("" if self.current is None else str(self.current), id="priority", type="integer",
+                        validators=[Integer(1, 5)])
             with Horizontal(classes="buttons"):
                 yield Button("Set (enter)", variant="warning", id="set")
                 yield Button("Cancel (esc)", variant="primary", id="abandon")
@@ -115,6 +118,43 @@ class PriorityScreen(ModalScreen[int | None]):
 
     def action_abandon(self) -> None:
         self.dismiss(None)
+
+
+class BulkScreen(ModalScreen[str | None]):
+    """Choose what to do to every work a search matches: ``cancel``, ``requeue`` (each at
+    its own priority), ``priority`` (requeue at a new one) or ``delete``; None to leave
+    them. Only the choice: the dialog that follows confirms it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "choose('cancel')", "Cancel them"),
+        Binding("r", "choose('requeue')", "Requeue them"),
+        Binding("p", "choose('priority')", "Requeue at a priority"),
+        Binding("d", "choose('delete')", "Delete them"),
+        Binding("escape,n", "choose(None)", "Leave them"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel (c)", variant="error", id="cancel")
+                yield Button("Requeue (r)", variant="warning", id="requeue")
+                yield Button("Priority (p)", variant="warning", id="priority")
+                yield Button("Delete (d)", variant="error", id="delete")
+                yield Button("Leave (esc)", variant="primary", id="leave")
+
+    def on_mount(self) -> None:
+        self.query_one("#leave", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "leave" else event.button.id)
+
+    def action_choose(self, choice: str | None) -> None:
+        self.dismiss(choice)
 
 
 class HelpScreen(ModalScreen[None]):

@@ -2,7 +2,8 @@
 
 The results service does the filtering, sorting and paging (``limit``/``offset``), so the
 app holds one page, never the whole table. ``/`` searches (see :mod:`workflow.core.search`),
-``n``/``b`` page, ``o``/``O`` (or a click on a header) sort, ``enter`` opens a work.
+``n``/``b`` page, ``o``/``O`` (or a click on a header) sort, ``enter`` opens a work, ``B``
+cancels, requeues or deletes every work the search matches (:mod:`workflow.tui.bulk`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Input
 from workflow.core.errors import ValidationError
 from workflow.core.search import SEARCH_HINT, Search, parse
 from workflow.core.work import Work
-from workflow.tui.actions import WorkActionsScreen
 from workflow.tui.base import StatusLine, fill, selected_key
+from workflow.tui.bulk import BulkActionsScreen
 from workflow.tui.detail import WorkScreen
 from workflow.tui.rows import Column, work_columns, work_rows
 from workflow.tui.source import Source
@@ -27,7 +28,7 @@ from workflow.tui.source import Source
 PAGE_SIZE = 100
 
 
-class WorksScreen(WorkActionsScreen):
+class WorksScreen(BulkActionsScreen):
     """Works matching a search, a page at a time."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -156,6 +157,9 @@ class WorksScreen(WorkActionsScreen):
         self.reload()
 
     # -- a work -----------------------------------------------------------------------
+
+    def bulk_search(self) -> Search:
+        return self.search
 
     def selected_work(self) -> Work | None:
         key = selected_key(self.query_one("#works", DataTable))
