@@ -53,6 +53,16 @@ async def test_a_work_that_changed_after_it_was_seen_is_skipped_and_counted_not_
     assert [type(e).__name__ for e in await client.history(started.id)] == ["Deposited", "Started"]
 
 
+async def test_apply_reports_its_progress_once_per_work_through(client, results_service):
+    ids = await client.deposit([Work(pipeline="alpha") for _ in range(5)])
+    await client.cancel(ids[0])
+    seen = await client.select(pipeline="alpha")  # one of them already cancelled: refused, yet through
+    through: list[int] = []
+    report = await client.bulk.apply("cancel", seen, progress=through.append)
+    assert report.summary() == "cancelled 4, refused 1 (already finished)"
+    assert through == [1, 2, 3, 4, 5]
+
+
 async def test_requeue_many_retries_the_failed_works_at_a_new_priority(client, results_service):
     ids = await client.deposit([Work(pipeline="alpha") for _ in range(3)])
     await finish(client, ids[0], ok=False)

@@ -4,12 +4,12 @@ server, projector and results service: the same selection and writes as the CLI'
 
 from __future__ import annotations
 
-from test_tui import app_for, rows, told, until
+from test_tui import app_for, rows, text_of, told, until
 from textual.widgets import Input
 
 from conftest import eventually
 from workflow import Work
-from workflow.tui.dialogs import BulkScreen, CancelScreen, ConfirmScreen, PriorityScreen
+from workflow.tui.dialogs import BulkScreen, CancelScreen, ConfirmScreen, HelpScreen, PriorityScreen
 from workflow.tui.works import WorksScreen
 
 LARGE = (140, 32)
@@ -41,6 +41,10 @@ async def test_bulk_cancel_of_a_search_cancels_every_matching_work_and_shows_the
     async with app.run_test(size=LARGE) as pilot:
         said = told(app)
         await search(pilot, app, "pipeline:p status:queued", 7)
+        await pilot.press("question_mark")  # the help lists the key
+        assert await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "B  Bulk action on the search" in text_of(app, "#keys")
+        await pilot.press("escape")
         await pilot.press("B")
         assert await until(pilot, lambda: isinstance(app.screen, BulkScreen))
         assert "7 works (pipeline:p status:queued) match" in str(app.screen.question)
