@@ -64,6 +64,7 @@ class ClaimSweeper:
         self.held: dict[str, str] = {}  # work id -> pipeline, of works whose last event is a filter claim
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.recorded = 0  # losses this sweeper recorded (the CAS refuses the others)
+        self.sweeps = 0  # sweeps done (tests wait on it rather than on time)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log and sweep until ``stop`` is set."""
@@ -74,6 +75,7 @@ class ClaimSweeper:
         subscription = await self._client.nc.jetstream().subscribe(
             f"{PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=on_message,
         )
+        log.info("claim sweeper following the log (a sweep every %.1f s)", self.interval)
         try:
             await until_stopped_or_failed(stop, self._read(), self._sweeping())
         finally:
@@ -112,6 +114,7 @@ class ClaimSweeper:
                 recorded += await self.check(work_id, pipeline)
             except Exception as error:  # one work that cannot be read never stops the others
                 log.warning("checking the filtered claim of %s failed: %r", work_id, error)
+        self.sweeps += 1
         return recorded
 
     async def check(self, work_id: str, pipeline: str) -> bool:
