@@ -286,9 +286,10 @@ def _start_services(
     *, connect: dict[str, Any] | None = None, replicas: int | None = None,
 ) -> list[asyncio.Task[None]]:
     """The projector and results service, the resolver, the scheduler, the notifier, the
-    bucket keeper (and the metrics), as tasks that end when ``stop`` is set."""
+    bucket keeper, the claim sweeper (and the metrics), as tasks that end when ``stop`` is set."""
     # Imported here: EmbeddedNats alone (the tests, the benchmarks) needs no DuckDB.
     from workflow.followers.bucket_keeper import run_bucket_keeper
+    from workflow.followers.claim_sweeper import run_claim_sweeper
     from workflow.followers.notifier import run_notifier
     from workflow.followers.resolver import run_resolver
     from workflow.followers.scheduler import run_scheduler
@@ -299,9 +300,10 @@ def _start_services(
     scheduler = run_scheduler(url, stop, replicas=replicas, **(connect or {}))  # deposits schedules' firings
     notifier = run_notifier(url, stop, **(connect or {}))  # sends works' notify when they end
     keeper = run_bucket_keeper(url, stop, **(connect or {}))  # creates the buckets clients ask for
+    sweeper = run_claim_sweeper(url, stop, **(connect or {}))  # records dead filtered claims lost
     tasks = [asyncio.create_task(projector, name="projector"), asyncio.create_task(resolver, name="resolver"),
              asyncio.create_task(scheduler, name="scheduler"), asyncio.create_task(notifier, name="notifier"),
-             asyncio.create_task(keeper, name="bucket keeper")]
+             asyncio.create_task(keeper, name="bucket keeper"), asyncio.create_task(sweeper, name="claim sweeper")]
     if metrics_port is not None:
         from workflow.results.metrics import run_metrics
 

@@ -1,7 +1,8 @@
 """``workflow run --tag`` as real processes, beside an unfiltered ``workflow run`` on the same
 pipeline, against a real nats-server and results service: each takes what it should, the
 rest stays queued in order, every work finishes exactly once, and a SIGKILLed filtered
-worker's work is recorded lost and run again through the bucket (its watchdog)."""
+worker's work is recorded lost and run again: through the bucket (its watchdog), or, with
+only filtered workers, by `workflow server`'s claim sweeper."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from deployed import until
+from deployed import end, log_tails, until, workflow_process
 
 import workflow
 from workflow import Work
@@ -111,3 +112,36 @@ async def test_a_sigkilled_filtered_worker_s_work_is_recorded_lost_and_run_again
         claimed, lost, rerun = history[1], history[2], history[3]
         assert claimed.via == "filter" and rerun.via == "bucket"
         assert lost.reason == "lost" and lost.will_retry and lost.attempt == 1 and rerun.attempt == 2
+
+
+async def test_with_only_filtered_workers_a_sigkilled_one_s_work_is_recorded_lost_by_the_server_and_run_again(
+    nats_url, start_worker, tmp_path
+):
+    lease = 3.0  # a dead claim is noticed within a lease and a third; a live one beats every second
+    env = dict(os.environ, WORKFLOW_NATS_URL=nats_url, WORKFLOW_LEASE_SECONDS=str(lease))
+    server_log = tmp_path / "server.log"
+    server = workflow_process(["server", "--nats", nats_url, "--data-dir", str(tmp_path / "server")], env,
+                              server_log, tmp_path)
+    marker = tmp_path / "pids"
+    try:
+        await until(lambda: "claim sweeper following the log" in server_log.read_text(), timeout=60,
+                    explain=lambda: log_tails([server_log]))
+        async with workflow.connect(nats_url, lease=lease) as client:
+            [work_id] = await client.deposit(Work(
+                pipeline="mixed", tags=["calib"], function="worker_functions.slow",
+                parameters={"seconds": 2, "marker": str(marker)},
+            ))
+            filtered = start_worker("--tag", "calib", lease=lease)
+            await until(lambda: marker.exists() and marker.read_text().strip(), timeout=60)
+            filtered.kill()  # SIGKILL mid-work: its heartbeat key expires within a lease
+            await asyncio.to_thread(filtered.wait, 30)
+            start_worker("--tag", "calib", lease=lease)  # filtered only: no bucket worker meets the message
+            await until(all_succeeded(client, [work_id]), timeout=90, explain=lambda: log_tails([server_log]))
+            history = await client.history(work_id)
+            assert names(history) == ["Deposited", "Started", "Failed", "Started", "Succeeded"]
+            claimed, lost, rerun = history[1], history[2], history[3]
+            assert claimed.via == "filter" and rerun.via == "filter"
+            assert lost.reason == "lost" and lost.will_retry and lost.attempt == 1 and rerun.attempt == 2
+            assert lost.by == "workflow-sweeper"  # the server recorded it, not a worker
+    finally:
+        end(server)

@@ -114,6 +114,14 @@ class RecordLost:
             return f"worker {self.lost_by} stopped heartbeating its filtered claim of attempt {self.attempt}"
         return f"worker {self.lost_by} stopped heartbeating attempt {self.attempt} (lease expired)"
 
+    def failed(self, work_id: str, pipeline: str, *, by: str | None, now: float) -> Failed:
+        """The ``Failed(reason="lost")`` that records the loss: one wording, whoever
+        notices it (a bucket worker meeting the message, or the claim sweeper)."""
+        return Failed(
+            work_id=work_id, pipeline=pipeline, time=now, by=by, attempt=self.attempt, reason="lost",
+            will_retry=self.will_retry, queue_seq=self.queue_seq, error=self.error,
+        )
+
     def after(self, failed_seq: int) -> Start | Stale:
         """Once the loss is recorded at ``failed_seq``: the next attempt if one is left,
         else the work has failed for good and its message is done."""

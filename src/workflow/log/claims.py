@@ -235,11 +235,7 @@ class Claims:
 
     async def _record_lost(self, queued: Queued, lost: RecordLost) -> Start | Stale | Skip:
         """Record that the previous attempt of this chain was lost; what to do next."""
-        failed = ev.Failed(
-            **self._log.envelope(queued.work_id, queued.pipeline),
-            attempt=lost.attempt, reason="lost", will_retry=lost.will_retry,
-            queue_seq=lost.queue_seq, error=lost.error,
-        )
+        failed = lost.failed(queued.work_id, queued.pipeline, by=self._log.name, now=time.time())
         try:
             failed_seq = await self._log.append(failed, lost.expected_seq)
         except ConflictError:

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+import nats.aio.client
 
 from workflow.core import events as ev
 from workflow.core.claim import FilteredStart, Head, NotClaimable, ReadQueued, decide_filtered
@@ -49,7 +50,7 @@ from workflow.log.gateway import LogGateway
 from workflow.log.leases import Lease, Leases
 from workflow.log.watch import Watch
 
-__all__ = ["Candidate", "CandidateFinder", "CandidateQuery", "FilteredClaims"]
+__all__ = ["Candidate", "CandidateFinder", "CandidateQuery", "FilteredClaims", "event_at"]
 
 log = logging.getLogger("workflow.client")
 
@@ -226,11 +227,15 @@ class FilteredClaims:
         return work
 
     async def _read(self, seq: int) -> Head | None:
-        """The event at stream sequence ``seq`` (a queue event a retry's chain names)."""
-        reply = await self._log.nc.request(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps({"seq": seq}).encode(), timeout=5)
-        headers = reply.headers or {}
-        if headers.get("Status") == "404":
-            return None
-        if headers.get("Status") is not None:
-            raise WorkflowError(f"direct get of sequence {seq} failed: {headers.get('Status')}")
-        return Head(int(headers["Nats-Sequence"]), ev.decode(reply.data))
+        return await event_at(self._log.nc, seq)
+
+
+async def event_at(nc: nats.aio.client.Client, seq: int) -> Head | None:
+    """The event at stream sequence ``seq`` (a queue event a retry's chain names)."""
+    reply = await nc.request(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps({"seq": seq}).encode(), timeout=5)
+    headers = reply.headers or {}
+    if headers.get("Status") == "404":
+        return None
+    if headers.get("Status") is not None:
+        raise WorkflowError(f"direct get of sequence {seq} failed: {headers.get('Status')}")
+    return Head(int(headers["Nats-Sequence"]), ev.decode(reply.data))
