@@ -62,7 +62,6 @@ class ClaimSweeper:
         self._heartbeats = Heartbeats(client.nc)
         self.interval = interval if interval is not None else lease_seconds() / SWEEPS_PER_LEASE
         self.held: dict[str, str] = {}  # work id -> pipeline, of works whose last event is a filter claim
-        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.recorded = 0  # losses this sweeper recorded (the CAS refuses the others)
         self.sweeps = 0  # sweeps done (tests wait on it rather than on time)
 
@@ -70,22 +69,19 @@ class ClaimSweeper:
         """Follow the log and sweep until ``stop`` is set."""
 
         async def on_message(msg: Any) -> None:
-            self._inbox.put_nowait((msg.subject, msg.data))
+            # observed at once, not queued: a start-up read of a long log never holds its
+            # messages in memory (only the ids of held works are kept)
+            self.observe(msg.subject, msg.data)
 
         subscription = await self._client.nc.jetstream().subscribe(
             f"{PREFIX}.>", stream=STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=on_message,
         )
         log.info("claim sweeper following the log (a sweep every %.1f s)", self.interval)
         try:
-            await until_stopped_or_failed(stop, self._read(), self._sweeping())
+            await until_stopped_or_failed(stop, self._sweeping())
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
-
-    async def _read(self) -> None:
-        while True:
-            subject, data = await self._inbox.get()
-            self.observe(subject, data)
 
     def observe(self, subject: str, data: bytes) -> None:
         """One message of the log: a filter claim is watched, any other event of its work ends that."""
