@@ -171,35 +171,39 @@ def test_a_cron_with_a_zone_matches_that_zones_wall_clock(spec, after, expected)
     assert _iso(sch.next_firing(spec, _utc(after))) != expected  # and not UTC's
 
 
-def test_a_firing_in_the_hour_skipped_in_spring_runs_an_hour_late_once():
-    # America/Vancouver 2026-03-08: 02:00 PST jumps to 03:00 PDT (10:00 UTC); 02:30 does not exist that day
-    late = sch.next_firing("0 30 2 * * *", _utc("2026-03-07T12:00:00"), timezone=_VANCOUVER)
-    assert _iso(late) == "2026-03-08T10:30:00"  # 02:30 PST = 03:30 PDT: an hour late, not skipped
-    assert late is not None
-    assert _iso(sch.next_firing("0 30 2 * * *", late, timezone=_VANCOUVER)) == "2026-03-09T09:30:00"  # 02:30 PDT
-    # every half hour: 02:00 and 02:30 (read as 03:00 and 03:30 PDT) coincide with 03:00 and 03:30: each once
-    moments = [_utc("2026-03-08T09:15:00")]
-    for _ in range(3):
-        later = sch.next_firing("0 */30 * * * *", moments[-1], timezone=_VANCOUVER)
+def _firings(spec: str, start: str, count: int) -> list[str | None]:
+    """The next ``count`` firings after ``start`` (UTC), each computed from the one before (as the server does)."""
+    moments: list[float] = [_utc(start)]
+    for _ in range(count):
+        later = sch.next_firing(spec, moments[-1], timezone=_VANCOUVER)
         assert later is not None
         moments.append(later)
-    assert [_iso(m) for m in moments[1:]] == ["2026-03-08T09:30:00", "2026-03-08T10:00:00", "2026-03-08T10:30:00"]
+    return [_iso(m) for m in moments[1:]]
 
 
-def test_a_firing_in_the_hour_repeated_in_autumn_fires_once_at_its_first_occurrence():
+def test_a_firing_in_the_hour_skipped_in_spring_does_not_fire_that_day():
+    # America/Vancouver 2026-03-08: 02:00 PST jumps to 03:00 PDT (10:00 UTC); 02:30 does not exist that day
+    assert _firings("0 30 2 * * *", "2026-03-06T12:00:00", 3) == [
+        "2026-03-07T10:30:00",  # 02:30 PST
+        "2026-03-09T09:30:00",  # 02:30 PDT: none on the 8th
+        "2026-03-10T09:30:00",
+    ]
+    # every half hour: 01:30 PST, then straight to 03:00 PDT
+    assert _firings("0 */30 * * * *", "2026-03-08T09:15:00", 3) == [
+        "2026-03-08T09:30:00", "2026-03-08T10:00:00", "2026-03-08T10:30:00"]
+
+
+def test_a_firing_in_the_hour_repeated_in_autumn_fires_twice():
     # America/Vancouver 2026-11-01: 02:00 PDT falls back to 01:00 PST; 01:30 happens at 08:30 and 09:30 UTC
-    first = sch.next_firing("0 30 1 * * *", _utc("2026-11-01T00:00:00"), timezone=_VANCOUVER)
-    assert _iso(first) == "2026-11-01T08:30:00"  # 01:30 PDT
-    assert first is not None
-    assert _iso(sch.next_firing("0 30 1 * * *", first, timezone=_VANCOUVER)) == "2026-11-02T09:30:00"  # not 09:30 today
-    # every half hour: the repeated hour's second pass (09:00, 09:30 UTC = 01:00, 01:30 PST) does not fire
-    half_hourly = [_utc("2026-11-01T08:00:00")]
-    for _ in range(4):
-        later = sch.next_firing("0 */30 * * * *", half_hourly[-1], timezone=_VANCOUVER)
-        assert later is not None
-        half_hourly.append(later)
-    assert [_iso(m) for m in half_hourly[1:]] == [
-        "2026-11-01T08:30:00", "2026-11-01T10:00:00", "2026-11-01T10:30:00", "2026-11-01T11:00:00"]
+    assert _firings("0 30 1 * * *", "2026-11-01T00:00:00", 3) == [
+        "2026-11-01T08:30:00",  # 01:30 PDT
+        "2026-11-01T09:30:00",  # 01:30 PST, an hour later
+        "2026-11-02T09:30:00",
+    ]
+    # every half hour: one firing per half hour of real time, through both passes of 01:xx
+    assert _firings("0 */30 * * * *", "2026-11-01T07:45:00", 5) == [
+        "2026-11-01T08:00:00", "2026-11-01T08:30:00", "2026-11-01T09:00:00", "2026-11-01T09:30:00",
+        "2026-11-01T10:00:00"]
 
 
 def test_an_unknown_zone_is_a_clear_error_naming_it_and_utc_is_no_zone():

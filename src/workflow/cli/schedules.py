@@ -37,7 +37,7 @@ def add(
     fields: TemplateFields,
     connection: Connection,
 ) -> None:
-    """Deposit a work at every firing: --every 10m, or --cron "0 0 2 * * *" (UTC).
+    """Deposit a work at every firing: --every 10m, or --cron "0 0 2 * * *" (UTC, or --tz ZONE).
 
     Each firing deposits exactly one work (its id is derived from the schedule and the
     firing time), even with several servers running; the works' user is schedule:NAME

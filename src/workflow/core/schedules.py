@@ -69,7 +69,7 @@ def schedule_spec(every: str | None = None, cron: str | None = None) -> str:
     """The server's ``Nats-Schedule`` value for ``--every`` or ``--cron`` (exactly one).
 
     ``every`` is a duration of at least one second: ``10m``, ``1h30m``, ``90s``. ``cron``
-    is 6 fields, seconds first, in UTC (``0 0 2 * * *`` is 02:00 every day), or one of
+    is 6 fields, seconds first, in UTC or the schedule's zone (``0 0 2 * * *`` is 02:00 every day), or one of
     ``@hourly @daily @midnight @weekly @monthly @yearly @annually``. Anything else is a
     ValidationError that says what was expected.
     """
@@ -174,11 +174,11 @@ def next_firing(spec: str, after: float, since: float | None = None, timezone: s
     both otherwise (as cron does). None if nothing matches within five years.
 
     A cron with a ``timezone`` matches the wall clock of that zone (``@every`` has no zone).
-    Across a DST change a wall time is read as Python's ``fold=0`` reads it, which is also
-    Go's ``time.Date`` (the NATS server's): a time in the skipped hour (02:30 on the spring
-    day in America/Vancouver) is taken with the offset before the change, so it lands one
-    hour later (03:30 PDT); a time in the repeated hour (01:30 on the autumn day) is its
-    first occurrence only (01:30 PDT), so it fires once."""
+    It fires at every instant whose wall time there matches, as the NATS server's cron
+    does (``server/cron.go``, after robfig/cron: it steps through instants and compares
+    their wall fields). So across DST a wall time in the skipped hour (02:30 on the spring
+    day in America/Vancouver) does not fire that day, and one in the repeated hour (01:30 on
+    the autumn day) fires twice, at 01:30 PDT and an hour later at 01:30 PST."""
     if spec.startswith("@every "):
         interval = every_seconds(spec.removeprefix("@every "))
         origin = after if since is None else min(since, after)
@@ -190,7 +190,7 @@ def next_firing(spec: str, after: float, since: float | None = None, timezone: s
     seconds, minutes, hours, days, months, weekdays = (sorted(values) for values in allowed)
     either = not fields[3].startswith("*") and not fields[5].startswith("*")
     zone = UTC if timezone is None else ZoneInfo(timezone)
-    today = datetime.fromtimestamp(math.floor(after), zone) - timedelta(days=1)  # a skipped hour may run late
+    today = datetime.fromtimestamp(math.floor(after), zone) - timedelta(days=1)  # (a day early: safe, cheap)
     found: float | None = None
     for offset in range(366 * 5):
         day = (today + timedelta(days=offset)).date()
@@ -201,20 +201,31 @@ def next_firing(spec: str, after: float, since: float | None = None, timezone: s
             continue
         for hour in hours:
             for minute in minutes:
-                moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()
-                if found is not None and moment > found + _LONGEST_SHIFT:
-                    return found  # wall times read forward out of a skipped hour are all behind us
-                if moment + 59 <= after:
-                    continue
-                for second in seconds:
-                    if moment + second > after:
-                        found = moment + second if found is None else min(found, moment + second)
-                        break
+                for moment in _instants(datetime(day.year, day.month, day.day, hour, minute), zone):
+                    if found is not None and moment > found + _LONGEST_SHIFT:
+                        return found  # instants are in wall order beyond a DST shift: none earlier follows
+                    if moment + 59 <= after:
+                        continue
+                    for second in seconds:
+                        if moment + second > after:
+                            found = moment + second if found is None else min(found, moment + second)
+                            break
     return found
 
 
 #: The longest DST shift of any zone (seconds): wall times are in order beyond it.
 _LONGEST_SHIFT = 2 * 3600
+
+
+def _instants(wall: datetime, zone: Any) -> list[float]:
+    """The instants (unix seconds) whose wall time in ``zone`` is the minute ``wall`` (naive):
+    none in a skipped hour, two in a repeated one, one otherwise."""
+    found = []
+    for fold in (0, 1):
+        moment = wall.replace(tzinfo=zone, fold=fold).timestamp()
+        if datetime.fromtimestamp(moment, zone).replace(tzinfo=None) == wall and moment not in found:
+            found.append(moment)
+    return found
 
 
 def _expand(value: str, low: int, high: int, names: list[str]) -> set[int]:
