@@ -317,6 +317,16 @@ def test_a_schedule_written_as_the_old_system_writes_it_is_read():
     assert configs.parse(text).schedule == configs.Schedule("0 30 1 * * *", 2)
 
 
+def test_a_schedule_may_name_its_time_zone_and_an_unknown_one_is_located():
+    text = ("name: x\nschedule: {cron: '0 2 * * *', timezone: America/Vancouver}\n"
+            "steps:\n  - {name: a, work: {pipeline: p}}\n")
+    assert configs.parse(text).schedule == configs.Schedule("0 0 2 * * *", None, "America/Vancouver")
+    assert configs.parse(text.replace(", timezone: America/Vancouver", "")).schedule.timezone is None  # UTC
+    with pytest.raises(configs.ConfigError) as caught:
+        configs.parse(text.replace("America/Vancouver", "America/Vancover"), "f.yaml")
+    assert "2:41: schedule.timezone: unknown time zone 'America/Vancover'" in str(caught.value), str(caught.value)
+
+
 def test_yes_no_on_and_off_are_text_only_true_and_false_are_booleans():
     """YAML 1.2's booleans, not 1.1's: a matrix key named ``on`` stays ``on`` (hypothesis
     found ``matrix={'on': [0]}`` read as ``{True: [0]}``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -144,3 +145,83 @@ def test_the_next_firing_of_an_every_counts_from_when_it_was_added():
     added = _NOW - 25 * 60 - 15  # 02:55:00
     assert sch.next_firing("@every 10m", _NOW, since=added) == added + 30 * 60  # 03:25:00
     assert sch.next_firing("@every 10m", _NOW) == _NOW + 600
+
+
+# -- time zones ------------------------------------------------------------------------------
+
+_VANCOUVER = "America/Vancouver"
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def _iso(moment: float | None) -> str | None:
+    return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()[:19]
+
+
+@pytest.mark.parametrize(("spec", "after", "expected"), [
+    ("0 0 2 * * *", "2026-12-06T03:20:15", "2026-12-06T10:00:00"),    # 02:00 PST is 10:00 UTC (winter)
+    ("0 0 2 * * *", "2026-07-01T00:00:00", "2026-07-01T09:00:00"),    # 02:00 PDT is 09:00 UTC (summer)
+    ("0 0 0 * * 1", "2026-12-07T07:00:00", "2026-12-07T08:00:00"),    # Monday 00:00 PST is 08:00 UTC (Monday 7th)
+    ("@daily", "2026-12-06T03:20:15", "2026-12-06T08:00:00"),         # the shorthands are local too
+])
+def test_a_cron_with_a_zone_matches_that_zones_wall_clock(spec, after, expected):
+    assert _iso(sch.next_firing(spec, _utc(after), timezone=_VANCOUVER)) == expected
+    assert _iso(sch.next_firing(spec, _utc(after))) != expected  # and not UTC's
+
+
+def _firings(spec: str, start: str, count: int) -> list[str | None]:
+    """The next ``count`` firings after ``start`` (UTC), each computed from the one before (as the server does)."""
+    moments: list[float] = [_utc(start)]
+    for _ in range(count):
+        later = sch.next_firing(spec, moments[-1], timezone=_VANCOUVER)
+        assert later is not None
+        moments.append(later)
+    return [_iso(m) for m in moments[1:]]
+
+
+def test_a_firing_in_the_hour_skipped_in_spring_does_not_fire_that_day():
+    # America/Vancouver 2026-03-08: 02:00 PST jumps to 03:00 PDT (10:00 UTC); 02:30 does not exist that day
+    assert _firings("0 30 2 * * *", "2026-03-06T12:00:00", 3) == [
+        "2026-03-07T10:30:00",  # 02:30 PST
+        "2026-03-09T09:30:00",  # 02:30 PDT: none on the 8th
+        "2026-03-10T09:30:00",
+    ]
+    # every half hour: 01:30 PST, then straight to 03:00 PDT
+    assert _firings("0 */30 * * * *", "2026-03-08T09:15:00", 3) == [
+        "2026-03-08T09:30:00", "2026-03-08T10:00:00", "2026-03-08T10:30:00"]
+
+
+def test_a_firing_in_the_hour_repeated_in_autumn_fires_twice():
+    # America/Vancouver 2026-11-01: 02:00 PDT falls back to 01:00 PST; 01:30 happens at 08:30 and 09:30 UTC
+    assert _firings("0 30 1 * * *", "2026-11-01T00:00:00", 3) == [
+        "2026-11-01T08:30:00",  # 01:30 PDT
+        "2026-11-01T09:30:00",  # 01:30 PST, an hour later
+        "2026-11-02T09:30:00",
+    ]
+    # every half hour: one firing per half hour of real time, through both passes of 01:xx
+    assert _firings("0 */30 * * * *", "2026-11-01T07:45:00", 5) == [
+        "2026-11-01T08:00:00", "2026-11-01T08:30:00", "2026-11-01T09:00:00", "2026-11-01T09:30:00",
+        "2026-11-01T10:00:00"]
+
+
+def test_an_unknown_zone_is_a_clear_error_naming_it_and_utc_is_no_zone():
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        sch.check_timezone("Mars/Olympus")
+    with pytest.raises(ValidationError, match="did you mean America/Vancouver"):
+        sch.check_timezone("america/vancouver")
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        sch.check_timezone("../../etc/passwd")
+    assert sch.check_timezone(_VANCOUVER) == _VANCOUVER
+    assert sch.check_timezone("UTC") is None and sch.check_timezone(None) is None
+
+
+def test_a_schedule_event_written_before_zones_reads_as_utc():
+    added = sch.ScheduleAdded(name="nightly", time=1.0, schedule="0 0 2 * * *", work=Work(pipeline="alpha"))
+    payload = msgspec.json.decode(sch.encode(added))
+    del payload["timezone"]
+    old = sch.decode(msgspec.json.encode(payload))
+    assert isinstance(old, sch.ScheduleAdded) and old.timezone is None
+    zoned = msgspec.structs.replace(added, timezone=_VANCOUVER)
+    assert sch.decode(sch.encode(zoned)) == zoned

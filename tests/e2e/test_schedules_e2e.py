@@ -111,3 +111,33 @@ async def test_schedule_commands_refuse_bad_input_and_unknown_names_with_one_lin
 
 async def _at_least(nc, count: int) -> bool:
     return len(await deposited(nc, "e2e")) >= count
+
+
+async def test_a_cron_given_with_tz_fires_on_that_zones_clock_and_ls_shows_the_zone(nats_url: str, tmp_path: Path):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    # A cron that matches this minute and the next on Vancouver's wall clock only (UTC is 7-8 hours away)
+    now = datetime.now(ZoneInfo("America/Vancouver"))
+    later = now + timedelta(minutes=1)
+    spec = f"* {now.minute},{later.minute} {now.hour},{later.hour} * * *"
+    bad = cli(nats_url, "schedule", "add", "x", "e2e", "--cron", spec, "--tz", "America/Vancover")
+    assert bad.returncode == 2 and "unknown time zone 'America/Vancover'" in bad.stderr, bad.stderr
+    server = workflow_process(["server", "--nats", nats_url, "--data-dir", str(tmp_path / "data")], env_for(nats_url),
+                              tmp_path / "server.log", tmp_path)
+    try:
+        async with workflow.connect(nats_url) as client:
+            await until(lambda: "scheduler live" in (tmp_path / "server.log").read_text(), timeout=60)
+            added = cli(nats_url, "schedule", "add", "local", "e2e", "--cron", spec, "--tz", "America/Vancouver")
+            assert added.returncode == 0 and "(America/Vancouver)" in added.stdout, added.stderr
+            [listed] = json.loads(cli(nats_url, "schedule", "ls", "--json").stdout)
+            assert listed["timezone"] == "America/Vancouver" and listed["next_firing"] < time.time() + 120
+            table = subprocess.run([sys.executable, "-m", "workflow.cli", "schedule", "ls", "--nats", nats_url],
+                                   env={**env_for(nats_url), "COLUMNS": "250"}, capture_output=True, text=True,
+                                   timeout=60)
+            zone_name = now.strftime("%Z")  # PST or PDT: the next firing in the zone, then in UTC
+            assert "America/Vancouver" in table.stdout and zone_name in table.stdout and "Z)" in table.stdout, table
+            await until(lambda: _at_least(client.nc, 2), timeout=30)  # fired by the server, on Vancouver's clock
+            assert cli(nats_url, "schedule", "rm", "local").returncode == 0
+    finally:
+        end(server)

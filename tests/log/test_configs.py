@@ -263,3 +263,15 @@ async def test_a_resolver_started_after_a_step_failed_skips_what_followed_it(cli
 
         heads = await eventually(skipped, timeout=20)
     assert {h.event.reason for h in heads} == {f"skipped: step fetch failed (precursor {first.id})"}
+
+
+async def test_a_scheduled_configuration_records_its_time_zone_in_its_deployment_and_its_schedule(client):
+    text = ("name: local\nschedule: {cron: '0 2 * * *', timezone: America/Vancouver}\n"
+            "steps:\n  - {name: a, work: {pipeline: alpha}}\n")
+    deployment = await client.deploy_config(text)
+    assert deployment.started is None and deployment.deployed.timezone == "America/Vancouver"
+    [schedule] = await client.schedules()
+    assert schedule.added.name == "config-local" and schedule.added.schedule == "0 0 2 * * *"
+    assert schedule.added.timezone == "America/Vancouver"
+    [listed] = await client.configs()
+    assert listed.current is not None and listed.current.timezone == "America/Vancouver"

@@ -15,7 +15,7 @@ from conftest import eventually, running
 from workflow import Work
 from workflow.core import events as ev
 from workflow.core import schedules as sch
-from workflow.core.errors import ConflictError, NotFoundError
+from workflow.core.errors import ConflictError, NotFoundError, ValidationError
 from workflow.followers.scheduler import Scheduler, run_scheduler
 from workflow.log import jsapi
 from workflow.log.schedules import TIMER_STREAM, ensure_timer_stream, server_time, timer_subject
@@ -209,3 +209,55 @@ async def _pending_at_least(nc, count: int) -> bool:
 
 async def _timer_gone_and_firings_done(nc, name: str) -> bool:
     return not await timer_exists(nc, name) and await pending_firings(nc) == 0
+
+
+def _this_minute_in(zone: str) -> str:
+    """A cron firing every second of this minute and the next on the wall clock of ``zone``
+    only: in UTC (8 hours away for America/Vancouver) the same fields match no time near now."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo(zone))
+    later = now + timedelta(minutes=1)
+    return f"* {now.minute},{later.minute} {now.hour},{later.hour} * * *"
+
+
+async def test_the_server_takes_a_zone_with_a_cron_and_refuses_an_unknown_one(nats_url):
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_timer_stream(nc)
+        headers = {"Nats-Schedule": "0 0 2 * * *", "Nats-Schedule-Target": "wfsched.fired.zone",
+                   "Nats-Schedule-Time-Zone": "America/Vancouver"}
+        ack = json.loads((await nc.request("wfsched.timer.zone-ok", b"", headers=headers)).data)
+        assert "error" not in ack, ack
+        refused = json.loads((await nc.request("wfsched.timer.zone-bad", b"", headers={
+            **headers, "Nats-Schedule-Time-Zone": "Mars/Olympus"})).data)
+        assert "time zone" in refused["error"]["description"], refused
+        await jsapi.request(nc, f"STREAM.PURGE.{TIMER_STREAM}", {"filter": "wfsched.>"})
+    finally:
+        await nc.close()
+
+
+async def test_a_cron_in_a_time_zone_fires_on_that_zones_clock(nats_url, client):
+    # Given a cron that matches now on Vancouver's wall clock, and not for hours in UTC
+    spec, zone = _this_minute_in("America/Vancouver"), "America/Vancouver"
+    now = time.time()
+    assert sch.next_firing(spec, now, timezone=zone) < now + 120
+    assert sch.next_firing(spec, now) > now + 3600
+    async with running(run_scheduler, nats_url):
+        added = await client.add_schedule("local", Work(pipeline="zoned"), cron=spec, timezone=zone)
+        assert [d.added for d in await client.schedules()] == [added] and added.timezone == zone
+        # Then the server fires it on Vancouver's clock: works are deposited within seconds
+        await eventually(lambda: _at_least(client.nc, "zoned", 2), timeout=30)
+        await client.remove_schedule("local")
+    for work_id in await deposited(client.nc, "zoned"):
+        [deposit] = await client.history(work_id)
+        assert isinstance(deposit, ev.Deposited) and deposit.by == "schedule:local"
+
+
+async def test_a_zone_is_checked_before_anything_is_written_and_an_interval_takes_none(client):
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        await client.add_schedule("bad", Work(pipeline="alpha"), cron="0 0 2 * * *", timezone="Mars/Olympus")
+    with pytest.raises(ValidationError, match="not to '@every 10m'"):
+        await client.add_schedule("bad", Work(pipeline="alpha"), every="10m", timezone="America/Vancouver")
+    assert await client.schedules() == []

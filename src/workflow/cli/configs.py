@@ -19,7 +19,7 @@ from workflow.cli.options import AsJson, Connection, connection_options
 from workflow.cli.output import console, errors, print_json, reported, with_client
 from workflow.core import config_convert, runs
 from workflow.core import configs as cfg
-from workflow.core.display import when
+from workflow.core.display import when, when_in
 from workflow.core.schedules import next_firing
 from workflow.log.configs import Deployment, RunState
 
@@ -72,13 +72,14 @@ def deploy(
     if as_json:
         print_json({"name": config.name, "deployed": deployment.deployed.id,
                     "schedule": deployment.deployed.schedule, "count": deployment.deployed.count,
+                    "timezone": deployment.deployed.timezone or "UTC",
                     "run": None if started is None else started.run,
                     "works": [] if plan is None else [planned.work.id for planned in plan.works]})
         return
     if started is None:
-        count = deployment.deployed.count
+        count, zone = deployment.deployed.count, deployment.deployed.timezone or "UTC"
         console.print(f"configuration {config.name} deployed: a run at each firing of {deployment.deployed.schedule} "
-                      f"(UTC){f', {count} runs' if count else ''} (schedule {runs.schedule_name(config.name)})",
+                      f"({zone}){f', {count} runs' if count else ''} (schedule {runs.schedule_name(config.name)})",
                       highlight=False)
         return
     console.print(f"configuration {config.name} deployed; run {started.run} started with "
@@ -110,14 +111,15 @@ def ls(as_json: AsJson = False, *, connection: Connection) -> None:
     if as_json:
         print_json([_history_dict(history) for history in found])
         return
-    table = Table("name", "state", "schedule", "next (UTC)", "deployed (UTC)", "by", "file", "runs", "last run",
+    table = Table("name", "state", "schedule", "next", "deployed (UTC)", "by", "file", "runs", "last run",
                   "started (UTC)")
     for history in found:
         current = history.current
         assert current is not None
         last = history.run()
         runs_made = f"{history.runs_of(current)}" + (f" of {current.count}" if current.count else "")
-        table.add_row(history.name, history.state, current.schedule or "", when(_next(history)),
+        schedule = f"{current.schedule} {current.timezone or 'UTC'}" if current.schedule else ""
+        table.add_row(history.name, history.state, schedule, when_in(_next(history), current.timezone),
                       when(history.deployed_at), current.by or "", current.file or "", runs_made,
                       last.started.run if last else "", when(last.started_at) if last else "")
     console.print(table)
@@ -128,7 +130,7 @@ def _next(history: runs.History) -> float | None:
     current = history.current
     if current is None or current.schedule is None or history.expired:
         return None
-    return next_firing(current.schedule, time.time(), since=history.deployed_at)
+    return next_firing(current.schedule, time.time(), since=history.deployed_at, timezone=current.timezone)
 
 
 def _history_dict(history: runs.History) -> dict[str, Any]:
@@ -143,6 +145,7 @@ def _history_dict(history: runs.History) -> dict[str, Any]:
         "state": history.state,
         "schedule": None if current is None else current.schedule,
         "count": None if current is None else current.count,
+        "timezone": None if current is None or current.schedule is None else current.timezone or "UTC",
         "runs": [_run_dict(run) for run in history.runs.values()],
     }
 

@@ -14,7 +14,8 @@ them). Kept pure: this module reads text and returns works; the log layer
     matrix:                        # run-wide: every step is expanded over it
       event: [12345, 67890]
     schedule:                      # optional: a run at each firing
-      cron: "0 2 * * *"            # (or cronspec:) 5 fields, minute first, or 6, seconds first; UTC; @daily…
+      cron: "0 2 * * *"            # (or cronspec:) 5 fields, minute first, or 6, seconds first; @daily…
+      timezone: America/Vancouver  # optional IANA zone the cron is read in (DST included); default UTC
       count: 3                     # after that many runs the schedule is expired
     steps:
       - name: fetch                # unique; names the works (config.step)
@@ -91,13 +92,13 @@ from ulid import ULID
 
 from workflow.core import conditions
 from workflow.core.errors import ValidationError, WorkflowError
-from workflow.core.schedules import schedule_spec
+from workflow.core.schedules import check_timezone, schedule_spec
 from workflow.core.waits import CONDITIONS, Condition
 from workflow.core.work import NAME_PATTERN, Work
 
 _TOP_KEYS = ("name", "defaults", "matrix", "schedule", "steps")
 _STEP_KEYS = ("name", "stage", "work", "matrix", "if", "runs_on")
-_SCHEDULE_KEYS = ("cron", "cronspec", "count")  # cronspec: the name in the system users come from
+_SCHEDULE_KEYS = ("cron", "cronspec", "count", "timezone")  # cronspec: the name in the system users come from
 #: Work fields a run sets itself: a file may not.
 _MANAGED = ("id", "status", "precursors", "attempt", "creation", "start", "stop", "results")
 #: Keys of a work's ``config`` a run sets (see the module).
@@ -148,6 +149,7 @@ class Schedule:
 
     spec: str
     count: int | None = None
+    timezone: str | None = None  # IANA name the cron is read in; None: UTC
 
 
 @dataclass(frozen=True)
@@ -409,7 +411,7 @@ def _schedule(reader: _Reader, node: yaml.Node) -> Schedule | None:
             entries["cron"] = entries.pop("cronspec")
     spec = None
     if "cron" not in entries:
-        reader.problem(node, 'schedule needs a cron: 5 fields, minute first, in UTC ("0 2 * * *"), or @daily…')
+        reader.problem(node, 'schedule needs a cron: 5 fields, minute first ("0 2 * * *"), or @daily…')
     else:
         cron_node = entries["cron"][1]
         cron = reader.value(cron_node)
@@ -427,7 +429,18 @@ def _schedule(reader: _Reader, node: yaml.Node) -> Schedule | None:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             reader.problem(count_node, f"schedule.count is a whole number of runs, 1 or more, got {count!r}")
             count = None
-    return None if spec is None else Schedule(spec, count)
+    timezone = None
+    if "timezone" in entries:
+        zone_node = entries["timezone"][1]
+        zone = reader.value(zone_node)
+        try:
+            timezone = check_timezone(zone) if isinstance(zone, str) else None
+        except ValidationError as error:
+            reader.problem(zone_node, f"schedule.{error}")
+        else:
+            if not isinstance(zone, str):
+                reader.problem(zone_node, f"schedule.timezone is an IANA name like America/Vancouver, got {zone!r}")
+    return None if spec is None else Schedule(spec, count, timezone)
 
 
 def five_to_six(cron: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import assert_never
+from zoneinfo import ZoneInfo
 
 from workflow.core import events as ev
 from workflow.core.products import ArchivedFile
@@ -17,6 +18,15 @@ def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def when_in(timestamp: float | None, timezone: str | None) -> str:
+    """A firing time in its schedule's zone and in UTC (``2026-12-07 02:00:00 PST (2026-12-07 10:00:00Z)``),
+    or as :func:`when` for a schedule in UTC: operators read the zone, the log says UTC."""
+    if timestamp is None or timezone is None:
+        return when(timestamp)
+    local = datetime.fromtimestamp(timestamp, tz=ZoneInfo(timezone))
+    return f"{local:%Y-%m-%d %H:%M:%S %Z} ({datetime.fromtimestamp(timestamp, tz=UTC):%Y-%m-%d %H:%M:%S}Z)"
 
 
 def counted(number: int, noun: str) -> str:

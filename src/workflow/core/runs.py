@@ -60,6 +60,8 @@ class ConfigDeployed(ConfigEvent, frozen=True, kw_only=True, tag="deployed"):
     file: str | None = None
     schedule: str | None = None
     count: int | None = None
+    #: The IANA zone of the schedule's cron (None: UTC, as every deployment before zones).
+    timezone: str | None = None
 
 
 class ConfigRemoved(ConfigEvent, frozen=True, kw_only=True, tag="removed"):

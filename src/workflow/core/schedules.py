@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
 from ulid import ULID
@@ -68,7 +69,7 @@ def schedule_spec(every: str | None = None, cron: str | None = None) -> str:
     """The server's ``Nats-Schedule`` value for ``--every`` or ``--cron`` (exactly one).
 
     ``every`` is a duration of at least one second: ``10m``, ``1h30m``, ``90s``. ``cron``
-    is 6 fields, seconds first, in UTC (``0 0 2 * * *`` is 02:00 every day), or one of
+    is 6 fields, seconds first, in UTC or the schedule's zone (``0 0 2 * * *`` is 02:00 every day), or one of
     ``@hourly @daily @midnight @weekly @monthly @yearly @annually``. Anything else is a
     ValidationError that says what was expected.
     """
@@ -78,6 +79,30 @@ def schedule_spec(every: str | None = None, cron: str | None = None) -> str:
         return f"@every {_checked_every(every)}"
     assert cron is not None
     return _checked_cron(cron)
+
+
+def check_timezone(name: str | None) -> str | None:
+    """``name`` if it is an IANA time zone the stdlib ``zoneinfo`` knows (``America/Vancouver``),
+    None for None or ``UTC`` (a cron without a zone is read in UTC, as before zones existed).
+
+    The zone is checked here, at add or deploy, so a typo is one clear error before anything
+    is written, not a timer the NATS server refuses later (``Nats-Schedule-Time-Zone``). The
+    zones come from the system's tz database (``/usr/share/zoneinfo``) or, where there is none,
+    the ``tzdata`` package (a dependency for that reason)."""
+    if name is None:
+        return None
+    text = name.strip()
+    if text.upper() == "UTC":
+        return None
+    try:
+        if not text or text.startswith("/") or ".." in text:
+            raise ValueError(text)
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        close = sorted(zone for zone in available_timezones() if zone.lower() == text.lower())
+        hint = f"; did you mean {close[0]}?" if close else " (an IANA name like America/Vancouver, or UTC)"
+        raise ValidationError("timezone", f"unknown time zone {name!r}{hint}") from None
+    return text
 
 
 def every_seconds(text: str) -> float:
@@ -141,12 +166,19 @@ def _cron_number(token: str, name: str, low: int, high: int, names: list[str], t
     return int(token)
 
 
-def next_firing(spec: str, after: float, since: float | None = None) -> float | None:
+def next_firing(spec: str, after: float, since: float | None = None, timezone: str | None = None) -> float | None:
     """When a schedule of ``spec`` (as :func:`schedule_spec` gives it) next fires after
     ``after`` (unix seconds, UTC), for ``schedule ls`` and ``configs ls``. An ``@every``
     schedule counts its intervals from ``since`` (when it was added; ``after`` if unknown).
     A cron's day matches its day-of-month *or* its day-of-week when both are restricted,
-    both otherwise (as cron does). None if nothing matches within five years."""
+    both otherwise (as cron does). None if nothing matches within five years.
+
+    A cron with a ``timezone`` matches the wall clock of that zone (``@every`` has no zone).
+    It fires at every instant whose wall time there matches, as the NATS server's cron
+    does (``server/cron.go``, after robfig/cron: it steps through instants and compares
+    their wall fields). So across DST a wall time in the skipped hour (02:30 on the spring
+    day in America/Vancouver) does not fire that day, and one in the repeated hour (01:30 on
+    the autumn day) fires twice, at 01:30 PDT and an hour later at 01:30 PST."""
     if spec.startswith("@every "):
         interval = every_seconds(spec.removeprefix("@every "))
         origin = after if since is None else min(since, after)
@@ -157,7 +189,9 @@ def next_firing(spec: str, after: float, since: float | None = None) -> float | 
     allowed = [_expand(value, low, high, names) for value, (_, low, high, names) in zip(fields, _FIELDS, strict=True)]
     seconds, minutes, hours, days, months, weekdays = (sorted(values) for values in allowed)
     either = not fields[3].startswith("*") and not fields[5].startswith("*")
-    today = datetime.fromtimestamp(math.floor(after), UTC)
+    zone = UTC if timezone is None else ZoneInfo(timezone)
+    today = datetime.fromtimestamp(math.floor(after), zone) - timedelta(days=1)  # (a day early: safe, cheap)
+    found: float | None = None
     for offset in range(366 * 5):
         day = (today + timedelta(days=offset)).date()
         if day.month not in months:
@@ -167,13 +201,31 @@ def next_firing(spec: str, after: float, since: float | None = None) -> float | 
             continue
         for hour in hours:
             for minute in minutes:
-                moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC).timestamp()
-                if moment + 59 <= after:
-                    continue
-                for second in seconds:
-                    if moment + second > after:
-                        return moment + second
-    return None
+                for moment in _instants(datetime(day.year, day.month, day.day, hour, minute), zone):
+                    if found is not None and moment > found + _LONGEST_SHIFT:
+                        return found  # instants are in wall order beyond a DST shift: none earlier follows
+                    if moment + 59 <= after:
+                        continue
+                    for second in seconds:
+                        if moment + second > after:
+                            found = moment + second if found is None else min(found, moment + second)
+                            break
+    return found
+
+
+#: The longest DST shift of any zone (seconds): wall times are in order beyond it.
+_LONGEST_SHIFT = 2 * 3600
+
+
+def _instants(wall: datetime, zone: Any) -> list[float]:
+    """The instants (unix seconds) whose wall time in ``zone`` is the minute ``wall`` (naive):
+    none in a skipped hour, two in a repeated one, one otherwise."""
+    found = []
+    for fold in (0, 1):
+        moment = wall.replace(tzinfo=zone, fold=fold).timestamp()
+        if datetime.fromtimestamp(moment, zone).replace(tzinfo=None) == wall and moment not in found:
+            found.append(moment)
+    return found
 
 
 def _expand(value: str, low: int, high: int, names: list[str]) -> set[int]:
@@ -211,6 +263,9 @@ class ScheduleAdded(ScheduleEvent, frozen=True, kw_only=True):
 
     schedule: str
     work: Work
+    #: The IANA zone a cron's fields are read in (``America/Vancouver``); None: UTC (every
+    #: event written before zones existed reads so). Sent to the NATS server with the timer.
+    timezone: str | None = None
     #: Set when the schedule starts runs of a pipeline configuration (:mod:`workflow.core.runs`)
     #: instead of depositing ``work`` (then only a label: the configuration's name as pipeline).
     configuration: str | None = None

@@ -164,10 +164,12 @@ class Scheduler:
             DEFINITION_HEADER: added.id,
             "Nats-Expected-Last-Subject-Sequence": str(expected),
         }
+        if added.timezone is not None:  # the server reads the cron's fields in this zone (2.14+)
+            headers["Nats-Schedule-Time-Zone"] = added.timezone
         reply = await self._client.nc.request(timer_subject(added.name), b"", timeout=5, headers=headers)
         error = json.loads(reply.data).get("error")
         if error is None:
-            log.info("schedule %s: timer set (%s)", added.name, added.schedule)
+            log.info("schedule %s: timer set (%s %s)", added.name, added.schedule, added.timezone or "UTC")
             return
         refused = jsapi.error_of(error, f"the server refused the timer {added.schedule!r}")
         if not isinstance(refused, ConflictError):

@@ -379,13 +379,16 @@ class Client:
     # -- schedules (:mod:`workflow.log.schedules`) -------------------------------------
 
     async def add_schedule(
-        self, name: str, work: Work, *, every: str | None = None, cron: str | None = None
+        self, name: str, work: Work, *, every: str | None = None, cron: str | None = None,
+        timezone: str | None = None,
     ) -> ScheduleAdded:
-        """Deposit a copy of ``work`` at each firing: ``every="10m"`` or a 6-field UTC
-        ``cron="0 0 2 * * *"`` (or ``"@daily"``…). Recorded in the log; ``workflow server``
-        fires it. ConflictError if a schedule of that name is in force."""
+        """Deposit a copy of ``work`` at each firing: ``every="10m"`` or a 6-field
+        ``cron="0 0 2 * * *"`` (or ``"@daily"``…), read in UTC or in ``timezone`` (an IANA
+        name, ``"America/Vancouver"``). Recorded in the log; ``workflow server`` fires it.
+        ConflictError if a schedule of that name is in force."""
         with refused_as("adding a schedule"):
-            return await schedule_log.add(self._connected.gateway, name, work, schedule_spec(every, cron))
+            return await schedule_log.add(self._connected.gateway, name, work, schedule_spec(every, cron),
+                                          timezone=timezone)
 
     async def remove_schedule(self, name: str, reason: str | None = None) -> ScheduleRemoved:
         """Stop a schedule (recorded in the log). NotFoundError if none of that name is in force."""

@@ -161,13 +161,14 @@ async def deploy(gateway: LogGateway, buckets: Buckets, config: cfg.Config, file
     schedule = config.schedule
     deployed = runs.ConfigDeployed(name=config.name, time=now, by=gateway.name, source=config.source, file=file,
                                    schedule=None if schedule is None else schedule.spec,
-                                   count=None if schedule is None else schedule.count)
+                                   count=None if schedule is None else schedule.count,
+                                   timezone=None if schedule is None else schedule.timezone)
     seq = await _append(gateway, deployed, seq)
     await _unschedule(gateway, config.name)  # a redeploy replaces the schedule of the one before
     if schedule is not None:
         label = Work(pipeline=config.name)  # a schedule of a configuration deposits no work of its own
         await schedule_log.add(gateway, runs.schedule_name(config.name), label, schedule.spec,
-                               configuration=config.name)
+                               configuration=config.name, timezone=schedule.timezone)
         return Deployment(deployed, None, None)
     started = runs.RunStarted(name=config.name, time=now, by=gateway.name, run=run_id, deployed=deployed.id,
                               works=len(plan.works))

@@ -135,14 +135,19 @@ async def _append(gateway: LogGateway, event: sch.ScheduleEvent, expected: int) 
 
 
 async def add(
-    gateway: LogGateway, name: str, work: Work, spec: str, *, configuration: str | None = None
+    gateway: LogGateway, name: str, work: Work, spec: str, *, configuration: str | None = None,
+    timezone: str | None = None,
 ) -> sch.ScheduleAdded:
     """Record a new schedule: from its first firing on, each deposits one copy of ``work``
-    (or, with ``configuration``, starts a run of that pipeline configuration).
+    (or, with ``configuration``, starts a run of that pipeline configuration). A cron's
+    fields are read in ``timezone`` (an IANA name; None: UTC); ``@every`` takes no zone.
 
     Refused (ConflictError) if a schedule of that name is in force: remove it first.
     """
     name = sch.check_name(name)
+    timezone = sch.check_timezone(timezone)
+    if timezone is not None and spec.startswith("@every"):
+        raise ValidationError("timezone", f"a time zone applies to a cron, not to {spec!r} (an interval has none)")
     check_site(work.site)  # as at deposit: each firing deposits this work
     if work.precursors:
         raise ValidationError("precursors", "a scheduled work cannot wait for other works")
@@ -154,7 +159,7 @@ async def add(
         )
     template = Work(**{**_fields(work), "id": None, "status": "created", "user": sch.schedule_user(name)})
     event = sch.ScheduleAdded(name=name, time=time.time(), by=gateway.name, schedule=spec, work=template,
-                              configuration=configuration)
+                              configuration=configuration, timezone=timezone)
     await _append(gateway, event, seq)
     return event
 
